@@ -1,0 +1,5 @@
+"""client layer."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,148 @@
+"""Values and events of the wire layer: frozen attrs classes, validated on construction."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+from typing import Final
+
+import attrs
+
+from ._errors import LocalProtocolError
+from ._status import Status
+from ._tokens import DeviceToken
+
+
+class Need(enum.Enum):
+    """What a decoder returns when it needs more bytes before the next event."""
+
+    DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: The decoder has no complete event yet: feed it more bytes (or EOF).
+NEED_DATA: Final = Need.DATA
+
+
+class Command(enum.IntEnum):
+    """The first byte of every gateway frame."""
+
+    #: Command 0: token and payload only; errors close the connection silently.
+    SIMPLE = 0
+    #: Command 1: adds a 4-byte identifier and a 4-byte expiry.
+    ENHANCED = 1
+    #: Command 2: a frame of items, adding priority (iOS 7, 2013).
+    FRAME = 2
+    #: Command 8: the 6-byte error response, gateway to provider.
+    ERROR_RESPONSE = 8
+
+
+#: Priority 10: deliver at once. Must carry an alert, sound or badge.
+PRIORITY_IMMEDIATE: Final = 10
+#: Priority 5: deliver when it conserves power; may be grouped or throttled.
+PRIORITY_CONSERVE_POWER: Final = 5
+
+_UINT32_MAX: Final = 0xFFFF_FFFF
+_UINT16_MAX: Final = 0xFFFF
+
+
+def _check_payload(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if type(value) is not bytes:
+        raise TypeError(f"payload must be bytes, not {type(value).__name__}")
+    if not value:
+        raise LocalProtocolError("payload is empty; the gateway answers 'Missing payload'")
+    if len(value) > _UINT16_MAX:
+        raise LocalProtocolError(
+            f"payload is {len(value)} bytes; no command can carry more than {_UINT16_MAX}"
+        )
+
+
+def _check_expiry(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= _UINT32_MAX:
+        raise LocalProtocolError(f"expiry {value} does not fit 0..{_UINT32_MAX} (uint32 seconds)")
+
+
+def _check_priority(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value not in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER):
+        raise LocalProtocolError(f"priority must be 10 or 5, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Notification:
+    """One push, as the provider means it. Identifiers are assigned by the sender, not here.
+
+    ``payload`` is the encoded JSON (see :func:`apns_legacy.build_payload`); the
+    configured byte limit (2048 by default) is checked by whoever sends it, since it
+    depends on the server. ``expiry`` is UNIX seconds (0: do not store);
+    ``priority`` is 10 or 5 and only travels in command 2.
+    """
+
+    token: DeviceToken
+    payload: bytes = attrs.field(validator=_check_payload)
+    expiry: int = attrs.field(default=0, validator=_check_expiry)
+    priority: int = attrs.field(default=PRIORITY_IMMEDIATE, validator=_check_priority)
+
+
+@attrs.frozen(kw_only=True)
+class ReceivedNotification:
+    """A well-formed notification as the gateway parsed it (server side).
+
+    Fields a command does not carry are ``None``: command 0 has no identifier,
+    expiry or priority; a command-2 frame may leave out items 3, 4 and 5.
+    """
+
+    command: Command
+    identifier: int | None
+    token: bytes
+    payload: bytes
+    expiry: int | None
+    priority: int | None
+
+
+@attrs.frozen(kw_only=True)
+class BadNotification:
+    """The first malformed notification on a connection (server side).
+
+    ``status`` is what Apple's gateway answers; ``identifier`` is what goes in the
+    error response (0 where none was read, and 0 for a zero-length token as the real
+    gateway did). A server writes ``08 status identifier`` unless ``command`` is
+    :attr:`Command.SIMPLE` or the byte was not a command at all, where Apple closed
+    without a word. The decoder yields nothing after this event.
+    """
+
+    command: int
+    status: Status
+    identifier: int
+    reason: str
+
+
+@attrs.frozen
+class ErrorResponse:
+    """The gateway's 6-byte answer to a bad notification: ``08 status identifier``.
+
+    ``status`` is a :class:`Status`, or the plain int for a code Apple never defined.
+    For :attr:`Status.SHUTDOWN` the identifier names the last *accepted* notification.
+    """
+
+    status: Status | int
+    identifier: int
+
+
+@attrs.frozen
+class FeedbackItem:
+    """One feedback tuple: the app was gone from the device with ``token`` at ``timestamp``."""
+
+    timestamp: int
+    token: bytes
+
+    @property
+    def time(self) -> _dt.datetime:
+        """``timestamp`` as a timezone-aware UTC datetime."""
+        return _dt.datetime.fromtimestamp(self.timestamp, tz=_dt.UTC)
+
+
+@attrs.frozen
+class ConnectionClosed:
+    """The peer closed the stream cleanly, on a frame boundary."""
