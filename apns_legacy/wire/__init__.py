@@ -37,6 +37,7 @@ from ._frames import (
     encode_simple,
     max_frame_length,
 )
+from ._payload import Alert, PayloadTooLargeError, build_payload, pass_payload, raw_payload
 from ._status import Status, status_from_int, status_name
 from ._tokens import MAX_LONG_TOKEN_LENGTH, TOKEN_LENGTH, DeviceToken, check_token_length
 
@@ -45,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",
+    "PayloadTooLargeError",
     # values and events
     "Command",
     "DeviceToken",
@@ -80,6 +82,11 @@ __all__ = [
     "encode_error_response",
     "encode_feedback_item",
     "max_frame_length",
+    # payloads
+    "Alert",
+    "build_payload",
+    "pass_payload",
+    "raw_payload",
     # decoders
     "GatewayDecoder",
     "GatewayEvent",

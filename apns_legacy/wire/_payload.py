@@ -1,0 +1,458 @@
+"""Payloads: compact UTF-8 JSON for the ``payload`` field (PROTOCOL.md section 6).
+
+Apple wants a JSON object with an ``aps`` dictionary, raw UTF-8 (the ``\\U``
+notation is not supported), not null-terminated, and at most 2048 bytes since
+iOS 8 (256 before; 4096 for VoIP pushes by node-apn's account). The gateway checks
+the size only, so the limit is checked here, before anything is sent.
+
+Truncation shortens the alert text so that the *encoded* bytes fit. JSON escaping
+is per character (``"`` becomes ``\\"``, a control character ``\\u001f``, anything
+else is its raw UTF-8), so the encoded size of ``prefix + ellipsis`` is the size of
+the payload with an empty body plus the escaped sizes of the two parts. The cut
+only falls on a grapheme-cluster boundary (see :func:`_cluster_boundaries`), so a
+flag, a family emoji or an accented letter is kept whole or dropped whole.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from ._errors import LocalProtocolError
+from ._frames import PAYLOAD_LIMIT
+
+_MAX_LIMIT: Final = 0xFFFF  # the payload length field is 2 bytes
+
+
+class PayloadTooLargeError(LocalProtocolError):
+    """The encoded payload is larger than the limit.
+
+    Attributes:
+        size: The encoded size in bytes (for truncation failures: the smallest size
+            truncation could reach).
+        limit: The limit in bytes.
+    """
+
+    def __init__(self, size: int, limit: int, message: str | None = None) -> None:
+        super().__init__(message or f"payload is {size} bytes; the limit is {limit}")
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[type[PayloadTooLargeError], tuple[int, int, str]]:
+        return type(self), (self.size, self.limit, str(self))
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def _check_limit(limit: int) -> None:
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if not 1 <= limit <= _MAX_LIMIT:
+        raise LocalProtocolError(f"limit {limit} is out of range: it must be 1..{_MAX_LIMIT}")
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+
+
+def _str_list(name: str, value: object) -> list[str]:
+    # A lone str is a Sequence[str] too; refuse it rather than send one argument a letter.
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of str, not {type(value).__name__}")
+    for i, item in enumerate(value):
+        _check_str(f"{name}[{i}]", item)
+    return list(value)
+
+
+def _optional_str(instance: Alert, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None:
+        _check_str(f"Alert.{attribute.name}", value)
+
+
+# Converters for the optional argument lists: checked, and kept as tuples (frozen means
+# frozen). One named function each, so that the error names the field.
+def _title_loc_args(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(_str_list("Alert.title_loc_args", value))
+
+
+def _loc_args(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(_str_list("Alert.loc_args", value))
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Alert:
+    """The ``alert`` dictionary [APK]. Fields left as ``None`` are left out of the JSON.
+
+    ``title``, ``title_loc_key`` and ``title_loc_args`` date from iOS 8.2, ``subtitle``
+    from iOS 10; ``action`` is for Safari website pushes (with ``title`` and ``body``).
+    """
+
+    title: str | None = attrs.field(default=None, validator=_optional_str)
+    subtitle: str | None = attrs.field(default=None, validator=_optional_str)
+    body: str | None = attrs.field(default=None, validator=_optional_str)
+    title_loc_key: str | None = attrs.field(default=None, validator=_optional_str)
+    title_loc_args: tuple[str, ...] | None = attrs.field(default=None, converter=_title_loc_args)
+    action_loc_key: str | None = attrs.field(default=None, validator=_optional_str)
+    loc_key: str | None = attrs.field(default=None, validator=_optional_str)
+    loc_args: tuple[str, ...] | None = attrs.field(default=None, converter=_loc_args)
+    launch_image: str | None = attrs.field(default=None, validator=_optional_str)
+    action: str | None = attrs.field(default=None, validator=_optional_str)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON dictionary, keys in field order, ``None`` fields left out."""
+        out: dict[str, Any] = {}
+        for name, key in _ALERT_KEYS:
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+_ALERT_KEYS: Final = tuple(
+    (field.name, field.name.replace("_", "-")) for field in attrs.fields(Alert)
+)
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def _encode(obj: object) -> bytes:
+    # allow_nan=False: NaN and Infinity are not JSON, and Python would write them anyway.
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"payload cannot be encoded as JSON: {exc}") from exc
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"payload text contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
+            "which UTF-8 cannot encode"
+        ) from exc
+
+
+def _escaped_size(text: str) -> int:
+    """Bytes ``text`` takes inside a JSON string, quotes not counted."""
+    return len(_encode(text)) - 2
+
+
+def _check_size(data: bytes, limit: int) -> bytes:
+    if len(data) > limit:
+        raise PayloadTooLargeError(len(data), limit)
+    return data
+
+
+def build_payload(
+    *,
+    alert: str | Alert | None = None,
+    badge: int | None = None,
+    sound: str | None = None,
+    content_available: bool = False,
+    mutable_content: bool = False,
+    category: str | None = None,
+    thread_id: str | None = None,
+    url_args: Sequence[str] | None = None,
+    custom: Mapping[str, Any] | None = None,
+    limit: int = PAYLOAD_LIMIT,
+    truncate: bool = False,
+    ellipsis: str = "…",
+) -> bytes:
+    """Build a payload: ``{"aps":{...}}`` then the custom keys, compact UTF-8 JSON.
+
+    ``aps`` keys come in this order: ``alert``, ``badge``, ``sound``,
+    ``content-available``, ``mutable-content``, ``category``, ``thread-id``,
+    ``url-args``; arguments left at their default are left out. ``aps`` is always
+    present, so no arguments at all give ``{"aps":{}}``.
+
+    Args:
+        alert: The alert text, or an :class:`Alert` dictionary.
+        badge: The badge number; 0 clears the badge.
+        sound: A sound file name, or ``"default"``.
+        content_available: Send ``"content-available":1`` (background update).
+        mutable_content: Send ``"mutable-content":1`` (iOS 10 service extension).
+        category: The notification category (iOS 8).
+        thread_id: The thread identifier (iOS 10).
+        url_args: Safari website push URL arguments.
+        custom: Top-level keys after ``aps``, in the given order; values must be
+            JSON-serialisable. A key named ``aps`` is refused.
+        limit: The byte limit: ``PAYLOAD_LIMIT`` (2048), ``OLD_PAYLOAD_LIMIT`` (256)
+            or ``VOIP_PAYLOAD_LIMIT`` (4096); 1..65535.
+        truncate: If the payload is too large, shorten the alert text (a str
+            ``alert`` or ``Alert.body``) at a grapheme boundary and append ``ellipsis``.
+        ellipsis: Appended to truncated text; may be ``""``.
+
+    Returns:
+        The encoded payload, at most ``limit`` bytes.
+
+    Raises:
+        PayloadTooLargeError: The payload is over ``limit`` and truncation was off,
+            had no alert text to shorten, or could not shorten it enough.
+        LocalProtocolError: A value is out of range or not JSON-serialisable, or
+            ``custom`` has an ``aps`` key.
+        TypeError: An argument has the wrong type.
+    """
+    _check_limit(limit)
+    _check_str("ellipsis", ellipsis)
+    aps: dict[str, Any] = {}
+    if isinstance(alert, Alert):
+        aps["alert"] = alert.to_dict()
+    elif alert is not None:
+        _check_str("alert", alert)
+        aps["alert"] = alert
+    if badge is not None:
+        if type(badge) is not int:
+            raise TypeError(f"badge must be an int, not {type(badge).__name__}")
+        if badge < 0:
+            raise LocalProtocolError(f"badge must not be negative, got {badge}")
+        aps["badge"] = badge
+    if sound is not None:
+        _check_str("sound", sound)
+        aps["sound"] = sound
+    for name, key, flag in (
+        ("content_available", "content-available", content_available),
+        ("mutable_content", "mutable-content", mutable_content),
+    ):
+        if type(flag) is not bool:
+            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        if flag:
+            aps[key] = 1
+    if category is not None:
+        _check_str("category", category)
+        aps["category"] = category
+    if thread_id is not None:
+        _check_str("thread_id", thread_id)
+        aps["thread-id"] = thread_id
+    if url_args is not None:
+        aps["url-args"] = _str_list("url_args", url_args)
+
+    root: dict[str, Any] = {"aps": aps}
+    if custom is not None:
+        if not isinstance(custom, Mapping):
+            raise TypeError(f"custom must be a mapping, not {type(custom).__name__}")
+        for key, value in custom.items():
+            _check_str("custom key", key)
+            if key == "aps":
+                raise LocalProtocolError(
+                    "custom has a key named 'aps'; use the build_payload arguments for aps "
+                    "keys, or raw_payload for a hand-made payload"
+                )
+            root[key] = value
+
+    data = _encode(root)
+    if len(data) <= limit:
+        return data
+    if not truncate:
+        raise PayloadTooLargeError(len(data), limit)
+    return _truncate_alert(root, len(data), limit, ellipsis)
+
+
+def _truncate_alert(root: dict[str, Any], size: int, limit: int, ellipsis: str) -> bytes:
+    # Find the text: a str alert, or the body of an alert dictionary. ``root`` is our
+    # own fresh dict, so it is edited in place.
+    holder: dict[str, Any] = root["aps"]
+    key = "alert"
+    if isinstance(holder.get(key), dict):
+        holder, key = holder[key], "body"
+    text = holder.get(key)
+    if not isinstance(text, str):
+        raise PayloadTooLargeError(
+            size,
+            limit,
+            f"payload is {size} bytes; the limit is {limit} (truncate=True shortens only "
+            "the alert text, and this payload has none)",
+        )
+    holder[key] = ""
+    fixed = len(_encode(root)) + _escaped_size(ellipsis)
+    budget = limit - fixed  # bytes left for the escaped prefix of the text
+    if budget < 0:
+        with_ellipsis = " and the ellipsis" if ellipsis else ""
+        raise PayloadTooLargeError(
+            fixed,
+            limit,
+            f"payload is {fixed} bytes even with an empty alert body{with_ellipsis}; "
+            f"the limit is {limit}",
+        )
+    holder[key] = text[: _longest_prefix(text, budget)] + ellipsis
+    return _encode(root)
+
+
+def _longest_prefix(text: str, budget: int) -> int:
+    """Length of the longest prefix ending on a cluster boundary whose escaped size fits."""
+    # Every character takes at least one byte, so no prefix longer than ``budget``
+    # characters can fit: only the boundaries up to there are computed, and each
+    # probe of the binary search encodes at most ``budget`` characters.
+    # O(budget log budget) whatever the length of the text.
+    bounds = _cluster_boundaries(text, stop=budget)
+    # The escaped size grows with the boundary index; 0 (the empty prefix) always fits.
+    index = bisect_right(bounds, budget, key=lambda end: _escaped_size(text[:end])) - 1
+    return bounds[index]
+
+
+# --- grapheme clusters (an approximation of UAX #29) ----------------------------------
+#
+# Python 3.11 has no grapheme segmentation and we take no dependency for it. The rules
+# below cover what push texts carry. Where they differ from UAX #29 they join *more*
+# (ZWJ glues any next character, not only emoji; a Hangul vowel glues to anything),
+# which is the safe direction: a cut may drop a little more text, but never splits a
+# real cluster. Not covered: Prepend characters (GB9b, rare Indic/Arabic marks) and the
+# Indic conjunct rule of Unicode 15.1 (GB9c).
+
+_ZWJ: Final = 0x200D
+
+
+def _is_extender(ch: str) -> bool:
+    """True if ``ch`` belongs to the cluster of the character before it (GB9, GB9a)."""
+    cp = ord(ch)
+    if cp < 0x300:  # fast path: nothing below the combining diacritics extends
+        return False
+    return (
+        cp == _ZWJ
+        or 0xFE00 <= cp <= 0xFE0F  # variation selectors (text/emoji presentation)
+        or 0xE0100 <= cp <= 0xE01EF  # variation selectors supplement
+        or 0x1F3FB <= cp <= 0x1F3FF  # emoji skin-tone modifiers (category Sk)
+        or 0xE0020 <= cp <= 0xE007F  # tags, as in the flags of England and Scotland
+        or 0x1160 <= cp <= 0x11FF  # Hangul jamo vowels and trailing consonants
+        or 0xD7B0 <= cp <= 0xD7FB  # their extension block
+        # combining marks: nonspacing (e + U+0301), enclosing (keycap U+20E3), spacing
+        or unicodedata.category(ch) in ("Mn", "Me", "Mc")
+    )
+
+
+def _is_regional_indicator(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
+
+
+def _is_control(ch: str) -> bool:
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F  # exactly category Cc
+
+
+def _is_boundary(prev: str, cur: str, ri_run: int) -> bool:
+    """Whether a cluster ends between ``prev`` and ``cur``.
+
+    ``ri_run`` counts the regional indicators in a row that end with ``prev``.
+    """
+    if prev == "\r" and cur == "\n":  # GB3
+        return False
+    if _is_control(prev) or _is_control(cur):  # GB4, GB5
+        return True
+    if _is_extender(cur):  # GB9, GB9a (and ZWJ itself, which is an extender)
+        return False
+    if ord(prev) == _ZWJ:  # GB11, loosened: ZWJ joins whatever follows
+        return False
+    # GB12/13: regional indicators pair up from the start of their run, so a flag is
+    # never split and "🇫🇷🇩🇪" breaks only between the two flags.
+    if ri_run % 2 == 1 and _is_regional_indicator(cur):
+        return False
+    # GB6: a leading Hangul consonant joins a following jamo or precomposed syllable.
+    p, c = ord(prev), ord(cur)
+    return not (
+        (0x1100 <= p <= 0x115F or 0xA960 <= p <= 0xA97C)
+        and (0x1100 <= c <= 0x11FF or 0xAC00 <= c <= 0xD7A3)
+    )
+
+
+def _cluster_boundaries(text: str, stop: int | None = None) -> list[int]:
+    """Indices where ``text`` may be cut: 0, every cluster boundary, and ``len(text)``.
+
+    With ``stop``, only boundaries up to ``stop`` are returned (they are the same as in
+    the whole text: whether index ``i`` is a boundary depends only on ``text[:i + 1]``).
+    """
+    end = len(text) if stop is None else min(stop, len(text))
+    bounds = [0]
+    ri_run = 0
+    for i in range(1, end + 1):
+        prev = text[i - 1]
+        ri_run = ri_run + 1 if _is_regional_indicator(prev) else 0
+        if i == len(text) or _is_boundary(prev, text[i], ri_run):
+            bounds.append(i)
+    return bounds
+
+
+# --- other payloads -------------------------------------------------------------------
+
+
+def pass_payload() -> bytes:
+    """The payload for a Wallet (PassKit) pass update: ``{"aps":{}}``.
+
+    The device ignores the payload and fetches the pass. This is grocer's form; others
+    seen are ``{"aps":""}`` (a Stack Overflow answer) and ``{}`` (an HTTP/2-era client).
+    Pass pushes go to the production gateway with the Pass Type ID certificate.
+    """
+    return b'{"aps":{}}'
+
+
+def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_LIMIT) -> bytes:
+    """A hand-made payload, checked but not rewritten.
+
+    ``aps`` is not required (MDM pushes are ``{"mdm":"<PushMagic>"}``, and the gateway
+    does not check), but the payload must be a JSON object.
+
+    Args:
+        data: JSON text as ``bytes`` (UTF-8) or ``str``, passed through as is; or a
+            mapping, encoded compactly.
+        limit: The byte limit, 1..65535.
+
+    Returns:
+        The payload bytes.
+
+    Raises:
+        PayloadTooLargeError: The payload is over ``limit``.
+        LocalProtocolError: The text is not UTF-8, not JSON, or not a JSON object.
+        TypeError: ``data`` has the wrong type.
+    """
+    _check_limit(limit)
+    if isinstance(data, Mapping):
+        return _check_size(_encode(dict(data)), limit)
+    if isinstance(data, str):
+        text, raw = data, _encode_text(data)
+    elif isinstance(data, bytes):
+        raw = data
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LocalProtocolError(f"payload is not valid UTF-8: {exc}") from exc
+    else:
+        raise TypeError(f"payload must be bytes, str or a mapping, not {type(data).__name__}")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise LocalProtocolError(f"payload is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise LocalProtocolError(f"payload must be a JSON object, not a JSON {_json_kind(value)}")
+    return _check_size(raw, limit)
+
+
+def _encode_text(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"payload contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
+            "which UTF-8 cannot encode"
+        ) from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
