@@ -8,6 +8,7 @@ token 32): those belong to whoever sends, see :class:`apns_legacy.Limits`.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
@@ -165,6 +166,39 @@ def encode_notification(command: Command, notification: Notification, identifier
     if command is Command.SIMPLE:
         return encode_simple(token, notification.payload)
     raise LocalProtocolError(f"command {command!r} does not carry notifications")
+
+
+def encode_batch(
+    command: Command, first_identifier: int, notifications: Sequence[Notification]
+) -> bytes:
+    """Frames for ``notifications[i]`` with identifier ``first_identifier + i``, joined.
+
+    The sender's hot path: a :class:`Notification` was validated when it was built,
+    so only the identifiers are checked here, once for the whole range.
+    """
+    _check_uint32("identifier", first_identifier)
+    _check_uint32("identifier", first_identifier + max(len(notifications) - 1, 0))
+    if command is Command.FRAME:
+        parts = []
+        identifier = first_identifier
+        for n in notifications:
+            token = n.token.value
+            payload = n.payload
+            t, p = len(token), len(payload)
+            frame = _full_frame_struct(t, p).pack(
+                Command.FRAME, 3 * 5 + t + p + 9,
+                Item.TOKEN, t, token,
+                Item.PAYLOAD, p, payload,
+                Item.IDENTIFIER, 4, identifier,
+                Item.EXPIRY, 4, n.expiry,
+                Item.PRIORITY, 1, n.priority,
+            )  # fmt: skip
+            parts.append(frame)
+            identifier += 1
+        return b"".join(parts)
+    return b"".join(
+        encode_notification(command, n, first_identifier + i) for i, n in enumerate(notifications)
+    )
 
 
 def encode_probe(command: Command, identifier: int) -> bytes:
