@@ -132,6 +132,10 @@ def _encode(obj: object) -> bytes:
         text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise LocalProtocolError(f"payload cannot be encoded as JSON: {exc}") from exc
+    return _utf8(text)
+
+
+def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -414,7 +418,7 @@ def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_L
     if isinstance(data, Mapping):
         return _check_size(_encode(dict(data)), limit)
     if isinstance(data, str):
-        text, raw = data, _encode_text(data)
+        text, raw = data, _utf8(data)
     elif isinstance(data, bytes):
         raw = data
         try:
@@ -432,27 +436,12 @@ def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_L
     return _check_size(raw, limit)
 
 
-def _encode_text(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError(
-            f"payload contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
-            "which UTF-8 cannot encode"
-        ) from exc
-
-
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_JSON_KINDS: Final = {list: "array", str: "string", type(None): "null", bool: "boolean"}
+
+
 def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return "number"
+    return _JSON_KINDS.get(type(value), "number")
