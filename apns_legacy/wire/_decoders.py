@@ -139,6 +139,17 @@ class GatewayDecoder(_Decoder):
         self._frame: _FrameInProgress | None = None
         self._ended = False
 
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes from the provider; after a :class:`BadNotification` they are dropped.
+
+        Raises :class:`LocalProtocolError` after EOF.
+        """
+        if self._ended and not self._eof:
+            # Apple discarded everything after the bad notification; so do we, rather
+            # than hold whatever the client sends until the server gets round to closing.
+            return
+        super().receive_data(data)
+
     def next_event(self) -> GatewayEvent | Need:
         if self._ended:
             raise LocalProtocolError("the decoder ended with a bad notification")
@@ -360,6 +371,7 @@ class GatewayDecoder(_Decoder):
 
     def _bad(self, command: int, status: Status, identifier: int, reason: str) -> BadNotification:
         self._ended = True
+        self._buf.clear()
         return BadNotification(command=command, status=status, identifier=identifier, reason=reason)
 
 
