@@ -1,0 +1,131 @@
+"""Helpers shared by the tests.
+
+Wire part: drive the sans-IO decoders over chunked input and run every reader three
+ways, as h11's ``tr()`` does (the whole buffer, one byte at a time, and with trailing
+bytes of an unfinished next unit).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import pytest
+
+from apns_legacy.wire import (
+    NEED_DATA,
+    BadNotification,
+    ConnectionClosed,
+    RemoteProtocolError,
+)
+
+# -- wire ------------------------------------------------------------------------------
+
+
+class Decoder(Protocol):
+    """What the three wire decoders have in common."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def receive_eof(self) -> None: ...
+
+    def next_event(self) -> object: ...
+
+
+def unhex(text: str) -> bytes:
+    """Bytes from hex as PROTOCOL.md prints it: spaces and ``|`` are ignored."""
+    return bytes.fromhex(text.replace("|", " "))
+
+
+def is_final(event: object) -> bool:
+    """After these events a decoder yields nothing more worth asking for."""
+    return isinstance(event, ConnectionClosed | BadNotification)
+
+
+def drain(decoder: Decoder) -> list[object]:
+    """Every event ready now; stops at NEED_DATA or at a final event."""
+    events: list[object] = []
+    while True:
+        event = decoder.next_event()
+        if event is NEED_DATA:
+            return events
+        events.append(event)
+        if is_final(event):
+            return events
+
+
+def decode(decoder: Decoder, chunks: Sequence[bytes], *, eof: bool = True) -> list[object]:
+    """Feed ``chunks`` one by one, draining after each, then EOF (unless ``eof=False``)."""
+    events: list[object] = []
+    for chunk in chunks:
+        decoder.receive_data(chunk)
+        events += drain(decoder)
+        if events and is_final(events[-1]):
+            return events
+    if eof:
+        decoder.receive_eof()
+        events += drain(decoder)
+    return events
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    """``data`` as one-byte chunks."""
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def split_at(data: bytes, cuts: Sequence[int]) -> list[bytes]:
+    """``data`` cut at the given offsets (any order, duplicates allowed)."""
+    points = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def tr(
+    make_decoder: Callable[[], Decoder],
+    data: bytes,
+    expected: list[object],
+    *,
+    trailing: bytes,
+) -> None:
+    """Run a reader three ways; each must give ``expected`` (h11's ``tr()``).
+
+    ``expected`` are the events for ``data`` followed by EOF, so it ends with
+    :class:`ConnectionClosed` or a :class:`BadNotification`. ``trailing`` is the start of
+    a next unit that is not complete: in the third run it must be left buffered, and an
+    EOF after it is a :class:`RemoteProtocolError`.
+    """
+    assert decode(make_decoder(), [data]) == expected, "whole buffer"
+    assert decode(make_decoder(), bytewise(data)) == expected, "byte by byte"
+
+    decoder = make_decoder()
+    decoder.receive_data(data + trailing)
+    events = drain(decoder)
+    if expected and isinstance(expected[-1], ConnectionClosed):
+        assert events == expected[:-1], "with trailing bytes"
+        assert decoder.buffered == len(trailing)
+        decoder.receive_eof()
+        with pytest.raises(RemoteProtocolError):
+            drain(decoder)
+    else:
+        # A bad notification ends the stream: what follows it is never parsed.
+        assert events == expected, "with trailing bytes"
+
+
+def tr_raises(make_decoder: Callable[[], Decoder], data: bytes, match: str) -> None:
+    """``data`` then EOF raises :class:`RemoteProtocolError`, whole and byte by byte."""
+    for chunks in ([data], bytewise(data)):
+        with pytest.raises(RemoteProtocolError, match=match):
+            decode(make_decoder(), chunks)
+
+
+def rejection(make_decoder: Callable[[], Decoder], data: bytes) -> BadNotification:
+    """The :class:`BadNotification` that ``data`` gives, the same all three ways."""
+    events = decode(make_decoder(), [data])
+    assert events, "no event at all"
+    bad = events[-1]
+    assert isinstance(bad, BadNotification), events
+    tr(make_decoder, data, events, trailing=b"\x01\x00")
+    return bad
