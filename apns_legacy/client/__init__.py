@@ -1,5 +1,33 @@
-"""client layer."""
+"""The client layer: the sender pool (and, later, the feedback client and token store)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._config import (
+    PRODUCTION_FEEDBACK,
+    PRODUCTION_GATEWAY,
+    SANDBOX_FEEDBACK,
+    SANDBOX_GATEWAY,
+    SenderConfig,
+)
+from ._outcomes import Outcome, OutcomeKind, SenderStats
+from ._sender import Connector, Sender, open_sender
+from ._sync import send_all
+from ._window import IdentifierAllocator, InFlightWindow, Resolution
+
+__all__ = [
+    "PRODUCTION_GATEWAY",
+    "SANDBOX_GATEWAY",
+    "PRODUCTION_FEEDBACK",
+    "SANDBOX_FEEDBACK",
+    "SenderConfig",
+    "Sender",
+    "Connector",
+    "open_sender",
+    "send_all",
+    "Outcome",
+    "OutcomeKind",
+    "SenderStats",
+    "InFlightWindow",
+    "IdentifierAllocator",
+    "Resolution",
+]

@@ -1,0 +1,273 @@
+"""One gateway connection of the sender: a writer, a reader and a settler over one stream.
+
+Theory of operation
+-------------------
+Three tasks share one stream and one :class:`InFlightWindow`:
+
+* the **writer** takes jobs from the sender's shared queue, gives them a contiguous
+  range of identifiers, records the batch in the window *before* writing it (so an
+  error response can never name something the window does not know), and writes the
+  whole batch with one ``send_all``. When the window is full it waits for room.
+* the **reader** reads the gateway's side of the stream. The gateway only ever
+  writes one thing, a 6-byte error response, and then closes. The decoder copes with
+  the 6 bytes arriving in pieces or together with the close. The reader is the
+  authority on how the connection ended: an error response resolves the window
+  (accepted before, rejected at, resent after the named one); a close or a reset
+  without one means the window's fate is unknown, so all of it is resent and marked
+  as possible duplicates.
+* the **settler** accepts batches that have been on the wire for ``settle_after``
+  seconds with no error response (the quiet-period rule). While a write is blocked
+  (the gateway is not reading) it accepts nothing, and after a long block it restarts
+  the clock, since bytes may have sat in socket buffers all that while.
+
+A failed write does not end the connection by itself: TN2265 says to read what the
+gateway sent before giving up, so the writer waits up to ``error_wait`` for the
+reader to find the error response, and only then treats the window as lost.
+
+Whoever ends the connection calls :meth:`Connection.end`, which cancels the other
+two tasks. Every job that was in the window leaves it with an outcome or back in the
+queue before that, so nothing is lost when the tasks are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ..wire import (
+    Command,
+    ConnectionClosed,
+    ErrorResponse,
+    ErrorResponseDecoder,
+    RemoteProtocolError,
+    Status,
+    encode_batch,
+    encode_probe,
+)
+from ._queue import Job
+from ._window import InFlightWindow
+
+if TYPE_CHECKING:
+    from ._sender import Sender
+
+logger = logging.getLogger("apns_legacy.sender")
+
+# A send_all that takes longer than this was held up by the peer (back-pressure).
+_BLOCKED: Final = 0.05
+_RECEIVE_SIZE: Final = 65_536
+# Frames per write, at most; write_size usually stops a batch first.
+_MAX_BATCH: Final = 4096
+
+
+class Connection:
+    """One connection's tasks and window. Internal: the :class:`Sender` drives it."""
+
+    def __init__(self, sender: Sender, stream: trio.abc.Stream, number: int) -> None:
+        self.sender = sender
+        self.stream = stream
+        self.number = number
+        self.window: InFlightWindow[Job] = InFlightWindow()
+        self.opened_at = trio.current_time()
+        #: Something on this connection was accepted or rejected.
+        self.made_progress = False
+        #: How it ended: "error", "lost", "idle" or "closed".
+        self.end_kind: str | None = None
+        self.probe_identifier: int | None = None
+        self._send_started: float | None = None
+        self._clock_floor = -math.inf
+        self._window_grew = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self._cancel_scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        """Run until the connection ends; the window is empty afterwards."""
+        with self._cancel_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._settler)
+                nursery.start_soon(self._writer)
+        if self.end_kind is None:  # cancelled from outside: the sender is closing
+            self.end_kind = "closed"
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0) as scope:
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(self.stream)
+
+    def end(self, kind: str) -> None:
+        if self.end_kind is None:
+            self.end_kind = kind
+        self._cancel_scope.cancel()
+
+    def wake_writer(self) -> None:
+        self._room.unpark_all()
+
+    # -- writer ------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        sender = self.sender
+        config = sender.config
+        queue = sender.queue
+        window = self.window
+        while True:
+            if not len(queue):
+                if (
+                    sender.probe_wanted
+                    and len(window)
+                    and self.probe_identifier is None
+                    and config.command is not Command.SIMPLE
+                ):
+                    await self._write_probe()
+                    return  # the gateway will answer the probe and close
+                if not len(window):
+                    with trio.move_on_after(config.idle_timeout) as idle:
+                        await queue.wait()
+                    if idle.cancelled_caught and not len(queue) and not len(window):
+                        logger.info("connection %d idle for %ss: closing", self.number,
+                                    config.idle_timeout)  # fmt: skip
+                        self.end("idle")
+                        return
+                else:
+                    await queue.wait()
+                continue
+            room = config.window_size - len(window)
+            if room <= 0:
+                await self._room.park()
+                continue
+            jobs = queue.take(min(room, _MAX_BATCH), config.write_size)
+            first = sender.allocator.take(len(jobs), sender.is_live)
+            if first is None:  # identifiers wrapped onto live ones: wait for settling
+                queue.put_front(jobs)
+                await self._room.park()
+                continue
+            data = encode_batch(config.command, first, [job.notification for job in jobs])
+            for offset, job in enumerate(jobs):
+                job.identifier = first + offset
+                job.writes += 1
+                if job.writes > 1:
+                    sender.stats.replayed += 1
+            sender.stats.written += len(jobs)
+            window.record(first, jobs, math.inf)  # timed once the write completes
+            await self._send(data)
+
+    async def _write_probe(self) -> None:
+        sender = self.sender
+        first = sender.allocator.take(1, sender.is_live)
+        if first is None:
+            return
+        self.probe_identifier = first
+        sender.stats.probes += 1
+        self.window.record(first, [sender.probe_job], math.inf)
+        logger.debug("connection %d: confirmation probe %d", self.number, first)
+        await self._send(encode_probe(self.sender.config.command, first))
+
+    async def _send(self, data: bytes) -> None:
+        self._send_started = started = trio.current_time()
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # TN2265: the gateway may have explained itself before closing. Give the
+            # reader a moment to find the error response; if it does, it ends the
+            # connection and cancels this sleep.
+            logger.debug("connection %d: write failed (%s); reading what is left",
+                         self.number, exc)  # fmt: skip
+            await trio.sleep(self.sender.config.error_wait)
+            self._lose(f"write failed ({exc}) and no error response followed")
+            return
+        now = trio.current_time()
+        self._send_started = None
+        if now - started > _BLOCKED:
+            self._clock_floor = now
+        self.window.set_last_time(now)
+        self._window_grew.unpark_all()
+
+    # -- reader ------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        decoder = ErrorResponseDecoder()
+        try:
+            while True:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                if data:
+                    decoder.receive_data(data)
+                else:
+                    decoder.receive_eof()
+                event = decoder.next_event()
+                if isinstance(event, ErrorResponse):
+                    self._on_error_response(event)
+                    return
+                if isinstance(event, ConnectionClosed):
+                    self._lose("the gateway closed the connection without an error response")
+                    return
+        except RemoteProtocolError as exc:
+            self._lose(f"the gateway sent something other than an error response: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.sender.note_connection_error(exc)
+            self._lose(f"connection lost: {exc}")
+
+    def _on_error_response(self, event: ErrorResponse) -> None:
+        status, identifier = event.status, event.identifier
+        if (
+            self.probe_identifier is not None
+            and status == Status.MISSING_DEVICE_TOKEN
+            and identifier == 0
+        ):
+            # Real gateways answered a zero-length token with identifier 0.
+            identifier = self.probe_identifier
+        logger.debug("connection %d: error response status %s identifier %d",
+                     self.number, status, identifier)  # fmt: skip
+        resolution = self.window.on_error(status, identifier)
+        sender = self.sender
+        if not resolution.certain:
+            sender.stats.unknown_identifiers += 1
+            logger.warning(
+                "connection %d: error response (status %s) names identifier %d, which is "
+                "not in flight; resending all %d in flight as possible duplicates",
+                self.number, status, identifier, len(resolution.resend),
+            )  # fmt: skip
+        reason = "shutdown" if status == Status.SHUTDOWN else "confirmed"
+        if resolution.accepted or resolution.rejected is not None:
+            self.made_progress = True
+        sender.accept(resolution.accepted, reason)
+        if resolution.rejected is not None:
+            sender.reject(resolution.rejected, status)
+        sender.requeue(resolution.resend, certain=resolution.certain, reason="")
+        self.end("error")
+
+    def _lose(self, reason: str) -> None:
+        jobs = self.window.take_all()
+        if jobs:
+            logger.info("connection %d: %s; %d in flight will be resent", self.number, reason,
+                        len(jobs))  # fmt: skip
+        self.sender.requeue(jobs, certain=False, reason=reason)
+        self.end("lost")
+
+    # -- settler -----------------------------------------------------------------------
+
+    async def _settler(self) -> None:
+        settle_after = self.sender.config.settle_after
+        window = self.window
+        while True:
+            oldest = window.oldest_time
+            if oldest is None or oldest == math.inf:
+                await self._window_grew.park()
+                continue
+            await trio.sleep_until(max(oldest, self._clock_floor) + settle_after)
+            now = trio.current_time()
+            if self._send_started is not None and now - self._send_started > _BLOCKED:
+                # The gateway is not reading; what we wrote may still be in buffers.
+                self._clock_floor = now
+                continue
+            cutoff = now - settle_after
+            if self._clock_floor > cutoff:
+                continue
+            accepted = window.settle_written_before(cutoff)
+            if accepted:
+                self.made_progress = True
+                self.sender.accept(accepted, "quiet")
+                self._room.unpark_all()

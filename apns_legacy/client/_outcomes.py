@@ -1,0 +1,99 @@
+"""What became of each notification, and the sender's running totals."""
+
+from __future__ import annotations
+
+import collections
+import enum
+from typing import Any
+
+import attrs
+
+from ..wire import Notification, Status, status_from_int, status_name
+
+
+class OutcomeKind(enum.Enum):
+    """The three ways a notification can end (DESIGN.md, "Delivery semantics")."""
+
+    #: No rejection came for it, and a later rejection, a confirmation probe or a
+    #: quiet period after its write showed that the gateway took it.
+    ACCEPTED = "accepted"
+    #: The gateway named it in an error response; ``status`` says why.
+    REJECTED = "rejected"
+    #: The sender gave up on it; ``reason`` says why.
+    FAILED = "failed"
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """The one and only outcome of one submitted notification."""
+
+    notification: Notification
+    kind: OutcomeKind
+    #: The gateway's status code, for rejections.
+    status: Status | int | None = None
+    #: Why it failed, for failures; how it was accepted (``"quiet"``, ``"confirmed"``,
+    #: ``"shutdown"``) for acceptances.
+    reason: str | None = None
+    #: The identifier it carried on its last write (None for command 0 or if never written).
+    identifier: int | None = None
+    #: Whatever the caller passed to ``submit(..., tag=...)``, handed back untouched.
+    tag: Any = None
+    #: It was in flight on a connection that died without saying what it had
+    #: processed, and was written again: the device may see it twice.
+    possible_duplicate: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.kind is OutcomeKind.ACCEPTED
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, as the command line's ``--report`` writes it."""
+        return {
+            "token": self.notification.token.hex,
+            "identifier": self.identifier,
+            "outcome": self.kind.value,
+            "status": None if self.status is None else int(self.status),
+            "status_name": None if self.status is None else status_name(self.status),
+            "reason": self.reason,
+            "possible_duplicate": self.possible_duplicate,
+        }
+
+
+@attrs.define
+class SenderStats:
+    """Running totals. ``submitted == accepted + rejected + failed + pending`` at all times."""
+
+    submitted: int = 0
+    #: Frames written, counting each write of a replayed notification again.
+    written: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    rejected_by_status: collections.Counter[int] = attrs.Factory(collections.Counter)
+    failed: int = 0
+    #: Writes of notifications that had been written before (after an error or a loss).
+    replayed: int = 0
+    #: Replays that may have been delivered already (the connection died silently).
+    possible_duplicates: int = 0
+    connections_opened: int = 0
+    #: Connections opened after the first one of each slot (to replace a lost one).
+    reconnects: int = 0
+    connect_failures: int = 0
+    probes: int = 0
+    #: Error responses naming an identifier the sender did not have in flight.
+    unknown_identifiers: int = 0
+
+    @property
+    def settled(self) -> int:
+        return self.accepted + self.rejected + self.failed
+
+    @property
+    def pending(self) -> int:
+        return self.submitted - self.settled
+
+    def to_json(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["rejected_by_status"] = {
+            status_name(status_from_int(k)): v for k, v in sorted(self.rejected_by_status.items())
+        }
+        data["pending"] = self.pending
+        return data

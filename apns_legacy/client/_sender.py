@@ -1,0 +1,459 @@
+"""The sender: a pool of gateway connections that turns notifications into outcomes.
+
+Every submitted notification ends with exactly one :class:`Outcome`: accepted,
+rejected (the gateway named it) or failed (the sender gave up). The sender keeps
+each one either in its queue, in one connection's in-flight window, or settled;
+:attr:`Sender.stats` always satisfies ``submitted == accepted + rejected + failed +
+pending``.
+
+Connections are "slots": each slot connects when there is work, runs a
+:class:`~apns_legacy.client._connection.Connection` until it ends, and connects
+again (with exponential backoff and full jitter after failures). Two failure modes
+are not worth retrying and end the run fast with a clear reason instead: the TLS
+handshake refused for a certificate problem, and a gateway that closes every new
+connection right after the handshake without a word, which is what Apple's gateway
+did with a certificate for the other environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import OpenSSL.SSL
+import trio
+
+from ..wire import (
+    MAX_LONG_TOKEN_LENGTH,
+    TOKEN_LENGTH,
+    DeviceToken,
+    LocalProtocolError,
+    Notification,
+    Status,
+)
+from ._config import PRODUCTION_GATEWAY, SenderConfig
+from ._connection import Connection
+from ._outcomes import Outcome, OutcomeKind, SenderStats
+from ._queue import Job, JobQueue
+from ._window import IdentifierAllocator
+
+logger = logging.getLogger("apns_legacy.sender")
+
+#: Opens one connection to the gateway: TCP plus TLS handshake, ready for frames.
+Connector = Callable[[], Awaitable[trio.abc.Stream]]
+OutcomeCallback = Callable[[Outcome], None]
+
+# A connection closed without a word this soon after its handshake, with nothing
+# settled on it, counts towards the wrong-environment diagnosis.
+_SILENT_CLOSE_WINDOW: Final = 2.0
+_SILENT_CLOSES_FATAL: Final = 2
+
+
+class Sender:
+    """Sends notifications over a pool of connections; see :func:`open_sender`.
+
+    Not constructed directly: :func:`open_sender` owns the nursery its tasks run in.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        connect: Connector,
+        config: SenderConfig,
+        on_outcome: OutcomeCallback | None,
+        describe: str,
+    ) -> None:
+        self.config = config
+        self.stats = SenderStats()
+        self.queue = JobQueue(config.queue_size)
+        self.allocator = IdentifierAllocator()
+        self.probe_wanted = False
+        # A stand-in window item for a confirmation probe; never reported.
+        self.probe_job = Job(
+            Notification(token=DeviceToken(bytes(TOKEN_LENGTH)), payload=b"{}"), None
+        )
+        self._nursery = nursery
+        self._connect = connect
+        self._describe = describe
+        self._on_outcome = on_outcome
+        self._outcome_send, self._outcome_receive = trio.open_memory_channel[Outcome](math.inf)
+        self._settled = trio.lowlevel.ParkingLot()
+        self._connections: list[Connection | None] = [None] * config.connections
+        self._fatal: str | None = None
+        self._closed = False
+        self._silent_closes = 0
+        for slot in range(config.connections):
+            nursery.start_soon(self._run_slot, slot)
+
+    # -- submitting --------------------------------------------------------------------
+
+    def check(self, notification: Notification) -> None:
+        """Raise :class:`LocalProtocolError` if ``notification`` breaks this sender's limits."""
+        config = self.config
+        size = len(notification.payload)
+        if size > config.payload_limit:
+            raise LocalProtocolError(
+                f"payload is {size} bytes; the limit is {config.payload_limit}"
+            )
+        token_length = len(notification.token)
+        if token_length != TOKEN_LENGTH and not config.allow_long_tokens:
+            raise LocalProtocolError(
+                f"device token is {token_length} bytes; it must be {TOKEN_LENGTH} "
+                f"(allow_long_tokens permits up to {MAX_LONG_TOKEN_LENGTH})"
+            )
+
+    async def submit(self, notification: Notification, tag: Any = None) -> None:
+        """Queue one notification; waits while the queue is full (back-pressure).
+
+        Raises:
+            LocalProtocolError: it breaks the configured limits (nothing is queued).
+            trio.ClosedResourceError: the sender is closed.
+        """
+        self.check(notification)
+        if self._closed:
+            raise trio.ClosedResourceError("the sender is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self.queue.wait_for_room()
+        self._enqueue(Job(notification, tag))
+
+    async def submit_many(
+        self, notifications: Iterable[Notification] | AsyncIterable[Notification]
+    ) -> int:
+        """Queue every notification from a (possibly async) iterable; returns the count.
+
+        Waits for room only when the queue is full, so this is the fast path for bulk.
+        Tags are not supported here; use :meth:`submit` for those.
+        """
+        count = 0
+        if isinstance(notifications, AsyncIterable):
+            async for notification in notifications:
+                await self.submit(notification)
+                count += 1
+            return count
+        for notification in notifications:
+            self.check(notification)
+            if self._closed:
+                raise trio.ClosedResourceError("the sender is closed")
+            if not self.queue.has_room():
+                await self.queue.wait_for_room()
+            self._enqueue(Job(notification, None))
+            count += 1
+        await trio.lowlevel.checkpoint()
+        return count
+
+    def _enqueue(self, job: Job) -> None:
+        self.stats.submitted += 1
+        if self._fatal is not None:
+            self._fail(job, self._fatal)
+            return
+        self.queue.put(job)
+
+    # -- waiting and closing -----------------------------------------------------------
+
+    async def flush(self, *, confirm: bool = False) -> None:
+        """Wait until every notification submitted so far has its outcome.
+
+        With ``confirm=True`` each connection that has notifications in flight ends
+        with a deliberately bad probe (a zero-length token); the gateway's answer to
+        it proves that everything written before it was accepted, so the wait is
+        one round trip instead of the quiet period. (Command 0 has no error response:
+        there it always waits for the quiet period.)
+        """
+        if confirm:
+            self.probe_wanted = True
+            self.queue.wake_all()
+        try:
+            while self.stats.pending:
+                await self._settled.park()
+                if confirm:
+                    self.queue.wake_all()
+        finally:
+            self.probe_wanted = False
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Settle what is outstanding (up to ``close_timeout``), then stop.
+
+        Anything still unsettled at the deadline ends ``failed``. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(self.config.close_timeout) as scope:
+            await self.flush(confirm=self.config.confirm_on_close)
+        if scope.cancelled_caught:
+            logger.warning("close timed out with %d outcomes outstanding", self.stats.pending)
+        leftovers = self.queue.take_all()
+        for connection in self._connections:
+            if connection is not None:
+                leftovers += [j for j in connection.window.take_all() if j is not self.probe_job]
+        for job in leftovers:
+            self._fail(job, "the sender closed before the gateway settled it")
+        self._nursery.cancel_scope.cancel()
+        self._outcome_send.close()
+
+    async def outcomes(self) -> AsyncIterator[Outcome]:
+        """Every outcome, as it happens, until the sender closes.
+
+        Only when no ``on_outcome`` callback was given. Outcomes are buffered until
+        read, so iterate this (in a task of its own) whenever you send a lot.
+        """
+        if self._on_outcome is not None:
+            raise RuntimeError("outcomes() is not available when on_outcome is given")
+        async for outcome in self._outcome_receive:
+            yield outcome
+
+    # -- outcomes (called by connections) ----------------------------------------------
+
+    def is_live(self, first: int, count: int) -> bool:
+        return any(
+            connection is not None and connection.window.is_live(first, count)
+            for connection in self._connections
+        )
+
+    def accept(self, jobs: list[Job], reason: str) -> None:
+        n = 0
+        for job in jobs:
+            if job is self.probe_job:
+                continue
+            n += 1
+            self._emit(
+                Outcome(
+                    notification=job.notification,
+                    kind=OutcomeKind.ACCEPTED,
+                    reason=reason,
+                    identifier=job.identifier,
+                    tag=job.tag,
+                    possible_duplicate=job.possible_duplicate,
+                )
+            )
+        self.stats.accepted += n
+        self._settled.unpark_all()
+
+    def reject(self, job: Job, status: Status | int) -> None:
+        if job is self.probe_job:
+            return
+        self.stats.rejected += 1
+        self.stats.rejected_by_status[int(status)] += 1
+        self._emit(
+            Outcome(
+                notification=job.notification,
+                kind=OutcomeKind.REJECTED,
+                status=status,
+                identifier=job.identifier,
+                tag=job.tag,
+                possible_duplicate=job.possible_duplicate,
+            )
+        )
+        self._settled.unpark_all()
+
+    def requeue(self, jobs: list[Job], *, certain: bool, reason: str) -> None:
+        """Put jobs back at the head of the queue, failing those lost too often."""
+        keep: list[Job] = []
+        limit = self.config.max_losses
+        for job in jobs:
+            if job is self.probe_job:
+                continue
+            if not certain:
+                job.losses += 1
+                job.possible_duplicate = True
+                self.stats.possible_duplicates += 1
+                if job.losses >= limit:
+                    self._fail(job, f"in flight on {job.losses} connections that died: {reason}")
+                    continue
+            if self._fatal is not None:
+                self._fail(job, self._fatal)
+                continue
+            keep.append(job)
+        if keep:
+            self.queue.put_front(keep)
+        self._settled.unpark_all()
+
+    def note_connection_error(self, exc: BaseException) -> None:
+        """A connection broke; if the cause is a TLS certificate problem, stop retrying."""
+        if _is_tls_refusal(exc):
+            self._set_fatal(f"the gateway refused the TLS session: {_describe_error(exc)}")
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.stats.failed += 1
+        self._emit(
+            Outcome(
+                notification=job.notification,
+                kind=OutcomeKind.FAILED,
+                reason=reason,
+                identifier=job.identifier,
+                tag=job.tag,
+                possible_duplicate=job.possible_duplicate,
+            )
+        )
+        self._settled.unpark_all()
+
+    def _emit(self, outcome: Outcome) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+        else:
+            self._outcome_send.send_nowait(outcome)
+
+    def _set_fatal(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+            logger.error("giving up on %s: %s", self._describe, reason)
+        for job in self.queue.take_all():
+            self._fail(job, reason)
+
+    @property
+    def fatal_error(self) -> str | None:
+        """Why the sender gave up on the gateway for good, if it did."""
+        return self._fatal
+
+    # -- connection slots --------------------------------------------------------------
+
+    async def _run_slot(self, slot: int) -> None:
+        config = self.config
+        failures = 0
+        opened = 0
+        while True:
+            await self.queue.wait()
+            if not len(self.queue):
+                continue
+            if self._fatal is not None:
+                self._set_fatal(self._fatal)
+                continue
+            try:
+                with trio.fail_after(config.connect_timeout):
+                    stream = await self._connect()
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                self.stats.connect_failures += 1
+                if _is_tls_refusal(exc):
+                    self._set_fatal(f"TLS handshake refused: {_describe_error(exc)}")
+                    continue
+                failures += 1
+                message = f"could not connect to {self._describe}: {_describe_error(exc)}"
+                if failures >= config.max_connect_attempts:
+                    logger.error("%s (%d attempts); failing the queue", message, failures)
+                    for job in self.queue.take_all():
+                        self._fail(job, f"{message} ({failures} attempts)")
+                    failures = 0
+                    continue
+                delay = random.uniform(
+                    0, min(config.backoff_max, config.backoff_initial * 2**failures)
+                )
+                logger.info("%s; retrying in %.2fs", message, delay)
+                await trio.sleep(delay)
+                continue
+            failures = 0
+            opened += 1
+            self.stats.connections_opened += 1
+            if opened > 1:
+                self.stats.reconnects += 1
+            connection = Connection(self, stream, self.stats.connections_opened)
+            self._connections[slot] = connection
+            try:
+                await connection.run()
+            finally:
+                self._connections[slot] = None
+            self._diagnose_silent_close(connection)
+
+    def _diagnose_silent_close(self, connection: Connection) -> None:
+        # Apple's gateway accepted a certificate for the other environment in the TLS
+        # handshake and then closed at once, without an error response (node-apn
+        # 1.6.1). Twice in a row, with nothing settled, is not bad luck.
+        quick = trio.current_time() - connection.opened_at < _SILENT_CLOSE_WINDOW
+        if connection.end_kind == "lost" and quick and not connection.made_progress:
+            self._silent_closes += 1
+            if self._silent_closes >= _SILENT_CLOSES_FATAL:
+                self._set_fatal(
+                    "the gateway closed the connection right after the TLS handshake "
+                    f"{self._silent_closes} times without an error response; the "
+                    "certificate is probably for the other environment (sandbox vs "
+                    "production), or the gateway does not accept it"
+                )
+                # Requeued jobs are waiting in the queue: fail them too.
+                self._set_fatal(self._fatal or "")
+        elif connection.made_progress:
+            self._silent_closes = 0
+
+
+def _is_tls_refusal(exc: BaseException) -> bool:
+    """Whether a connection error came from the TLS layer itself (an alert, a bad
+    certificate, a failed verification) rather than from the network."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OpenSSL.SSL.Error) and not isinstance(
+            current, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
+        ):
+            return True
+        if type(current).__name__ == "TLSHandshakeError" and "certificate" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({cause})"
+    return text
+
+
+@asynccontextmanager
+async def open_sender(
+    context: OpenSSL.SSL.Context | None = None,
+    *,
+    host: str = PRODUCTION_GATEWAY[0],
+    port: int = PRODUCTION_GATEWAY[1],
+    server_hostname: str | None = None,
+    config: SenderConfig | None = None,
+    on_outcome: OutcomeCallback | None = None,
+    connect: Connector | None = None,
+) -> AsyncIterator[Sender]:
+    """Open a sender to a gateway; on exit, settle everything and close.
+
+    Args:
+        context: a client TLS context, from :func:`apns_legacy.client_context`.
+        host, port: the gateway (default Apple's production gateway).
+        server_hostname: the name to verify the server certificate against (default host).
+        config: a :class:`SenderConfig`; the defaults suit Apple's gateway.
+        on_outcome: called with each :class:`Outcome` as it happens; without it,
+            iterate :meth:`Sender.outcomes`.
+        connect: open a connection yourself instead (for tests and relays); then
+            ``context``, ``host`` and ``port`` are not used.
+
+    Example::
+
+        async with open_sender(ctx, host="127.0.0.1", port=2195) as sender:
+            await sender.submit(Notification(token=token, payload=payload))
+            await sender.flush(confirm=True)
+        print(sender.stats)
+    """
+    config = config or SenderConfig()
+    if connect is None:
+        if context is None:
+            raise LocalProtocolError("open_sender needs a TLS context (or a connect function)")
+        from ..tls import open_tls_stream
+
+        tls_context = context
+
+        async def connect() -> trio.abc.Stream:
+            return await open_tls_stream(
+                host,
+                port,
+                tls_context,
+                server_hostname=server_hostname,
+                handshake_timeout=config.connect_timeout,
+            )
+
+    async with trio.open_nursery() as nursery:
+        sender = Sender(nursery, connect, config, on_outcome, f"{host}:{port}")
+        try:
+            yield sender
+        finally:
+            with trio.CancelScope(shield=True):
+                await sender.aclose()

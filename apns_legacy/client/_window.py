@@ -1,0 +1,195 @@
+"""The in-flight window: which notifications are written but not yet settled. Pure logic.
+
+Theory of operation
+-------------------
+The gateway never says "yes". It says "no" at most once per connection, naming one
+notification by its 4-byte identifier, and then it closes; everything written after
+that one on the same connection was discarded (PROTOCOL.md section 5). So a sender
+must remember, per connection, what it wrote and in which order, until it knows
+each one's fate. That memory is this window.
+
+Writes happen in batches (one ``send_all`` of many frames), and a batch takes a
+*contiguous* range of identifiers from the :class:`IdentifierAllocator`, so a batch
+is stored as ``(first identifier, write time, items)``: one small object per batch,
+not one per notification, and an identifier lookup walks the batches, not the items.
+
+Fates, as :meth:`InFlightWindow.on_error` and friends report them:
+
+* an error response with status 10 (shutdown) names the last notification that was
+  *accepted*: it and everything before it are accepted; the rest is resent;
+* any other status names the *bad* notification: everything before it is accepted,
+  it is rejected, everything after it is resent (it was discarded, so resending
+  cannot duplicate it);
+* an identifier we cannot find (a gateway bug, or an error that came after we had
+  already settled the notification by time) means we cannot tell: everything still
+  in the window is resent and marked as a possible duplicate (for status 10 an
+  unknown identifier is older than the window, so the resend is certain);
+* a close with no error response means the same: resend all, possible duplicates;
+* a quiet period after a batch's write with no error is taken as acceptance
+  (:meth:`settle_written_before`); that is a heuristic, and the only one the protocol
+  allows short of a confirmation probe.
+
+Identifiers are uint32, never 0 (the real gateway answers 0 where it could not read
+one), and never reused while still in a window: the allocator wraps to 1, and after
+the first wrap it checks each new range against the live ones.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Final, Generic, TypeVar
+
+import attrs
+
+from ..wire import Status
+
+T = TypeVar("T")
+
+ID_LIMIT: Final = 0x1_0000_0000  # identifiers are 1 .. 2**32 - 1
+
+
+@attrs.define(eq=False)
+class Batch(Generic[T]):
+    """One ``send_all``: items with identifiers ``first``, ``first + 1``, ... in order."""
+
+    first: int
+    time: float
+    items: list[T]
+
+    def index_of(self, identifier: int) -> int | None:
+        offset = identifier - self.first
+        return offset if 0 <= offset < len(self.items) else None
+
+    def overlaps(self, first: int, count: int) -> bool:
+        return first < self.first + len(self.items) and self.first < first + count
+
+
+@attrs.frozen
+class Resolution(Generic[T]):
+    """What an error response (or a lost connection) means for a window's items."""
+
+    accepted: list[T]
+    rejected: T | None
+    resend: list[T]
+    #: True when ``resend`` certainly was not delivered (the gateway said it discarded
+    #: it). False when the identifier was not found after an error other than 10:
+    #: ``resend`` then holds the whole window, some of which may have been delivered.
+    certain: bool
+
+
+class IdentifierAllocator:
+    """Hands out contiguous identifier ranges, wrapping from ``limit - 1`` back to 1.
+
+    Args:
+        limit: one past the largest identifier (2**32 on the wire; smaller in tests,
+            so that wrapping can be exercised).
+    """
+
+    def __init__(self, limit: int = ID_LIMIT) -> None:
+        if limit < 2:
+            raise ValueError("limit must be at least 2")
+        self.limit = limit
+        self._next = 1
+        self._wrapped = False
+
+    def take(self, count: int, is_live: Callable[[int, int], bool]) -> int | None:
+        """The first identifier of a free range of ``count``, or None if it would collide.
+
+        ``is_live(first, count)`` says whether any identifier in the range is still
+        unsettled; it is only consulted once the counter has wrapped, since before
+        that every identifier handed out is new. None means "wait until the window
+        has settled some more, then ask again".
+        """
+        if not 1 <= count < self.limit:
+            raise ValueError(f"cannot take {count} identifiers from a space of {self.limit - 1}")
+        first = self._next
+        if first + count > self.limit:
+            first = 1
+            self._wrapped = True
+        if self._wrapped and is_live(first, count):
+            return None
+        self._next = first + count
+        return first
+
+
+class InFlightWindow(Generic[T]):
+    """The written, unsettled items of one connection, in write order."""
+
+    def __init__(self) -> None:
+        self._batches: deque[Batch[T]] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[T]:
+        for batch in self._batches:
+            yield from batch.items
+
+    @property
+    def oldest_time(self) -> float | None:
+        """Write time of the oldest unsettled batch, or None when empty."""
+        return self._batches[0].time if self._batches else None
+
+    def record(self, first: int, items: list[T], now: float) -> None:
+        """Remember a batch just written: ``items[i]`` carries identifier ``first + i``."""
+        if items:
+            self._batches.append(Batch(first, now, items))
+            self._count += len(items)
+
+    def set_last_time(self, now: float) -> None:
+        """Set the write time of the newest batch (recorded before its write finished)."""
+        if self._batches:
+            self._batches[-1].time = now
+
+    def is_live(self, first: int, count: int) -> bool:
+        """Whether any identifier in ``first .. first + count - 1`` is in this window."""
+        return any(batch.overlaps(first, count) for batch in self._batches)
+
+    def settle_written_before(self, cutoff: float) -> list[T]:
+        """Take every item of the batches written at or before ``cutoff``: accepted."""
+        accepted: list[T] = []
+        while self._batches and self._batches[0].time <= cutoff:
+            accepted += self._pop().items
+        return accepted
+
+    def take_all(self) -> list[T]:
+        """Empty the window, returning its items in write order."""
+        items = list(self)
+        self._batches.clear()
+        self._count = 0
+        return items
+
+    def on_error(self, status: Status | int, identifier: int) -> Resolution[T]:
+        """Settle the window from an error response. The window is empty afterwards.
+
+        The connection is over either way (the gateway closes after any error
+        response), so whatever is not accepted or rejected must be resent.
+        """
+        for position, batch in enumerate(self._batches):
+            index = batch.index_of(identifier)
+            if index is None:
+                continue
+            accepted: list[T] = []
+            for _ in range(position):
+                accepted += self._pop().items
+            batch = self._pop()
+            if status == Status.SHUTDOWN:
+                # 10 names the last notification that *was* accepted.
+                accepted += batch.items[: index + 1]
+                rejected = None
+            else:
+                accepted += batch.items[:index]
+                rejected = batch.items[index]
+            resend = batch.items[index + 1 :] + self.take_all()
+            return Resolution(accepted, rejected, resend, certain=True)
+        # Not found. For 10 the named notification is older than the window (or 0:
+        # none was accepted), so everything in the window came after it and was
+        # discarded. For other codes we cannot tell a late error from a bogus one.
+        return Resolution([], None, self.take_all(), certain=status == Status.SHUTDOWN)
+
+    def _pop(self) -> Batch[T]:
+        batch = self._batches.popleft()
+        self._count -= len(batch.items)
+        return batch
