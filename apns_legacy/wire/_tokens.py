@@ -60,8 +60,10 @@ class DeviceToken:
 
     @classmethod
     def from_bytes(cls, value: bytes, *, allow_long: bool = False) -> DeviceToken:
-        """Wrap raw token bytes, checking the length."""
-        value = bytes(value)
+        """Wrap raw token bytes (or a bytearray or memoryview), checking the length."""
+        # Through memoryview, which takes only bytes-like objects: bytes(32) would be
+        # 32 zero bytes and pass the length check.
+        value = bytes(memoryview(value))
         check_token_length(len(value), allow_long=allow_long)
         return cls(value)
 
