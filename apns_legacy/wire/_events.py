@@ -48,6 +48,17 @@ _UINT32_MAX: Final = 0xFFFF_FFFF
 _UINT16_MAX: Final = 0xFFFF
 
 
+def _check_token(
+    instance: object, attribute: attrs.Attribute[DeviceToken], value: DeviceToken
+) -> None:
+    # The encoders read token.value; catch raw bytes or hex here, not mid-send.
+    if not isinstance(value, DeviceToken):
+        raise TypeError(
+            f"token must be a DeviceToken (DeviceToken.from_hex or .from_bytes), "
+            f"not {type(value).__name__}"
+        )
+
+
 def _check_payload(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
     if type(value) is not bytes:
         raise TypeError(f"payload must be bytes, not {type(value).__name__}")
@@ -79,7 +90,7 @@ class Notification:
     ``priority`` is 10 or 5 and only travels in command 2.
     """
 
-    token: DeviceToken
+    token: DeviceToken = attrs.field(validator=_check_token)
     payload: bytes = attrs.field(validator=_check_payload)
     expiry: int = attrs.field(default=0, validator=_check_expiry)
     priority: int = attrs.field(default=PRIORITY_IMMEDIATE, validator=_check_priority)
