@@ -1,0 +1,191 @@
+"""Values and events of the wire layer, the error classes, and import purity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from strategies import notifications
+
+import apns_legacy
+from apns_legacy.wire import (
+    NEED_DATA,
+    PRIORITY_CONSERVE_POWER,
+    PRIORITY_IMMEDIATE,
+    BadNotification,
+    Command,
+    ConnectionClosed,
+    DeviceToken,
+    ErrorResponse,
+    FeedbackItem,
+    LocalProtocolError,
+    Need,
+    Notification,
+    ProtocolError,
+    ReceivedNotification,
+    RemoteProtocolError,
+    Status,
+)
+
+TOKEN = DeviceToken(bytes(range(32)))
+PAYLOAD = b'{"aps":{"alert":"Hi"}}'
+
+
+# -- Notification validates on construction ------------------------------------------------
+
+
+def test_notification_defaults():
+    n = Notification(token=TOKEN, payload=PAYLOAD)
+    assert (n.expiry, n.priority) == (0, PRIORITY_IMMEDIATE) == (0, 10)
+    assert PRIORITY_CONSERVE_POWER == 5
+
+
+def test_notification_refuses_an_empty_payload():
+    with pytest.raises(LocalProtocolError, match="empty"):
+        Notification(token=TOKEN, payload=b"")
+
+
+def test_notification_payload_up_to_65535_bytes():
+    assert len(Notification(token=TOKEN, payload=b"x" * 0xFFFF).payload) == 0xFFFF
+    with pytest.raises(LocalProtocolError, match="65535"):
+        Notification(token=TOKEN, payload=b"x" * 0x10000)
+
+
+@pytest.mark.parametrize("payload", ["{}", bytearray(b"{}"), memoryview(b"{}"), None])
+def test_notification_payload_must_be_bytes(payload):
+    with pytest.raises(TypeError, match="payload must be bytes"):
+        Notification(token=TOKEN, payload=payload)
+
+
+@pytest.mark.parametrize("priority", [0, 1, 4, 6, 9, 11, 255, -10])
+def test_notification_priority_must_be_5_or_10(priority):
+    with pytest.raises(LocalProtocolError, match="priority"):
+        Notification(token=TOKEN, payload=PAYLOAD, priority=priority)
+
+
+@pytest.mark.parametrize("expiry", [-1, 2**32, 2**63])
+def test_notification_expiry_must_fit_uint32(expiry):
+    with pytest.raises(LocalProtocolError, match="expiry"):
+        Notification(token=TOKEN, payload=PAYLOAD, expiry=expiry)
+
+
+@pytest.mark.parametrize("expiry", [0, 1, 2**31, 2**32 - 1])
+def test_notification_expiry_range_is_inclusive(expiry):
+    assert Notification(token=TOKEN, payload=PAYLOAD, expiry=expiry).expiry == expiry
+
+
+@pytest.mark.parametrize("token", [bytes(range(32)), TOKEN.hex, None])
+def test_notification_token_must_be_a_device_token(token):
+    with pytest.raises(TypeError, match="DeviceToken"):
+        Notification(token=token, payload=PAYLOAD)
+
+
+def test_notification_is_frozen_and_keyword_only():
+    n = Notification(token=TOKEN, payload=PAYLOAD)
+    with pytest.raises(AttributeError):
+        n.priority = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Notification(TOKEN, PAYLOAD)  # type: ignore[misc]
+
+
+@given(notification=notifications())
+def test_generated_notifications_are_valid_values(notification):
+    copy = Notification(
+        token=notification.token,
+        payload=notification.payload,
+        expiry=notification.expiry,
+        priority=notification.priority,
+    )
+    assert copy == notification
+    assert type(notification.payload) is bytes
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def test_need_data_is_a_named_sentinel():
+    assert NEED_DATA is Need.DATA
+    assert repr(NEED_DATA) == "NEED_DATA"
+
+
+def test_command_bytes():
+    assert [int(c) for c in Command] == [0, 1, 2, 8]
+    assert Command(2) is Command.FRAME
+
+
+def test_events_are_values():
+    assert ErrorResponse(Status.INVALID_TOKEN, 7) == ErrorResponse(8, 7)
+    assert ConnectionClosed() == ConnectionClosed()
+    a = ReceivedNotification(
+        command=Command.FRAME, identifier=1, token=b"t", payload=b"p", expiry=None, priority=10
+    )
+    assert a == ReceivedNotification(
+        command=Command.FRAME, identifier=1, token=b"t", payload=b"p", expiry=None, priority=10
+    )
+    bad = BadNotification(command=2, status=Status.MISSING_PAYLOAD, identifier=1, reason="no")
+    with pytest.raises(AttributeError):
+        bad.status = Status.INVALID_TOKEN  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "iso"),
+    [
+        (0, "1970-01-01T00:00:00+00:00"),
+        (1300000000, "2011-03-13T07:06:40+00:00"),
+        (2**32 - 1, "2106-02-07T06:28:15+00:00"),
+    ],
+)
+def test_feedback_item_time_is_aware_utc(timestamp, iso):
+    time = FeedbackItem(timestamp, b"t").time
+    assert time.tzinfo is dt.UTC
+    assert time.isoformat() == iso
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_protocol_error_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        ProtocolError("x")
+
+
+def test_error_classes():
+    local = LocalProtocolError("ours")
+    remote = RemoteProtocolError("theirs")
+    assert isinstance(local, ProtocolError)
+    assert isinstance(local, ValueError)
+    assert isinstance(remote, ProtocolError)
+    assert not isinstance(remote, ValueError)
+    assert str(local) == "ours"
+
+
+# -- the wire layer is sans-IO -----------------------------------------------------------------
+
+
+def test_importing_the_wire_layer_pulls_in_no_io_modules():
+    # The parent package re-exports every layer (tls and client import trio and
+    # OpenSSL), so load apns_legacy.wire under a bare stand-in for its parent: this
+    # checks what the wire layer itself imports.
+    package_dir = Path(apns_legacy.__file__).parent
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        parent = types.ModuleType("apns_legacy")
+        parent.__path__ = [{str(package_dir)!r}]
+        sys.modules["apns_legacy"] = parent
+        import apns_legacy.wire
+        assert apns_legacy.wire.GatewayDecoder
+        banned = ("trio", "OpenSSL", "socket", "ssl", "cryptography", "asyncio", "select")
+        print(" ".join(sorted(m for m in banned if m in sys.modules)))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
