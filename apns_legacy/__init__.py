@@ -8,9 +8,11 @@ and each re-exports its own public names.
 from __future__ import annotations
 
 from . import client as _client
+from . import tls as _tls
 from . import wire as _wire
 from ._version import __version__
 from .client import *  # noqa: F403
+from .tls import *  # noqa: F403
 from .wire import *  # noqa: F403
 
-__all__ = ["__version__", *_wire.__all__, *_client.__all__]
+__all__ = ["__version__", *_wire.__all__, *_tls.__all__, *_client.__all__]
