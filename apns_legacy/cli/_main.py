@@ -46,7 +46,10 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _command_registrars() -> list[Registrar]:
     # One line per command module; each module's register() adds its subparser.
-    return []
+    # (Imported here: the command modules import UsageError and exit codes from us.)
+    from . import _cert
+
+    return [_cert.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
