@@ -91,6 +91,10 @@ class Connection:
                 nursery.start_soon(self._writer)
         if self.end_kind is None:  # cancelled from outside: the sender is closing
             self.end_kind = "closed"
+        leftovers = self.window.take_all()
+        if leftovers:
+            # Written (perhaps partly) as the connection ended: fate unknown.
+            self.sender.requeue(leftovers, certain=False, reason="the connection ended mid-write")
         with trio.CancelScope(shield=True), trio.move_on_after(1.0) as scope:
             try:
                 await self.stream.aclose()
@@ -114,7 +118,7 @@ class Connection:
         config = sender.config
         queue = sender.queue
         window = self.window
-        while True:
+        while self.end_kind is None:
             if not len(queue):
                 if (
                     sender.probe_wanted

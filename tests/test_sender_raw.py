@@ -1,0 +1,356 @@
+"""The sender against a gateway scripted by hand in raw bytes (PROTOCOL.md sections 4, 5).
+
+These tests do not use our simulator or our decoders on the gateway side: frames are
+taken apart here with struct, straight from the byte layout, and error responses are
+written as hex. So the sender and the simulator cannot agree on a shared mistake.
+Streams are trio memory streams; time is trio's autojump clock, so quiet periods
+pass instantly.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+import trio
+import trio.testing
+
+from apns_legacy import (
+    Command,
+    DeviceToken,
+    LocalProtocolError,
+    Notification,
+    OutcomeKind,
+    SenderConfig,
+    open_sender,
+)
+
+
+def token(n: int) -> DeviceToken:
+    return DeviceToken(bytes([n]) * 32)
+
+
+def note(n: int) -> Notification:
+    return Notification(token=token(n), payload=b'{"aps":{"alert":"%d"}}' % n)
+
+
+class ScriptedGateway:
+    """Hands each new client connection's server end to the test."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](math.inf)
+        self.connections = 0
+
+    async def connect(self) -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        self.connections += 1
+        self._send.send_nowait(server)
+        return client
+
+    async def accept(self) -> ServerEnd:
+        return ServerEnd(await self._receive.receive())
+
+
+class ServerEnd:
+    """Reads frames off the wire by hand."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    async def _read_exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = await self.stream.receive_some()
+            if not data:
+                raise EOFError
+            self.buffer += data
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    async def read_frame(self) -> dict[int, bytes]:
+        """One command-2 frame as {item id: data}."""
+        command, length = struct.unpack("!BI", await self._read_exactly(5))
+        assert command == 2
+        body = await self._read_exactly(length)
+        items: dict[int, bytes] = {}
+        at = 0
+        while at < len(body):
+            item, size = struct.unpack_from("!BH", body, at)
+            items[item] = body[at + 3 : at + 3 + size]
+            at += 3 + size
+        return items
+
+    async def read_frames(self, n: int) -> list[dict[int, bytes]]:
+        return [await self.read_frame() for _ in range(n)]
+
+    async def reply(self, hex_bytes: str) -> None:
+        await self.stream.send_all(bytes.fromhex(hex_bytes))
+
+    async def close(self) -> None:
+        await self.stream.aclose()
+
+
+def ident(items: dict[int, bytes]) -> int:
+    return struct.unpack("!I", items[3])[0]
+
+
+async def run_with(gateway, config, body):
+    outcomes = []
+    async with open_sender(connect=gateway.connect, config=config, on_outcome=outcomes.append) as s:
+        await body(s)
+    return outcomes, s.stats
+
+
+CONFIG = SenderConfig(settle_after=1.0, backoff_initial=0.01)
+
+
+async def test_first_frame_matches_protocol_layout(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        await sender.submit(
+            Notification(token=DeviceToken(bytes(range(32))), payload=b'{"aps":{"alert":"Hi"}}')
+        )
+        server = await gateway.accept()
+        raw = await server._read_exactly(83)
+        # PROTOCOL.md section 4 example, with the sender's first identifier (1).
+        assert raw.hex() == (
+            "020000004e"
+            "010020" + bytes(range(32)).hex()
+            + "0200167b22617073223a7b22616c657274223a224869227d7d"
+            "03000400000001" "04000400000000" "0500010a"
+        )  # fmt: skip
+        await sender.flush()  # quiet period
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED]
+    assert outcomes[0].reason == "quiet"
+    assert stats.probes == 0 or stats.accepted == 1
+
+
+async def test_rejection_pinpoints_and_replays_the_rest(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        for n in range(5):
+            await sender.submit(note(n), tag=n)
+        server = await gateway.accept()
+        frames = await server.read_frames(5)
+        # Reject the third; the gateway discards the fourth and fifth and closes.
+        await server.reply("0808" + struct.pack("!I", ident(frames[2])).hex())
+        await server.close()
+        second = await gateway.accept()
+        again = await second.read_frames(2)
+        assert [f[1] for f in again] == [token(3).value, token(4).value]
+        # New identifiers, never reused while unsettled.
+        assert ident(again[0]) > ident(frames[4])
+        flush = trio.Event()
+
+        async def confirm():
+            await sender.flush(confirm=True)
+            flush.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(confirm)
+            probe = await second.read_frame()
+            assert probe[1] == b""  # zero-length token: the confirmation probe
+            await second.reply("080200000000")  # real gateways answered it with id 0
+            await second.close()
+        assert flush.is_set()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    by_tag = {o.tag: o for o in outcomes}
+    assert len(outcomes) == 5
+    assert by_tag[2].kind is OutcomeKind.REJECTED and by_tag[2].status == 8
+    assert all(by_tag[n].kind is OutcomeKind.ACCEPTED for n in (0, 1, 3, 4))
+    assert by_tag[3].reason == by_tag[4].reason == "confirmed"
+    assert not any(o.possible_duplicate for o in outcomes)
+    assert stats.replayed == 2 and stats.possible_duplicates == 0 and stats.probes == 1
+    assert stats.submitted == stats.accepted + stats.rejected + stats.failed == 5
+
+
+async def test_error_response_in_pieces_then_close(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        for n in range(3):
+            await sender.submit(note(n), tag=n)
+        server = await gateway.accept()
+        frames = await server.read_frames(3)
+        raw = bytes.fromhex("0808") + struct.pack("!I", ident(frames[1]))
+        for piece in (raw[:1], raw[1:4], raw[4:]):
+            await server.stream.send_all(piece)
+            await trio.testing.wait_all_tasks_blocked()
+        await server.close()
+        second = await gateway.accept()
+        assert (await second.read_frame())[1] == token(2).value
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, CONFIG, body)
+    kinds = {o.tag: o.kind for o in outcomes}
+    assert kinds == {0: OutcomeKind.ACCEPTED, 1: OutcomeKind.REJECTED, 2: OutcomeKind.ACCEPTED}
+
+
+async def test_shutdown_status_accepts_named_and_replays_after(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        for n in range(4):
+            await sender.submit(note(n), tag=n)
+        server = await gateway.accept()
+        frames = await server.read_frames(4)
+        # Status 10 names the last notification that WAS accepted.
+        await server.reply("080a" + struct.pack("!I", ident(frames[1])).hex())
+        await server.close()
+        second = await gateway.accept()
+        again = await second.read_frames(2)
+        assert [f[1] for f in again] == [token(2).value, token(3).value]
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert sorted(o.tag for o in outcomes) == [0, 1, 2, 3]
+    assert all(o.kind is OutcomeKind.ACCEPTED for o in outcomes)
+    assert {o.tag: o.reason for o in outcomes}[1] == "shutdown"
+    assert stats.replayed == 2 and stats.possible_duplicates == 0
+
+
+async def test_silent_close_resends_as_possible_duplicates(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        for n in range(3):
+            await sender.submit(note(n), tag=n)
+        server = await gateway.accept()
+        await server.read_frames(3)
+        await trio.sleep(0.5)  # virtual time: the gateway holds the connection a while
+        await server.close()  # no error response: fate unknown
+        second = await gateway.accept()
+        assert len(await second.read_frames(3)) == 3
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert all(o.kind is OutcomeKind.ACCEPTED and o.possible_duplicate for o in outcomes)
+    assert stats.possible_duplicates == 3 and stats.replayed == 3
+
+
+async def test_unknown_identifier_resends_everything_as_possible_duplicates(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        for n in range(2):
+            await sender.submit(note(n), tag=n)
+        server = await gateway.accept()
+        await server.read_frames(2)
+        await server.reply("0808deadbeef")
+        await server.close()
+        second = await gateway.accept()
+        await second.read_frames(2)
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert stats.unknown_identifiers == 1
+    assert all(o.possible_duplicate and o.accepted for o in outcomes)
+
+
+async def test_silent_closes_after_handshake_fail_fast_as_wrong_environment(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        for n in range(3):
+            await sender.submit(note(n), tag=n)
+        for _ in range(2):
+            server = await gateway.accept()
+            await server.close()  # what Apple did with the other environment's certificate
+        await sender.flush()
+        # Later submissions fail at once with the same reason instead of looping.
+        await sender.submit(note(9), tag=9)
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert len(outcomes) == 4 and all(o.kind is OutcomeKind.FAILED for o in outcomes)
+    assert "other environment" in outcomes[0].reason
+    assert gateway.connections == 2
+    assert stats.failed == 4
+
+
+async def test_connection_lost_repeatedly_ends_failed_after_max_losses(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(max_losses=2, backoff_initial=0.01, settle_after=10.0)
+
+    async def body(sender):
+        await sender.submit(note(1))
+        for _ in range(2):
+            server = await gateway.accept()
+            await server.read_frame()
+            await trio.sleep(3)  # long enough not to look like a wrong-environment close
+            await server.stream.send_all(b"\x08\x08")  # half an error response, then EOF
+            await server.close()
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
+    assert "2 connections" in outcomes[0].reason
+    assert stats.possible_duplicates == 2
+
+
+async def test_limits_are_checked_before_anything_is_sent(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(payload_limit=256)
+
+    async def body(sender):
+        big = Notification(token=token(1), payload=b"{" + b" " * 300 + b"}")
+        with pytest.raises(LocalProtocolError, match="302 bytes; the limit is 256"):
+            await sender.submit(big)
+        long_token = Notification(token=DeviceToken(bytes(40)), payload=b"{}")
+        with pytest.raises(LocalProtocolError, match="40 bytes"):
+            await sender.submit(long_token)
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert outcomes == [] and stats.submitted == 0 and gateway.connections == 0
+
+
+@pytest.mark.parametrize("command", [Command.ENHANCED, Command.SIMPLE])
+async def test_legacy_commands_layout(autojump_clock, command):
+    gateway = ScriptedGateway()
+    config = SenderConfig(command=command)
+
+    async def body(sender):
+        await sender.submit(
+            Notification(token=DeviceToken(bytes(range(32))), payload=b'{"aps":{"alert":"Hi"}}')
+        )
+        server = await gateway.accept()
+        payload = "00167b22617073223a7b22616c657274223a224869227d7d"
+        if command is Command.ENHANCED:
+            expected = "0100000001000000000020" + bytes(range(32)).hex() + payload
+        else:
+            expected = "000020" + bytes(range(32)).hex() + payload
+        raw = await server._read_exactly(len(expected) // 2)
+        assert raw.hex() == expected
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, config, body)
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED]
+
+
+async def test_window_full_applies_back_pressure_without_forgetting(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(window_size=4, settle_after=1.0)
+
+    async def body(sender):
+        for n in range(10):
+            await sender.submit(note(n), tag=n)
+        server = await gateway.accept()
+        first = await server.read_frames(4)
+        # Nothing more is written until the window settles (quiet period).
+        with trio.move_on_after(0.5):
+            await server.read_frame()
+            raise AssertionError("wrote past a full window")
+        rest = await server.read_frames(6)
+        assert ident(rest[0]) == ident(first[-1]) + 1
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert sorted(o.tag for o in outcomes) == list(range(10))
+    assert stats.accepted == 10
