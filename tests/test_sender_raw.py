@@ -163,11 +163,14 @@ async def test_rejection_pinpoints_and_replays_the_rest(autojump_clock):
     outcomes, stats = await run_with(gateway, CONFIG, body)
     by_tag = {o.tag: o for o in outcomes}
     assert len(outcomes) == 5
-    assert by_tag[2].kind is OutcomeKind.REJECTED and by_tag[2].status == 8
+    assert by_tag[2].kind is OutcomeKind.REJECTED
+    assert by_tag[2].status == 8
     assert all(by_tag[n].kind is OutcomeKind.ACCEPTED for n in (0, 1, 3, 4))
     assert by_tag[3].reason == by_tag[4].reason == "confirmed"
     assert not any(o.possible_duplicate for o in outcomes)
-    assert stats.replayed == 2 and stats.possible_duplicates == 0 and stats.probes == 1
+    assert stats.replayed == 2
+    assert stats.possible_duplicates == 0
+    assert stats.probes == 1
     assert stats.submitted == stats.accepted + stats.rejected + stats.failed == 5
 
 
@@ -213,7 +216,8 @@ async def test_shutdown_status_accepts_named_and_replays_after(autojump_clock):
     assert sorted(o.tag for o in outcomes) == [0, 1, 2, 3]
     assert all(o.kind is OutcomeKind.ACCEPTED for o in outcomes)
     assert {o.tag: o.reason for o in outcomes}[1] == "shutdown"
-    assert stats.replayed == 2 and stats.possible_duplicates == 0
+    assert stats.replayed == 2
+    assert stats.possible_duplicates == 0
 
 
 async def test_silent_close_resends_as_possible_duplicates(autojump_clock):
@@ -232,7 +236,8 @@ async def test_silent_close_resends_as_possible_duplicates(autojump_clock):
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert all(o.kind is OutcomeKind.ACCEPTED and o.possible_duplicate for o in outcomes)
-    assert stats.possible_duplicates == 3 and stats.replayed == 3
+    assert stats.possible_duplicates == 3
+    assert stats.replayed == 3
 
 
 async def test_unknown_identifier_resends_everything_as_possible_duplicates(autojump_clock):
@@ -269,7 +274,8 @@ async def test_silent_closes_after_handshake_fail_fast_as_wrong_environment(auto
         await sender.flush()
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
-    assert len(outcomes) == 4 and all(o.kind is OutcomeKind.FAILED for o in outcomes)
+    assert len(outcomes) == 4
+    assert all(o.kind is OutcomeKind.FAILED for o in outcomes)
     assert "other environment" in outcomes[0].reason
     assert gateway.connections == 2
     assert stats.failed == 4
@@ -308,7 +314,9 @@ async def test_limits_are_checked_before_anything_is_sent(autojump_clock):
             await sender.submit(long_token)
 
     outcomes, stats = await run_with(gateway, config, body)
-    assert outcomes == [] and stats.submitted == 0 and gateway.connections == 0
+    assert outcomes == []
+    assert stats.submitted == 0
+    assert gateway.connections == 0
 
 
 @pytest.mark.parametrize("command", [Command.ENHANCED, Command.SIMPLE])
