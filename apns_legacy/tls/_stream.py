@@ -551,7 +551,12 @@ def _describe_failure(
     error: SSL.Error, *, during_handshake: bool, server_side: bool, verify_failures: list[str]
 ) -> str:
     peer = "client" if server_side else "server"
-    prefix = "TLS handshake failed" if during_handshake else "TLS connection failed"
+    if during_handshake:
+        prefix = "TLS handshake failed"
+    elif _is_certificate_alert(error):
+        prefix = "TLS handshake failed (reported after it completed, as TLS 1.3 does)"
+    else:
+        prefix = "TLS connection failed"
     reasons = _reasons(error)
     text = "; ".join(reasons) or type(error).__name__
     if isinstance(error, SSL.SysCallError):

@@ -296,7 +296,10 @@ def make_test_pki(
     ca_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "apns-legacy"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "apns-legacy test CA (not Apple)"),
+            # A unique name per PKI: two test CAs must not look like one to OpenSSL.
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, f"apns-legacy test CA {os.urandom(4).hex()} (not Apple)"
+            ),
         ]
     )
     ca_certificate = (
