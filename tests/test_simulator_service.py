@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from apns_legacy.simulator import Simulator, open_simulator
+from apns_legacy.simulator import Simulator, open_simulator, serve_simulator
 from apns_legacy.tls import Environment, TLSHandshakeError, client_context, open_tls_stream
 
 TOKEN = bytes(range(32))
@@ -268,3 +268,19 @@ async def test_missing_topic_is_status_3(pki):
             await client.send_all(enhanced(5))
             assert b"".join(await read_all(client)) == bytes.fromhex("0803 00000005")
     assert sim.stats.accepted == 0
+
+
+async def test_serve_simulator_in_a_nursery(pki):
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(partial(serve_simulator, pki=pki, invalid_tokens=[TOKEN]))
+        with trio.fail_after(10):
+            stream = await open_tls_stream(*sim.gateway_address, sim.client_context())
+            await stream.send_all(enhanced(4))
+            assert b"".join(await read_all(stream)) == bytes.fromhex("0808 00000004")
+        nursery.cancel_scope.cancel()
+
+
+async def test_errors_in_the_body_come_out_unwrapped(pki):
+    with pytest.raises(KeyError):
+        async with open_simulator(pki=pki):
+            raise KeyError("from the test body")
