@@ -29,6 +29,7 @@ from apns_legacy.wire import (
     Notification,
     ReceivedNotification,
     Status,
+    encode_batch,
     encode_enhanced,
     encode_error_response,
     encode_feedback_item,
@@ -302,6 +303,31 @@ def test_encode_frame_equals_its_items_in_order(identifier, expiry, priority, to
     if priority is not None:
         items.append(encode_item(Item.PRIORITY, bytes([priority])))
     assert encode_frame(identifier, token, payload, expiry, priority) == encode_frame_items(items)
+
+
+@given(
+    command=st.sampled_from([Command.SIMPLE, Command.ENHANCED, Command.FRAME]),
+    batch=st.lists(notifications(allow_long=True, max_payload=100), max_size=5),
+    first=identifiers,
+)
+def test_encode_batch_equals_one_notification_after_another(command, batch, first):
+    if first + len(batch) - 1 > 0xFFFFFFFF:
+        with pytest.raises(LocalProtocolError, match="identifier"):
+            encode_batch(command, first, batch)
+        return
+    expected = b"".join(encode_notification(command, n, first + i) for i, n in enumerate(batch))
+    assert encode_batch(command, first, batch) == expected
+
+
+def test_encode_batch_matches_spec_vector_and_checks_the_identifier_range():
+    n = Notification(token=DeviceToken(TOKEN), payload=PAYLOAD, expiry=0, priority=10)
+    assert encode_batch(Command.FRAME, 0x01020304, [n]) == unhex(FRAME_HEX)
+    assert encode_batch(Command.FRAME, 0, []) == b""
+    assert encode_batch(Command.ENHANCED, 2**32 - 2, [n, n])[1:5] == b"\xff\xff\xff\xfe"
+    with pytest.raises(LocalProtocolError):
+        encode_batch(Command.FRAME, 2**32 - 1, [n, n])
+    with pytest.raises(LocalProtocolError):
+        encode_batch(Command.ENHANCED, -1, [n])
 
 
 def test_payload_limit_constant_is_2048():
