@@ -9,7 +9,7 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["apns_legacy"]):
+with atheris.instrument_imports(include=["apns_legacy.wire"]):
     from apns_legacy.wire import FeedbackDecoder, FeedbackItem
 
 from _common import check_both_ways
