@@ -24,7 +24,7 @@ import logging
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 import trio
@@ -56,7 +56,7 @@ _LINGER_ZERO: Final = struct.pack("ii", 1, 0)
 class _Ending:
     """How a connection ends: an error frame, a silent close, or a TCP reset."""
 
-    kind: str  # "frame" | "silent" | "reset"
+    kind: Literal["frame", "silent", "reset"]
     status: int = 0
     identifier: int = 0
     reason: str = ""

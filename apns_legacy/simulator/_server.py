@@ -94,8 +94,7 @@ async def _listen(
     context = server_context(pki.server, client_ca=pki.ca_certificate, allow_tls13=sim.allow_tls13)
     gateway = await trio.open_tcp_listeners(gateway_port, host=host)
     feedback = await trio.open_tcp_listeners(feedback_port, host=host)
-    sim._gateway_address = _address(gateway)
-    sim._feedback_address = _address(feedback)
+    sim.listening_on(_address(gateway), _address(feedback))
     async with trio.open_nursery() as nursery:
         for listeners, service in (
             (gateway, SimulatorService.GATEWAY),

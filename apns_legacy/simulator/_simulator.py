@@ -133,6 +133,11 @@ class Simulator:
             raise RuntimeError("this simulator is not listening (use open_simulator)")
         return self._feedback_address
 
+    def listening_on(self, gateway: tuple[str, int], feedback: tuple[str, int]) -> None:
+        """Record the listeners' addresses (called by ``open_simulator``)."""
+        self._gateway_address = gateway
+        self._feedback_address = feedback
+
     # -- scripting -------------------------------------------------------------------------
 
     def add_fault(self, fault: Fault) -> None:
@@ -228,6 +233,9 @@ class Simulator:
         self, stream: trio.abc.Stream, *, topic: str | None, environments: Collection[Environment]
     ) -> None:
         """Serve one gateway connection on ``stream`` and close it.
+
+        Errors of the stream itself (``trio.BrokenResourceError`` when the client
+        vanishes, ...) propagate; the TLS listeners catch and log them.
 
         Args:
             stream: the (decrypted) connection.
