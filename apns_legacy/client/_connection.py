@@ -84,24 +84,30 @@ class Connection:
 
     async def run(self) -> None:
         """Run until the connection ends; the window is empty afterwards."""
-        with self._cancel_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._settler)
-                nursery.start_soon(self._writer)
-        if self.end_kind is None:  # cancelled from outside: the sender is closing
-            self.end_kind = "closed"
-        leftovers = self.window.take_all()
-        if leftovers:
-            # Written (perhaps partly) as the connection ended: fate unknown.
-            self.sender.requeue(leftovers, certain=False, reason="the connection ended mid-write")
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0) as scope:
-            try:
-                await self.stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-        if scope.cancelled_caught:
-            await trio.aclose_forcefully(self.stream)
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader)
+                    nursery.start_soon(self._settler)
+                    nursery.start_soon(self._writer)
+        finally:
+            # Also when the sender itself is being cancelled: close the stream and
+            # leave no job behind in a window nobody will look at again.
+            if self.end_kind is None:
+                self.end_kind = "closed"
+            leftovers = self.window.take_all()
+            if leftovers:
+                # Written (perhaps partly) as the connection ended: fate unknown.
+                self.sender.requeue(
+                    leftovers, certain=False, reason="the connection ended mid-write"
+                )
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0) as scope:
+                try:
+                    await self.stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(self.stream)
 
     def end(self, kind: str) -> None:
         if self.end_kind is None:

@@ -1,0 +1,249 @@
+"""The sender against our simulator, over real TLS on 127.0.0.1 (issue scenarios).
+
+Each test checks the delivery invariant: every submitted notification has exactly one
+outcome, submitted == accepted + rejected + failed, and what the simulator recorded
+agrees with the outcomes (none lost; duplicates only where the sender says "possible").
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+
+import pytest
+import trio
+
+from apns_legacy import (
+    Command,
+    DeviceToken,
+    Notification,
+    OutcomeKind,
+    SenderConfig,
+    open_sender,
+    send_all,
+)
+from apns_legacy.simulator import Fault, open_simulator
+from apns_legacy.tls import Environment, client_context
+
+
+def token_for(i: int) -> DeviceToken:
+    return DeviceToken(i.to_bytes(4, "big") * 8)
+
+
+def notifications(n: int) -> list[Notification]:
+    return [
+        Notification(token=token_for(i), payload=b'{"aps":{"alert":"n%d"}}' % i) for i in range(n)
+    ]
+
+
+FAST = SenderConfig(settle_after=0.3, backoff_initial=0.01, error_wait=0.3)
+
+
+async def run(sim, items, config=FAST, context=None):
+    outcomes = []
+    context = context or sim.client_context()
+    host, port = sim.gateway_address
+    with trio.fail_after(60):
+        async with open_sender(
+            context, host=host, port=port, server_hostname="localhost", config=config,
+            on_outcome=outcomes.append,
+        ) as sender:  # fmt: skip
+            for i, notification in enumerate(items):
+                await sender.submit(notification, tag=i)
+            await sender.flush(confirm=config.command is not Command.SIMPLE)
+    stats = sender.stats
+    assert len(outcomes) == len(items) == stats.submitted
+    assert stats.submitted == stats.accepted + stats.rejected + stats.failed
+    assert sorted(o.tag for o in outcomes) == list(range(len(items)))
+    return {o.tag: o for o in outcomes}, stats
+
+
+def recorded_counts(sim) -> collections.Counter[str]:
+    return collections.Counter(record.token for record in sim.accepted)
+
+
+@pytest.mark.parametrize(
+    ("connections", "command"),
+    [(1, Command.FRAME), (4, Command.FRAME), (1, Command.ENHANCED), (4, Command.ENHANCED)],
+)
+async def test_ten_thousand_with_three_invalid_tokens(pki, connections, command):
+    items = notifications(10_000)
+    bad = {2_000, 5_000, 7_500}
+    async with open_simulator(pki=pki, invalid_tokens=[token_for(i).value for i in bad]) as sim:
+        config = SenderConfig(
+            settle_after=0.3, backoff_initial=0.01, connections=connections, command=command
+        )
+        outcomes, stats = await run(sim, items, config)
+        counts = recorded_counts(sim)
+    rejected = {i for i, o in outcomes.items() if o.kind is OutcomeKind.REJECTED}
+    assert rejected == bad
+    assert all(outcomes[i].status == 8 for i in bad)
+    accepted = [i for i, o in outcomes.items() if o.accepted]
+    assert len(accepted) == 9_997
+    # Every accepted notification was recorded exactly once, and nothing else was.
+    assert counts == collections.Counter(token_for(i).hex for i in accepted)
+    assert stats.possible_duplicates == 0
+    assert stats.replayed > 0
+
+
+async def test_shutdown_after_n_replays_the_rest_without_loss(pki):
+    items = notifications(3_000)
+    async with open_simulator(pki=pki, faults=[Fault.shutdown_after(1_000)]) as sim:
+        outcomes, stats = await run(sim, items)
+        counts = recorded_counts(sim)
+        errors = list(sim.errors_sent)
+    assert all(o.accepted for o in outcomes.values())
+    assert [e.status for e in errors[:1]] == [10]
+    # The one named by status 10 is accepted as such, not resent.
+    shutdown = [o for o in outcomes.values() if o.reason == "shutdown"]
+    assert len(shutdown) >= 1
+    assert counts == collections.Counter(token_for(i).hex for i in range(3_000))
+    assert stats.possible_duplicates == 0
+    assert stats.reconnects >= 1
+
+
+async def test_abrupt_reset_mid_stream_loses_nothing(pki):
+    items = notifications(3_000)
+    async with open_simulator(pki=pki, faults=[Fault.reset_after(notifications=1_200)]) as sim:
+        outcomes, stats = await run(sim, items)
+        counts = recorded_counts(sim)
+    assert all(o.accepted for o in outcomes.values())
+    # Nothing lost; duplicates only among those the sender flagged as possible.
+    assert set(counts) == {token_for(i).hex for i in range(3_000)}
+    duplicated = {t for t, c in counts.items() if c > 1}
+    flagged = {o.notification.token.hex for o in outcomes.values() if o.possible_duplicate}
+    assert duplicated <= flagged
+    assert stats.possible_duplicates >= len(duplicated)
+
+
+async def test_delayed_error_response_still_pinpoints(pki):
+    items = notifications(500)
+    async with open_simulator(
+        pki=pki, invalid_tokens=[token_for(250).value], faults=[Fault.delay_errors(0.2)]
+    ) as sim:
+        outcomes, stats = await run(sim, items, SenderConfig(settle_after=1.0))
+        counts = recorded_counts(sim)
+    assert [i for i, o in outcomes.items() if not o.accepted] == [250]
+    assert sum(counts.values()) == 499
+    assert stats.possible_duplicates == 0
+
+
+async def test_slow_reader_back_pressure(pki):
+    items = notifications(2_000)
+    async with open_simulator(pki=pki, faults=[Fault.slow_reader(200_000)]) as sim:
+        outcomes, _ = await run(sim, items, SenderConfig(window_size=500, settle_after=0.3))
+        counts = recorded_counts(sim)
+    assert all(o.accepted for o in outcomes.values())
+    assert counts == collections.Counter(token_for(i).hex for i in range(2_000))
+
+
+async def test_refused_handshakes_are_retried(pki):
+    items = notifications(10)
+    async with open_simulator(pki=pki, faults=[Fault.refuse_handshake(times=2)]) as sim:
+        outcomes, stats = await run(sim, items)
+    assert all(o.accepted for o in outcomes.values())
+    assert stats.connect_failures == 2
+
+
+async def test_gateway_that_never_completes_handshake_fails_after_retry_limit(pki):
+    items = notifications(5)
+    config = SenderConfig(max_connect_attempts=3, backoff_initial=0.01, settle_after=0.3)
+    async with open_simulator(pki=pki, faults=[Fault.refuse_handshake(times=None)]) as sim:
+        outcomes, stats = await run(sim, items, config)
+    assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
+    assert "3 attempts" in outcomes[0].reason
+    assert stats.connect_failures == 3
+
+
+async def test_wrong_environment_certificate_fails_fast(pki):
+    # The session PKI's client certificate is sandbox-only; this gateway is production.
+    items = notifications(20)
+    async with open_simulator(pki=pki, environment=Environment.PRODUCTION) as sim:
+        outcomes, _stats = await run(sim, items)
+        connections = sim.stats.gateway_connections
+    assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
+    assert "other environment" in outcomes[0].reason
+    assert connections <= 3
+
+
+async def test_untrusted_client_certificate_fails_fast(pki):
+    from apns_legacy.tls import make_test_pki
+
+    stranger = make_test_pki()  # a different CA: the simulator's TLS refuses it
+    context = client_context(stranger.client, ca=pki.ca_pem())
+    async with open_simulator(pki=pki) as sim:
+        outcomes, stats = await run(sim, notifications(5), context=context)
+    assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
+    assert "TLS" in outcomes[0].reason
+    assert stats.connect_failures == 1
+
+
+async def test_expired_client_certificate_fails_fast(pki):
+    from apns_legacy.tls import Credentials
+
+    now = dt.datetime.now(dt.UTC)
+    old = pki.issue_client(
+        topic="com.example.app",
+        environments=[Environment.SANDBOX],
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
+    )
+    creds = Credentials(old.certificate, old.private_key, old.chain)
+    context = client_context(creds, ca=pki.ca_pem())
+    async with open_simulator(pki=pki) as sim:
+        outcomes, _ = await run(sim, notifications(3), context=context)
+    assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
+
+
+async def test_idle_drop_by_gateway_loses_nothing(pki):
+    async with open_simulator(pki=pki, faults=[Fault.idle_timeout(1.0)]) as sim:
+        host, port = sim.gateway_address
+        outcomes = []
+        with trio.fail_after(30):
+            async with open_sender(
+                sim.client_context(), host=host, port=port, config=FAST,
+                on_outcome=outcomes.append,
+            ) as sender:  # fmt: skip
+                for n in notifications(5):
+                    await sender.submit(n)
+                await sender.flush(confirm=False)
+                # Wait until the gateway has dropped the idle connection.
+                await sim.wait_until(lambda: sim.stats.idle_closes >= 1)
+                for n in notifications(10)[5:]:
+                    await sender.submit(n)
+                await sender.flush(confirm=True)
+        counts = recorded_counts(sim)
+    assert len(outcomes) == 10
+    assert all(o.accepted for o in outcomes)
+    assert set(counts) == {token_for(i).hex for i in range(10)}
+
+
+async def test_simple_format_cannot_pinpoint_but_loses_nothing_silently(pki):
+    # Command 0 has no error response: the gateway just closes. The sender resends
+    # the window; the bad one keeps killing connections until max_losses fails it,
+    # and whatever shared its windows may fail with it. Nothing ends without an outcome.
+    items = notifications(50)
+    config = SenderConfig(command=Command.SIMPLE, settle_after=0.3, max_losses=2,
+                          backoff_initial=0.01)  # fmt: skip
+    async with open_simulator(pki=pki, invalid_tokens=[token_for(25).value]) as sim:
+        outcomes, _ = await run(sim, items, config)
+    assert outcomes[25].kind is OutcomeKind.FAILED
+    assert all(o.kind is not OutcomeKind.REJECTED for o in outcomes.values())
+
+
+def test_sync_facade_returns_outcomes_in_order(pki, tmp_path):
+    items = notifications(200)
+
+    async def main():
+        async with open_simulator(pki=pki, invalid_tokens=[token_for(7).value]) as sim:
+            host, port = sim.gateway_address
+            result = await trio.to_thread.run_sync(
+                lambda: send_all(items, sim.client_context(), host=host, port=port, config=FAST)
+            )
+            return result, recorded_counts(sim)
+
+    (outcomes, stats), counts = trio.run(main)
+    assert [o.notification for o in outcomes] == items
+    assert [i for i, o in enumerate(outcomes) if not o.accepted] == [7]
+    assert stats.accepted == 199
+    assert sum(counts.values()) == 199
