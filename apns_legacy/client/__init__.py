@@ -9,8 +9,10 @@ from ._config import (
     SANDBOX_GATEWAY,
     SenderConfig,
 )
+from ._feedback import FeedbackError, read_feedback, read_feedback_stream
 from ._outcomes import Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender, open_sender
+from ._store import Device, FeedbackResult, StoreCounts, TokenStore
 from ._sync import send_all
 from ._window import IdentifierAllocator, InFlightWindow, Resolution
 
@@ -30,4 +32,12 @@ __all__ = [
     "InFlightWindow",
     "IdentifierAllocator",
     "Resolution",
+    # feedback cleanup
+    "read_feedback",
+    "read_feedback_stream",
+    "FeedbackError",
+    "TokenStore",
+    "Device",
+    "FeedbackResult",
+    "StoreCounts",
 ]

@@ -1,0 +1,438 @@
+"""A SQLite token store that applies the feedback service's re-registration rule.
+
+Apple (PROTOCOL.md section 8): "Use the timestamp to verify that the device tokens
+haven't been reregistered since the feedback entry was generated. For each device
+that has not been reregistered, stop sending notifications." So a feedback entry
+deactivates a device only when its time is *later* than the device's last
+registration. Times are whole UTC epoch seconds, as on the wire; a tie keeps the
+device active (the safe side: one more push to a dead token costs nothing, a
+wrongly dropped live token loses a user).
+
+Nothing is ever deleted. A deactivated device keeps its row with the reason
+(``"feedback"``, or whatever :meth:`TokenStore.deactivate` was given), when we
+deactivated it, and the feedback time. A later registration reactivates it, but
+only a registration later than the event that deactivated it: a delayed or
+replayed old registration does not undo a cleanup.
+
+Each call that changes rows runs in one transaction (``BEGIN IMMEDIATE``, so
+concurrent processes such as a cron job and a registration service take turns):
+an exception or an interrupt part-way leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, Final, Literal, TypeVar
+
+import attrs
+
+from ..wire import DeviceToken, FeedbackItem
+
+Moment = _dt.datetime | int | float
+TokenLike = DeviceToken | bytes | str
+ExportKind = Literal["all", "active", "deactivated"]
+ExportFormat = Literal["csv", "jsonl"]
+
+#: The reason :meth:`TokenStore.apply_feedback` records.
+FEEDBACK_REASON: Final = "feedback"
+
+_T = TypeVar("_T")
+
+_SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS devices (
+    token TEXT PRIMARY KEY,              -- lower-case hex
+    topic TEXT,
+    registered_at INTEGER NOT NULL,      -- UTC epoch seconds of the last registration
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    deactivated_at INTEGER,              -- when we deactivated it
+    deactivated_reason TEXT,             -- "feedback", or a caller's reason
+    feedback_time INTEGER                -- the feedback service's time for it
+);
+CREATE INDEX IF NOT EXISTS devices_inactive ON devices (deactivated_at) WHERE active = 0;
+"""
+_COLUMNS: Final = (
+    "token, topic, registered_at, active, deactivated_at, deactivated_reason, feedback_time"
+)
+_UPSERT: Final = """
+INSERT INTO devices (token, topic, registered_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (token) DO UPDATE SET
+    topic = COALESCE(excluded.topic, topic),
+    registered_at = MAX(registered_at, excluded.registered_at)
+"""
+# A registration at or after the event that deactivated a device (the feedback time,
+# or the deactivation itself for other reasons) brings it back.
+_REACTIVATE: Final = """
+UPDATE devices SET active = 1, deactivated_at = NULL, deactivated_reason = NULL
+WHERE token = ?1 AND active = 0 AND ?3 >= COALESCE(
+    CASE deactivated_reason WHEN 'feedback' THEN feedback_time ELSE deactivated_at END, 0)
+"""
+_CSV_FIELDS: Final = (
+    "token",
+    "topic",
+    "registered_at",
+    "active",
+    "deactivated_at",
+    "deactivated_reason",
+    "feedback_time",
+)
+
+
+def epoch_seconds(moment: Moment | None) -> int:
+    """Whole UTC epoch seconds from an aware datetime, int or float (None: now)."""
+    if moment is None:
+        moment = _dt.datetime.now(_dt.UTC)
+    if isinstance(moment, _dt.datetime):
+        if moment.tzinfo is None:
+            raise ValueError("times must be timezone-aware datetimes (naive given)")
+        return math.floor(moment.timestamp())
+    if not math.isfinite(moment):
+        raise ValueError(f"time must be finite, not {moment}")
+    return math.floor(moment)
+
+
+def _utc(seconds: int | None) -> _dt.datetime | None:
+    return None if seconds is None else _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
+
+
+def _iso(moment: _dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+@attrs.frozen(kw_only=True)
+class Device:
+    """One row of the store."""
+
+    token: DeviceToken
+    topic: str | None
+    registered_at: _dt.datetime
+    active: bool
+    deactivated_at: _dt.datetime | None
+    deactivated_reason: str | None
+    feedback_time: _dt.datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; times as ISO-8601 UTC (``...Z``)."""
+        return {
+            "token": self.token.hex,
+            "topic": self.topic,
+            "registered_at": _iso(self.registered_at),
+            "active": self.active,
+            "deactivated_at": _iso(self.deactivated_at),
+            "deactivated_reason": self.deactivated_reason,
+            "feedback_time": _iso(self.feedback_time),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class FeedbackResult:
+    """What :meth:`TokenStore.apply_feedback` did with each feedback entry."""
+
+    #: Active devices made inactive (feedback later than their last registration).
+    deactivated: int = 0
+    #: Active devices kept: registered again at or after the feedback time.
+    skipped_reregistered: int = 0
+    #: Tokens not in the store.
+    unknown: int = 0
+    #: Devices that were inactive already (e.g. the same list applied twice).
+    already_inactive: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.deactivated + self.skipped_reregistered + self.unknown + self.already_inactive
+
+
+@attrs.frozen(kw_only=True)
+class StoreCounts:
+    """Row counts; ``by_reason`` counts inactive devices per deactivation reason."""
+
+    total: int
+    active: int
+    deactivated: int
+    by_reason: dict[str, int] = attrs.field(factory=dict)
+
+
+class TokenStore:
+    """Device tokens in a SQLite file (or ``":memory:"``), with the feedback rule.
+
+    Args:
+        path: the database file (created with its table if missing), or ``":memory:"``.
+        allow_long_tokens: accept tokens of 33 to 100 bytes (32 only by default).
+        timeout: seconds to wait for another process's write lock.
+
+    Example::
+
+        with TokenStore("devices.db") as store:
+            store.register("a1b2...", topic="com.example.app")
+            result = store.apply_feedback(await read_feedback(context))
+            print(result.deactivated, "tokens deactivated")
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        allow_long_tokens: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.allow_long_tokens = allow_long_tokens
+        # isolation_level=None: no implicit transactions; _transaction() is explicit.
+        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > _SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"{self.path}: token store schema version {version} is newer than this "
+                f"library's ({_SCHEMA_VERSION})"
+            )
+
+        def create(db: sqlite3.Connection) -> None:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+        if version < _SCHEMA_VERSION:
+            self._transaction(create)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> TokenStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction: all of it is kept, or none."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # -- registering ----------------------------------------------------------------
+
+    def _hex(self, token: TokenLike) -> str:
+        if isinstance(token, DeviceToken):
+            return token.hex
+        if isinstance(token, str):
+            return DeviceToken.from_hex(token, allow_long=self.allow_long_tokens).hex
+        return DeviceToken.from_bytes(token, allow_long=self.allow_long_tokens).hex
+
+    def register(
+        self, token: TokenLike, *, topic: str | None = None, at: Moment | None = None
+    ) -> None:
+        """Record that the app registered ``token`` (at ``at``, default now).
+
+        A known token gets the later of its two registration times, and is active
+        again unless it was deactivated by something later than ``at``.
+
+        Raises:
+            LocalProtocolError: ``token`` is not a valid device token.
+        """
+        self.register_many([token], topic=topic, at=at)
+
+    def register_many(
+        self, tokens: Iterable[TokenLike], *, topic: str | None = None, at: Moment | None = None
+    ) -> int:
+        """Register many tokens in one transaction (all or none); returns how many.
+
+        Every token is checked before anything is written.
+
+        Raises:
+            LocalProtocolError: one of ``tokens`` is not a valid device token.
+        """
+        seconds = epoch_seconds(at)
+        rows = [(self._hex(token), topic, seconds) for token in tokens]
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(_UPSERT, rows)
+            db.executemany(_REACTIVATE, rows)
+
+        self._transaction(work)
+        return len(rows)
+
+    def deactivate(
+        self, tokens: Iterable[TokenLike], *, reason: str, at: Moment | None = None
+    ) -> int:
+        """Deactivate known active tokens for ``reason`` (e.g. ``"invalid-token"`` after
+        status 8); returns how many changed. Unknown and inactive tokens are left alone."""
+        if reason == FEEDBACK_REASON:
+            raise ValueError("use apply_feedback() for feedback entries")
+        seconds = epoch_seconds(at)
+        rows = [(seconds, reason, self._hex(token)) for token in tokens]
+
+        def work(db: sqlite3.Connection) -> int:
+            changed = 0
+            for row in rows:
+                cursor = db.execute(
+                    "UPDATE devices SET active = 0, deactivated_at = ?1, "
+                    "deactivated_reason = ?2 WHERE token = ?3 AND active = 1",
+                    row,
+                )
+                changed += cursor.rowcount
+            return changed
+
+        return self._transaction(work)
+
+    # -- the feedback rule ----------------------------------------------------------
+
+    def apply_feedback(
+        self, items: Iterable[FeedbackItem], *, now: Moment | None = None
+    ) -> FeedbackResult:
+        """Apply feedback entries with the re-registration rule, in one transaction.
+
+        A device is deactivated only when the entry's time is later than its last
+        registration. Running the same entries again changes nothing. If iterating
+        ``items`` raises (or anything else goes wrong), nothing is applied.
+
+        Args:
+            items: the entries, e.g. from :func:`read_feedback`.
+            now: recorded as ``deactivated_at`` (default the current time).
+
+        Returns:
+            How many entries deactivated a device, were skipped because the device
+            registered again since, were unknown, or found the device inactive.
+        """
+        deactivated_at = epoch_seconds(now)
+
+        def work(db: sqlite3.Connection) -> FeedbackResult:
+            counts = dict.fromkeys(
+                ("deactivated", "skipped_reregistered", "unknown", "already_inactive"), 0
+            )
+            for item in items:
+                token = item.token.hex()
+                row = db.execute(
+                    "SELECT active, registered_at FROM devices WHERE token = ?", (token,)
+                ).fetchone()
+                if row is None:
+                    counts["unknown"] += 1
+                elif not row[0]:
+                    counts["already_inactive"] += 1
+                elif item.timestamp <= row[1]:
+                    counts["skipped_reregistered"] += 1
+                else:
+                    db.execute(
+                        "UPDATE devices SET active = 0, deactivated_at = ?, "
+                        "deactivated_reason = ?, feedback_time = ? WHERE token = ?",
+                        (deactivated_at, FEEDBACK_REASON, item.timestamp, token),
+                    )
+                    counts["deactivated"] += 1
+            return FeedbackResult(**counts)
+
+        return self._transaction(work)
+
+    # -- reading --------------------------------------------------------------------
+
+    def get(self, token: TokenLike) -> Device | None:
+        """The row for ``token``, or None."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE token = ?", (self._hex(token),)
+        ).fetchone()
+        return None if row is None else _device(row)
+
+    def active_tokens(self, *, topic: str | None = None) -> Iterator[DeviceToken]:
+        """The tokens to send to: every active device (of ``topic``, if given)."""
+        if topic is None:
+            cursor = self._db.execute("SELECT token FROM devices WHERE active = 1 ORDER BY token")
+        else:
+            cursor = self._db.execute(
+                "SELECT token FROM devices WHERE active = 1 AND topic = ? ORDER BY token",
+                (topic,),
+            )
+        for (token,) in cursor:
+            yield DeviceToken(bytes.fromhex(token))
+
+    def deactivated(self, since: Moment | None = None) -> Iterator[Device]:
+        """Inactive devices, oldest deactivation first (only those at or after ``since``)."""
+        start = -(2**62) if since is None else epoch_seconds(since)
+        cursor = self._db.execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE active = 0 AND deactivated_at >= ? "
+            "ORDER BY deactivated_at, token",
+            (start,),
+        )
+        for row in cursor:
+            yield _device(row)
+
+    def devices(self, kind: ExportKind = "all") -> Iterator[Device]:
+        """Every device of ``kind`` (``"all"``, ``"active"`` or ``"deactivated"``), by token."""
+        where = {"all": "", "active": " WHERE active = 1", "deactivated": " WHERE active = 0"}
+        if kind not in where:
+            raise ValueError(f"kind must be 'all', 'active' or 'deactivated', not {kind!r}")
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM devices{where[kind]} ORDER BY token"):
+            yield _device(row)
+
+    def counts(self) -> StoreCounts:
+        """How many devices there are, active and inactive (by reason)."""
+        total, active = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(active), 0) FROM devices"
+        ).fetchone()
+        by_reason = dict(
+            self._db.execute(
+                "SELECT COALESCE(deactivated_reason, '?'), COUNT(*) FROM devices "
+                "WHERE active = 0 GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+        return StoreCounts(
+            total=total, active=active, deactivated=total - active, by_reason=by_reason
+        )
+
+    def export(self, kind: ExportKind, fp: IO[str], format: ExportFormat = "csv") -> int:
+        """Write devices of ``kind`` to the text file ``fp``; returns how many rows.
+
+        ``csv`` has a header line; ``jsonl`` is one JSON object a line. Columns:
+        token, topic, registered_at, active, deactivated_at, deactivated_reason,
+        feedback_time (times ISO-8601 UTC, empty/null when not set).
+        """
+        if format not in ("csv", "jsonl"):
+            raise ValueError(f"format must be 'csv' or 'jsonl', not {format!r}")
+        writer = csv.DictWriter(fp, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        if format == "csv":
+            writer.writeheader()
+        count = 0
+        for device in self.devices(kind):
+            data = device.to_json()
+            if format == "jsonl":
+                fp.write(json.dumps(data, separators=(",", ":")) + "\n")
+            else:
+                data["active"] = int(data["active"])
+                writer.writerow(data)
+            count += 1
+        return count
+
+
+def _device(row: tuple[Any, ...]) -> Device:
+    token, topic, registered_at, active, deactivated_at, reason, feedback_time = row
+    registered = _utc(registered_at)
+    assert registered is not None
+    return Device(
+        token=DeviceToken(bytes.fromhex(token)),
+        topic=topic,
+        registered_at=registered,
+        active=bool(active),
+        deactivated_at=_utc(deactivated_at),
+        deactivated_reason=reason,
+        feedback_time=_utc(feedback_time),
+    )
