@@ -465,12 +465,22 @@ class TLSStream(trio.abc.Stream):
         return b"".join(parts)
 
     async def _send_raw(self, data: bytes) -> None:
+        lock = self._send_lock
         try:
-            async with self._send_lock:
+            # Uncontended (the usual case): take the lock without the extra
+            # schedule point of `async with`; the transport send checkpoints.
+            # An unlocked trio lock has no waiters, so FIFO order is kept.
+            if lock.locked():
+                await lock.acquire()
+            else:
+                lock.acquire_nowait()
+            try:
                 if self._delayed_outgoing:
                     data = self._delayed_outgoing + data
                     self._delayed_outgoing = b""
                 await self.transport_stream.send_all(data)
+            finally:
+                lock.release()
         except BaseException:
             # Records produced by OpenSSL were (partly) lost: the stream is doomed.
             self._mark_broken("the TLS stream broke while sending")
@@ -478,8 +488,13 @@ class TLSStream(trio.abc.Stream):
 
     async def _receive_raw(self, *, broken_on_cancel: bool) -> None:
         count = self._receive_count
+        lock = self._receive_lock
         try:
-            async with self._receive_lock:
+            if lock.locked():  # same fast path as _send_raw
+                await lock.acquire()
+            else:
+                lock.acquire_nowait()
+            try:
                 if count != self._receive_count:
                     return  # another task fed the incoming BIO; just retry
                 data = await self.transport_stream.receive_some(RECEIVE_SIZE)
@@ -488,6 +503,8 @@ class TLSStream(trio.abc.Stream):
                 else:
                     self._connection.bio_shutdown()
                 self._receive_count += 1
+            finally:
+                lock.release()
         except trio.Cancelled:
             if broken_on_cancel:
                 self._mark_broken("a send on this TLS stream was cancelled")
