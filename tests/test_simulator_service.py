@@ -79,18 +79,34 @@ async def test_feedback_only_for_the_certificates_topic(pki):
 
 async def test_feedback_written_in_small_pieces(pki):
     tokens = [bytes([i]) * 32 for i in range(1, 4)]
+    expected = b"".join(
+        struct.pack("!IH", 1_300_000_000 + i, 32) + token for i, token in enumerate(tokens)
+    )
+    # Over a memory stream that records each write of the server: pieces of 5 bytes.
+    sim = Simulator(pki=pki, feedback_chunk_size=5)
+    for i, token in enumerate(tokens):
+        sim.add_feedback(token, 1_300_000_000 + i)
+    writes: list[bytes] = []
+    send = trio.testing.MemorySendStream()
+
+    async def record_write() -> None:
+        writes.append(bytes(send.get_data_nowait()))
+
+    send.send_all_hook = record_write
+    stream = trio.StapledStream(send, trio.testing.MemoryReceiveStream())
+    with trio.fail_after(10):
+        await sim.serve_feedback_stream(
+            stream, topic=pki.client.topic, environments=[Environment.SANDBOX]
+        )
+    assert [len(w) for w in writes] == [5] * 22 + [4]
+    assert b"".join(writes) == expected
+    # And over TLS the client gets the same bytes (its reads may join records).
     async with open_simulator(pki=pki, feedback_chunk_size=5) as sim:
         for i, token in enumerate(tokens):
             sim.add_feedback(token, 1_300_000_000 + i)
         with trio.fail_after(10):
             feedback = await open_tls_stream(*sim.feedback_address, sim.client_context())
-            chunks = await read_all(feedback)
-    assert len(chunks) > 3
-    assert all(len(chunk) <= 5 for chunk in chunks)
-    expected = b"".join(
-        struct.pack("!IH", 1_300_000_000 + i, 32) + token for i, token in enumerate(tokens)
-    )
-    assert b"".join(chunks) == expected
+            assert b"".join(await read_all(feedback)) == expected
 
 
 # -- certificates, environments, TLS versions ---------------------------------------------
