@@ -47,7 +47,7 @@ from ..wire import (
     encode_batch,
     encode_probe,
 )
-from ._queue import Job
+from ._outcomes import Outcome
 from ._window import InFlightWindow
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Connection:
         self.sender = sender
         self.stream = stream
         self.number = number
-        self.window: InFlightWindow[Job] = InFlightWindow()
+        self.window: InFlightWindow[Outcome] = InFlightWindow()
         self.opened_at = trio.current_time()
         #: Something on this connection was accepted or rejected.
         self.made_progress = False
@@ -156,11 +156,8 @@ class Connection:
                 await self._room.park()
                 continue
             data = encode_batch(config.command, first, [job.notification for job in jobs])
-            for offset, job in enumerate(jobs):
-                job.identifier = first + offset
-                job.writes += 1
-                if job.writes > 1:
-                    sender.stats.replayed += 1
+            for offset, job in enumerate(jobs, first):
+                job.identifier = offset
             sender.stats.written += len(jobs)
             window.record(first, jobs, math.inf)  # timed once the write completes
             await self._send(data)

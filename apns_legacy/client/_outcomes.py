@@ -14,6 +14,8 @@ from ..wire import Notification, Status, status_from_int, status_name
 class OutcomeKind(enum.Enum):
     """The three ways a notification can end (DESIGN.md, "Delivery semantics")."""
 
+    #: Not settled yet. Only seen on an outcome you kept a reference to early.
+    PENDING = "pending"
     #: No rejection came for it, and a later rejection, a confirmation probe or a
     #: quiet period after its write showed that the gateway took it.
     ACCEPTED = "accepted"
@@ -23,28 +25,56 @@ class OutcomeKind(enum.Enum):
     FAILED = "failed"
 
 
-@attrs.frozen(kw_only=True)
 class Outcome:
-    """The one and only outcome of one submitted notification."""
+    """The one and only outcome of one submitted notification.
 
-    notification: Notification
-    kind: OutcomeKind
-    #: The gateway's status code, for rejections.
-    status: Status | int | None = None
-    #: Why it failed, for failures; how it was accepted (``"quiet"``, ``"confirmed"``,
-    #: ``"shutdown"``) for acceptances.
-    reason: str | None = None
-    #: The identifier it carried on its last write (None for command 0 or if never written).
-    identifier: int | None = None
-    #: Whatever the caller passed to ``submit(..., tag=...)``, handed back untouched.
-    tag: Any = None
-    #: It was in flight on a connection that died without saying what it had
-    #: processed, and was written again: the device may see it twice.
-    possible_duplicate: bool = False
+    The sender makes one of these when a notification is submitted and fills it in
+    when the notification settles, then hands it to ``on_outcome`` (or
+    :meth:`Sender.outcomes`). Treat it as read-only. (It is a plain slotted class,
+    not a frozen attrs class, because the sender's hot path handles hundreds of
+    thousands a second and must not allocate a second object per notification.)
+    """
+
+    __slots__ = (
+        "identifier",
+        "kind",
+        "losses",
+        "notification",
+        "possible_duplicate",
+        "reason",
+        "status",
+        "tag",
+    )
+
+    def __init__(self, notification: Notification, tag: Any = None) -> None:
+        self.notification = notification
+        #: Whatever the caller passed to ``submit(..., tag=...)``, handed back untouched.
+        self.tag = tag
+        self.kind = OutcomeKind.PENDING
+        #: The gateway's status code, for rejections.
+        self.status: Status | int | None = None
+        #: Why it failed, for failures; how it was accepted (``"quiet"``,
+        #: ``"confirmed"``, ``"shutdown"``) for acceptances.
+        self.reason: str | None = None
+        #: The identifier it carried on its last write (None if never written).
+        self.identifier: int | None = None
+        #: It was in flight on a connection that died without saying what it had
+        #: processed, and was written again: the device may see it twice.
+        self.possible_duplicate = False
+        #: How many such connections it was in flight on (internal bookkeeping).
+        self.losses = 0
 
     @property
     def accepted(self) -> bool:
         return self.kind is OutcomeKind.ACCEPTED
+
+    def __repr__(self) -> str:
+        detail = f" status={self.status!r}" if self.status is not None else ""
+        detail += f" reason={self.reason!r}" if self.reason else ""
+        return (
+            f"<Outcome {self.kind.value}{detail} token={self.notification.token!r} "
+            f"identifier={self.identifier} tag={self.tag!r}>"
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict, as the command line's ``--report`` writes it."""

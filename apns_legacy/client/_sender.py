@@ -22,6 +22,7 @@ import math
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from itertools import islice
 from typing import Any, Final
 
 import OpenSSL.SSL
@@ -38,7 +39,7 @@ from ..wire import (
 from ._config import PRODUCTION_GATEWAY, SenderConfig
 from ._connection import Connection
 from ._outcomes import Outcome, OutcomeKind, SenderStats
-from ._queue import Job, JobQueue
+from ._queue import JobQueue
 from ._window import IdentifierAllocator
 
 logger = logging.getLogger("apns_legacy.sender")
@@ -73,7 +74,7 @@ class Sender:
         self.allocator = IdentifierAllocator()
         self.probe_wanted = False
         # A stand-in window item for a confirmation probe; never reported.
-        self.probe_job = Job(
+        self.probe_job = Outcome(
             Notification(token=DeviceToken(bytes(TOKEN_LENGTH)), payload=b"{}"), None
         )
         self._nursery = nursery
@@ -118,15 +119,19 @@ class Sender:
             raise trio.ClosedResourceError("the sender is closed")
         await trio.lowlevel.checkpoint_if_cancelled()
         await self.queue.wait_for_room()
-        self._enqueue(Job(notification, tag))
+        self._enqueue(Outcome(notification, tag))
 
     async def submit_many(
         self, notifications: Iterable[Notification] | AsyncIterable[Notification]
     ) -> int:
         """Queue every notification from a (possibly async) iterable; returns the count.
 
-        Waits for room only when the queue is full, so this is the fast path for bulk.
-        Tags are not supported here; use :meth:`submit` for those.
+        The bulk path: notifications are checked and queued in chunks, waiting only
+        when the queue is full. Tags are not supported here; use :meth:`submit`.
+
+        Raises:
+            LocalProtocolError: one breaks the configured limits; those before it
+                are queued, it and those after it are not.
         """
         count = 0
         if isinstance(notifications, AsyncIterable):
@@ -134,18 +139,29 @@ class Sender:
                 await self.submit(notification)
                 count += 1
             return count
-        for notification in notifications:
-            self.check(notification)
+        iterator = iter(notifications)
+        while True:
             if self._closed:
                 raise trio.ClosedResourceError("the sender is closed")
-            if not self.queue.has_room():
-                await self.queue.wait_for_room()
-            self._enqueue(Job(notification, None))
-            count += 1
+            await self.queue.wait_for_room()
+            chunk = list(islice(iterator, max(self.queue.room(), 1)))
+            if not chunk:
+                break
+            for notification in chunk:
+                self.check(notification)
+            jobs = [Outcome(notification) for notification in chunk]
+            self.stats.submitted += len(jobs)
+            if self._fatal is not None:
+                for job in jobs:
+                    self._fail(job, self._fatal)
+            else:
+                self.queue.put_many(jobs)
+            count += len(jobs)
+            await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
         return count
 
-    def _enqueue(self, job: Job) -> None:
+    def _enqueue(self, job: Outcome) -> None:
         self.stats.submitted += 1
         if self._fatal is not None:
             self._fail(job, self._fatal)
@@ -215,45 +231,34 @@ class Sender:
             for connection in self._connections
         )
 
-    def accept(self, jobs: list[Job], reason: str) -> None:
+    def accept(self, jobs: list[Outcome], reason: str) -> None:
+        emit = self._emit
+        accepted = OutcomeKind.ACCEPTED
+        probe = self.probe_job
         n = 0
         for job in jobs:
-            if job is self.probe_job:
+            if job is probe:
                 continue
             n += 1
-            self._emit(
-                Outcome(
-                    notification=job.notification,
-                    kind=OutcomeKind.ACCEPTED,
-                    reason=reason,
-                    identifier=job.identifier,
-                    tag=job.tag,
-                    possible_duplicate=job.possible_duplicate,
-                )
-            )
+            job.kind = accepted
+            job.reason = reason
+            emit(job)
         self.stats.accepted += n
         self._settled.unpark_all()
 
-    def reject(self, job: Job, status: Status | int) -> None:
+    def reject(self, job: Outcome, status: Status | int) -> None:
         if job is self.probe_job:
             return
         self.stats.rejected += 1
         self.stats.rejected_by_status[int(status)] += 1
-        self._emit(
-            Outcome(
-                notification=job.notification,
-                kind=OutcomeKind.REJECTED,
-                status=status,
-                identifier=job.identifier,
-                tag=job.tag,
-                possible_duplicate=job.possible_duplicate,
-            )
-        )
+        job.kind = OutcomeKind.REJECTED
+        job.status = status
+        self._emit(job)
         self._settled.unpark_all()
 
-    def requeue(self, jobs: list[Job], *, certain: bool, reason: str) -> None:
+    def requeue(self, jobs: list[Outcome], *, certain: bool, reason: str) -> None:
         """Put jobs back at the head of the queue, failing those lost too often."""
-        keep: list[Job] = []
+        keep: list[Outcome] = []
         limit = self.config.max_losses
         for job in jobs:
             if job is self.probe_job:
@@ -270,6 +275,7 @@ class Sender:
                 continue
             keep.append(job)
         if keep:
+            self.stats.replayed += len(keep)
             self.queue.put_front(keep)
         self._settled.unpark_all()
 
@@ -278,18 +284,11 @@ class Sender:
         if _is_tls_refusal(exc):
             self._set_fatal(f"the gateway refused the TLS session: {_describe_error(exc)}")
 
-    def _fail(self, job: Job, reason: str) -> None:
+    def _fail(self, job: Outcome, reason: str) -> None:
         self.stats.failed += 1
-        self._emit(
-            Outcome(
-                notification=job.notification,
-                kind=OutcomeKind.FAILED,
-                reason=reason,
-                identifier=job.identifier,
-                tag=job.tag,
-                possible_duplicate=job.possible_duplicate,
-            )
-        )
+        job.kind = OutcomeKind.FAILED
+        job.reason = reason
+        self._emit(job)
         self._settled.unpark_all()
 
     def _emit(self, outcome: Outcome) -> None:
