@@ -5,10 +5,14 @@ Each failure must surface as a clear error on both ends, within a deadline.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
+import subprocess
+import sys
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import trio
@@ -370,3 +374,24 @@ async def test_one_context_serves_many_connections(pki):
                     nursery.start_soon(ping, port, context)
             results = [await outcomes.receive() for _ in range(8)]
     assert all(kind == "ok" for kind, _ in results)
+
+
+def test_readme_example_runs(tmp_path):
+    # The "Credentials and TLS" example in README.md, run as written.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Credentials and TLS") :]
+    section = section[: section.index("\n## ", 1)]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "com.example.app ['production', 'sandbox']",
+        "b'HELLO' TLSv1.2",
+    ]
