@@ -118,7 +118,8 @@ class BadNotification:
 
     ``status`` is what Apple's gateway answers; ``identifier`` is what goes in the
     error response (0 where none was read, and 0 for a missing or zero-length token in
-    a command-2 frame, as the real gateway did; command 1 keeps its identifier). A server writes ``08 status identifier`` unless ``command`` is
+    a command-2 frame, as the real gateway did; command 1 keeps its identifier). A
+    server writes ``08 status identifier`` unless ``command`` is
     :attr:`Command.SIMPLE` or the byte was not a command at all, where Apple closed
     without a word. The decoder yields nothing after this event.
     """
