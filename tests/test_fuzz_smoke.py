@@ -17,7 +17,7 @@ pytest.importorskip("atheris", reason="atheris is not installed (pip install ath
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 HARNESSES = ["gateway", "error_response", "feedback"]
-RUNS = 10_000
+RUNS = 5_000
 
 
 def test_every_harness_has_a_seed_corpus():
