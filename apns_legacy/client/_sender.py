@@ -147,8 +147,13 @@ class Sender:
             chunk = list(islice(iterator, max(self.queue.room(), 1)))
             if not chunk:
                 break
+            limit = self.config.payload_limit
+            long_tokens = self.config.allow_long_tokens
             for notification in chunk:
-                self.check(notification)
+                if len(notification.payload) > limit or (
+                    not long_tokens and len(notification.token.value) != TOKEN_LENGTH
+                ):
+                    self.check(notification)  # raises, naming the field and the limit
             jobs = [Outcome(notification) for notification in chunk]
             self.stats.submitted += len(jobs)
             if self._fatal is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Final
 
 from ._errors import LocalProtocolError
@@ -95,10 +94,24 @@ def encode_enhanced(identifier: int, expiry: int, token: bytes, payload: bytes) 
     )
 
 
-@lru_cache(maxsize=4096)
+# Layouts of whole command-2 frames (all five items, in the order 1-5) by token and
+# payload length, so that a frame is one pack call. A handful in practice; cleared if
+# it ever grows past 4096.
+_FRAME_STRUCTS: Final[dict[tuple[int, int], struct.Struct]] = {}
+
+
+def _frame_struct(token_length: int, payload_length: int) -> struct.Struct:
+    if len(_FRAME_STRUCTS) >= 4096:
+        _FRAME_STRUCTS.clear()
+    layout = struct.Struct(f"!BIBH{token_length}sBH{payload_length}sBHIBHIBHB")
+    _FRAME_STRUCTS[token_length, payload_length] = layout
+    return layout
+
+
 def _full_frame_struct(token_length: int, payload_length: int) -> struct.Struct:
-    # The common case, all five items in the order 1-5, as one pack call.
-    return struct.Struct(f"!BI BH{token_length}s BH{payload_length}s BHI BHI BHB".replace(" ", ""))
+    return _FRAME_STRUCTS.get((token_length, payload_length)) or _frame_struct(
+        token_length, payload_length
+    )
 
 
 def encode_frame(
@@ -179,13 +192,16 @@ def encode_batch(
     _check_uint32("identifier", first_identifier)
     _check_uint32("identifier", first_identifier + max(len(notifications) - 1, 0))
     if command is Command.FRAME:
-        parts = []
+        parts: list[bytes] = []
+        append = parts.append
+        structs = _FRAME_STRUCTS
         identifier = first_identifier
         for n in notifications:
             token = n.token.value
             payload = n.payload
             t, p = len(token), len(payload)
-            frame = _full_frame_struct(t, p).pack(
+            layout = structs.get((t, p)) or _frame_struct(t, p)
+            frame = layout.pack(
                 Command.FRAME, 3 * 5 + t + p + 9,
                 Item.TOKEN, t, token,
                 Item.PAYLOAD, p, payload,
@@ -193,7 +209,7 @@ def encode_batch(
                 Item.EXPIRY, 4, n.expiry,
                 Item.PRIORITY, 1, n.priority,
             )  # fmt: skip
-            parts.append(frame)
+            append(frame)
             identifier += 1
         return b"".join(parts)
     return b"".join(
