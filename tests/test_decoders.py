@@ -654,6 +654,7 @@ def test_feedback_truncated_tuple_at_eof_is_remote_error():
 # -- hypothesis: chunking never matters -------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(data=st.data(), units=st.lists(gateway_units(max_token_length=100), max_size=6))
 def test_any_chunking_of_a_gateway_stream_gives_the_same_events(data, units):
     stream = b"".join(unit for unit, _ in units)
@@ -663,6 +664,7 @@ def test_any_chunking_of_a_gateway_stream_gives_the_same_events(data, units):
     assert decode(make(), chunks) == expected
 
 
+@settings(deadline=None)
 @given(data=st.data(), units=st.lists(feedback_units(), max_size=8))
 def test_any_chunking_of_a_feedback_stream_gives_the_same_events(data, units):
     stream = b"".join(unit for unit, _ in units)
@@ -670,6 +672,7 @@ def test_any_chunking_of_a_feedback_stream_gives_the_same_events(data, units):
     assert decode(FeedbackDecoder(), chunks) == [item for _, item in units] + [ConnectionClosed()]
 
 
+@settings(deadline=None)
 @given(
     data=st.data(),
     responses=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 2**32 - 1)), max_size=5),
@@ -736,7 +739,7 @@ def messy_gateway_streams(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     data=st.data(),
     stream=st.binary(max_size=300) | messy_gateway_streams(),
@@ -755,7 +758,7 @@ def test_arbitrary_bytes_to_gateway_decoder(data, stream, limits):
     assert all(isinstance(e, ReceivedNotification) for e in events[:-1])
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data(), stream=st.binary(max_size=60))
 def test_arbitrary_bytes_to_error_response_decoder(data, stream):
     whole = outcome(ErrorResponseDecoder, [stream])
@@ -763,7 +766,7 @@ def test_arbitrary_bytes_to_error_response_decoder(data, stream):
     assert whole == outcome(ErrorResponseDecoder, bytewise(stream))
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     data=st.data(),
     stream=st.binary(max_size=300)
@@ -778,6 +781,7 @@ def test_arbitrary_bytes_to_feedback_decoder(data, stream):
     assert whole == chunked
 
 
+@settings(deadline=None)
 @given(units=st.lists(gateway_units(), min_size=1, max_size=3), cut=st.integers(0, 2000))
 def test_trailing_bytes_after_valid_units_stay_buffered(units, cut):
     stream = b"".join(unit for unit, _ in units)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import decode, unhex
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import gateway_units, identifiers, notifications
 
@@ -260,6 +260,7 @@ def test_encoders_accept_the_largest_values_that_fit():
 # -- round trips ------------------------------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(notification=notifications(allow_long=True, max_payload=600), identifier=identifiers)
 def test_encode_then_decode_is_identity_for_every_command(notification, identifier):
     token = notification.token.value
@@ -278,6 +279,7 @@ def test_encode_then_decode_is_identity_for_every_command(notification, identifi
         )
 
 
+@settings(deadline=None)
 @given(unit=gateway_units(max_token_length=100, payload_limit=300))
 def test_decode_gives_what_was_encoded_with_items_in_any_order(unit):
     data, expected = unit
@@ -285,6 +287,7 @@ def test_decode_gives_what_was_encoded_with_items_in_any_order(unit):
     assert decode(decoder, [data]) == [expected, ConnectionClosed()]
 
 
+@settings(deadline=None)
 @given(
     identifier=st.none() | identifiers,
     expiry=st.none() | st.integers(0, 2**32 - 1),
@@ -305,6 +308,7 @@ def test_encode_frame_equals_its_items_in_order(identifier, expiry, priority, to
     assert encode_frame(identifier, token, payload, expiry, priority) == encode_frame_items(items)
 
 
+@settings(deadline=None)
 @given(
     command=st.sampled_from([Command.SIMPLE, Command.ENHANCED, Command.FRAME]),
     batch=st.lists(notifications(allow_long=True, max_payload=100), max_size=5),
