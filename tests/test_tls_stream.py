@@ -67,7 +67,7 @@ async def test_check_two_way_stream(contexts):
 
     # TLS has no half-close here (TLSStream is not a HalfCloseableStream), so
     # check_two_way_stream is the complete conformance suite for it.
-    with trio.fail_after(30):
+    with trio.fail_after(10):
         await trio.testing.check_two_way_stream(stream_maker, clogged_stream_maker)
 
 
@@ -159,6 +159,26 @@ async def test_half_written_record_then_eof_is_broken_not_a_hang(contexts):
     # and the stream stays broken
     with pytest.raises(trio.BrokenResourceError):
         await client.receive_some()
+
+
+async def test_data_then_eof_without_close_notify_keeps_the_data(contexts):
+    # Like a gateway that writes an error frame and drops TCP without close_notify:
+    # the bytes come first, the truncation error on the next call.
+    transports, (client_out, server_in, server_out, client_in) = manual_link()
+    client, server = tls_pair(contexts, transports)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client_out, server_in)
+            nursery.start_soon(pump, server_out, client_in)
+            await handshake_both(client, server)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        await server.send_all(b"\x08\x08\x00\x00\x00\x07")
+        client_in.put_data(server_out.get_data_nowait())
+        client_in.put_eof()
+        assert await client.receive_some() == b"\x08\x08\x00\x00\x00\x07"
+        with pytest.raises(trio.BrokenResourceError, match="without a TLS close_notify"):
+            await client.receive_some()
 
 
 async def test_eof_during_handshake_is_a_handshake_error(contexts):
