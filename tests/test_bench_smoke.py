@@ -1,0 +1,46 @@
+"""Keeps bench/run.py working: a tiny run of two cases, checking the result file's shape.
+
+Timings are never asserted; only that the script runs, the invariants held (every
+notification accepted, the receiver counted every frame) and the JSON is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_run_writes_results(tmp_path):
+    output = tmp_path / "latest.json"
+    command = [
+        sys.executable, str(ROOT / "bench" / "run.py"), "--quick",
+        "--cases", "reference,sender-1", "--n", "2000", "--deadline", "30",
+        "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    result = json.loads(output.read_text())
+    assert set(result) >= {"machine", "git", "settings", "reference_rate", "cases"}
+    assert result["machine"]["nproc"] >= 1
+    assert result["settings"]["n"] == 2000
+    assert result["settings"]["repeat"] == 1
+    assert [case["case"] for case in result["cases"]] == ["reference", "sender-1"]
+    for case in result["cases"]:
+        assert case["ok"], case["problems"]
+        assert not case["timed_out"]
+        assert case["n"] == 2000
+        assert case["median_rate"] > 0
+        assert case["ratio_to_reference"] > 0
+        assert case["median_peak_rss_mib"] > 0
+        assert len(case["runs"]) == 1
+        (run,) = case["runs"]
+        assert sum(c["frames"] for c in run["receiver"]["connections"]) == 2000
+    sender = result["cases"][1]["runs"][0]["stats"]
+    assert sender["submitted"] == sender["accepted"] == 2000
+    assert sender["pending"] == 0
+    assert "| sender-1 |" in done.stdout
