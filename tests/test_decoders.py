@@ -176,6 +176,18 @@ def test_eof_inside_any_unit_is_a_remote_error(make, unit):
             decode(make(), bytewise(unit[:cut]))
 
 
+@pytest.mark.parametrize(
+    "skipped",
+    [unhex("02 0801") + b"p" * 2049, unhex("09 0010") + b"u" * 16, unhex("03 0008") + b"i" * 8],
+)
+def test_eof_while_an_item_is_being_skipped_is_a_remote_error(skipped):
+    # Items the decoder skips (too large, unknown, wrong size) still belong to the frame:
+    # EOF before the frame ends is EOF inside a unit, not a bad notification.
+    data = frame(I_ID, I_TOKEN, skipped, I_PAYLOAD)
+    for cut in (len(data) - len(I_PAYLOAD) - 1, len(data) - len(I_PAYLOAD) - len(skipped) + 4):
+        tr_raises(GatewayDecoder, data[:cut], "middle of a command-2 frame")
+
+
 def test_eof_arriving_with_the_last_bytes_still_gives_the_events():
     for make, data, event in [
         (GatewayDecoder, FRAME, EXPECTED_FRAME),
