@@ -1,0 +1,445 @@
+"""``apns-legacy send``: send notifications from flags or a JSON-lines file, report outcomes.
+
+Everything that can be checked before connecting is checked first (flags, ``--token``
+values, the ``--payload`` size, the credentials, the files), and a problem there is
+one line on stderr and exit code 2 with nothing sent. The input file is streamed:
+read in 64 KiB pieces (in a worker thread, so a slow pipe never stalls the event
+loop), split into lines, checked and submitted one by one; the sender's queue applies
+back-pressure, and outcomes go straight to the ``--report`` file as they arrive, so
+memory stays bounded however long the input is.
+
+Exit codes: 0 all accepted; 1 some rejected or failed, or bad input lines skipped;
+2 bad usage or input (with ``--strict``: a bad input line stopped the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from typing import IO, Any, Final
+
+import attrs
+import trio
+
+from ..client import (
+    PRODUCTION_GATEWAY,
+    SANDBOX_GATEWAY,
+    Outcome,
+    OutcomeKind,
+    Sender,
+    SenderConfig,
+    open_sender,
+)
+from ..wire import (
+    PAYLOAD_LIMIT,
+    PRIORITY_CONSERVE_POWER,
+    PRIORITY_IMMEDIATE,
+    Command,
+    DeviceToken,
+    LocalProtocolError,
+    Notification,
+    PayloadTooLargeError,
+    build_payload,
+    raw_payload,
+)
+from ._common import Target, add_connection_arguments, load_client_context
+from ._main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from ._send_display import Display, summary
+
+_FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
+_FIELDS: Final = ("token", "payload", "expiry", "priority")
+_UINT32_MAX: Final = 0xFFFF_FFFF
+#: Bytes per read of the input; lines are split out of these pieces.
+READ_SIZE: Final = 65_536
+#: A longer input line is reported as bad (and skipped) without being kept in memory.
+MAX_LINE: Final = 1 << 20
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "send",
+        help="send notifications to a gateway",
+        description="Send notifications over the legacy binary protocol and report what became "
+        "of each one. Exit 0 when all were accepted, 1 when some were rejected or failed "
+        "(or bad input lines were skipped), 2 for bad usage or input.",
+    )
+    add_connection_arguments(parser, production=PRODUCTION_GATEWAY, sandbox=SANDBOX_GATEWAY)
+    what = parser.add_argument_group("what to send (--token ... or --input)")
+    add = what.add_argument
+    add("--token", action="append", default=[], metavar="HEX", help="device token (repeatable)")
+    add("--input", metavar="FILE", help="JSON lines: token, payload, optional expiry, priority")
+    add("--payload", metavar="JSON", help="the payload as JSON text")
+    add("--alert", metavar="TEXT", help="build the payload: alert text")
+    add("--badge", type=int, metavar="N", help="build the payload: badge number")
+    add("--sound", metavar="NAME", help="build the payload: sound name")
+    add("--expiry", type=int, default=0, metavar="UNIX_TIME", help="default 0: do not store")
+    add("--priority", type=int, choices=[10, 5], default=PRIORITY_IMMEDIATE, help="default 10")
+    how = parser.add_argument_group("how")
+    add = how.add_argument
+    add("--format", choices=list(_FORMATS), default="frame", help="command 0, 1 or 2 (default)")
+    add("--connections", type=int, default=1, metavar="N", help="parallel connections")
+    add("--payload-limit", type=int, default=PAYLOAD_LIMIT, metavar="N", help="default 2048")
+    add("--settle", type=float, default=1.0, metavar="SECONDS", help="quiet period (default 1)")
+    add("--long-tokens", action="store_true", help="allow tokens of 32 to 100 bytes")
+    add("--report", metavar="FILE", help="write one JSON outcome a line ('-': stdout)")
+    add("--strict", action="store_true", help="stop at the first bad input line (exit 2)")
+    add("--quiet", "-q", action="store_true", help="no progress display and no summary")
+    parser.set_defaults(handler=run)
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """What to send and how, checked before anything connects."""
+
+    config: SenderConfig
+    #: The payload from --payload or --alert/--badge/--sound, if given.
+    payload: bytes | None
+    expiry: int
+    priority: int
+    #: The --token values (empty with --input).
+    tokens: tuple[DeviceToken, ...]
+    strict: bool
+
+
+class BadLine(Exception):
+    """An input line that cannot be sent; the message names the field."""
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Check every flag and ``--token``; build the command-line payload.
+
+    Raises:
+        UsageError: one line naming the flag and its limit.
+    """
+    if bool(args.token) == (args.input is not None):
+        raise UsageError("give either --token HEX (repeatable) or --input FILE|-")
+    if args.connections < 1:
+        raise UsageError(f"--connections must be at least 1, not {args.connections}")
+    if not 1 <= args.payload_limit <= 0xFFFF:
+        raise UsageError(f"--payload-limit must be 1 to 65535, not {args.payload_limit}")
+    if not (math.isfinite(args.settle) and args.settle > 0):
+        raise UsageError(f"--settle must be more than 0 seconds, not {args.settle}")
+    if not 0 <= args.expiry <= _UINT32_MAX:
+        raise UsageError(f"--expiry must be 0 to {_UINT32_MAX} (UNIX seconds), not {args.expiry}")
+    payload = _command_line_payload(args)
+    if args.token and payload is None:
+        raise UsageError("--token needs a payload: --payload JSON, or --alert/--badge/--sound")
+    tokens = []
+    for text in args.token:
+        try:
+            tokens.append(DeviceToken.from_hex(text, allow_long=args.long_tokens))
+        except LocalProtocolError as exc:
+            raise UsageError(f"--token {text!r}: {exc}") from None
+    command = _FORMATS[args.format]
+    config = SenderConfig(
+        connections=args.connections,
+        command=command,
+        payload_limit=args.payload_limit,
+        allow_long_tokens=args.long_tokens,
+        settle_after=args.settle,
+        # Command 0 has no error response, so no confirmation probe: quiet period only.
+        confirm_on_close=command is not Command.SIMPLE,
+    )
+    return Plan(
+        config=config,
+        payload=payload,
+        expiry=args.expiry,
+        priority=args.priority,
+        tokens=tuple(tokens),
+        strict=args.strict,
+    )
+
+
+def _command_line_payload(args: argparse.Namespace) -> bytes | None:
+    limit = args.payload_limit
+    built = args.alert is not None or args.badge is not None or args.sound is not None
+    if args.payload is not None and built:
+        raise UsageError("--payload cannot be combined with --alert, --badge or --sound")
+    if args.badge is not None and args.badge < 0:
+        raise UsageError(f"--badge must be 0 or more, not {args.badge}")
+    flag = "--payload" if args.payload is not None else "--alert/--badge/--sound"
+    try:
+        if args.payload is not None:
+            return raw_payload(args.payload, limit=limit)
+        if built:
+            return build_payload(alert=args.alert, badge=args.badge, sound=args.sound, limit=limit)
+    except PayloadTooLargeError as exc:
+        raise UsageError(f"{flag}: {exc} (--payload-limit)") from None
+    except LocalProtocolError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    return None
+
+
+def parse_line(raw: bytes, plan: Plan) -> Notification:
+    """One input line (without its newline) as a notification.
+
+    Raises:
+        BadLine: the message names the field and the rule it breaks.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine(f"not UTF-8 (byte {exc.start + 1})") from None
+    try:
+        item = json.loads(text)
+    except ValueError as exc:
+        raise BadLine(f"not JSON: {exc}") from None
+    if not isinstance(item, dict):
+        raise BadLine("must be a JSON object with token and payload")
+    for key in item:
+        if key not in _FIELDS:
+            raise BadLine(f"unknown field {key!r} (the fields are {', '.join(_FIELDS)})")
+    config = plan.config
+    token = item.get("token")
+    if not isinstance(token, str):
+        raise BadLine("token: missing" if token is None else "token: must be a hex string")
+    try:
+        device_token = _token(token, config.allow_long_tokens)
+    except LocalProtocolError as exc:
+        raise BadLine(f"token: {exc}") from None
+    return Notification(
+        token=device_token,
+        payload=_line_payload(item, plan),
+        expiry=_int_field(item, "expiry", plan.expiry),
+        priority=_int_field(item, "priority", plan.priority),
+    )
+
+
+def _token(text: str, allow_long: bool) -> DeviceToken:
+    # Fast path for plain hex, the usual case: DeviceToken.from_hex checks character
+    # by character (to name a bad one), which was most of the time spent per line.
+    if text.isascii() and text.isalnum():
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            pass  # from_hex says what is wrong
+        else:
+            return DeviceToken.from_bytes(value, allow_long=allow_long)
+    return DeviceToken.from_hex(text, allow_long=allow_long)
+
+
+def _line_payload(item: dict[str, Any], plan: Plan) -> bytes:
+    if "payload" not in item:
+        if plan.payload is None:
+            raise BadLine("payload: missing (or give --payload/--alert for lines without one)")
+        return plan.payload
+    value = item["payload"]
+    if not isinstance(value, dict | str):
+        raise BadLine("payload: must be a JSON object, or a string holding one")
+    try:
+        return raw_payload(value, limit=plan.config.payload_limit)
+    except LocalProtocolError as exc:
+        raise BadLine(f"payload: {exc}") from None
+
+
+def _int_field(item: dict[str, Any], name: str, default: int) -> int:
+    value = item.get(name, default)
+    if type(value) is not int:
+        raise BadLine(f"{name}: must be an integer, not {json.dumps(value)}")
+    if name == "expiry" and not 0 <= value <= _UINT32_MAX:
+        raise BadLine(f"expiry: must be 0 to {_UINT32_MAX} (UNIX seconds), not {value}")
+    if name == "priority" and value not in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER):
+        raise BadLine(f"priority: must be 10 or 5, not {value}")
+    return value
+
+
+class LineSplitter:
+    """Numbers and splits a byte stream into lines, holding at most one partial line.
+
+    :meth:`feed` and :meth:`finish` return ``(line_number, line)`` pairs; ``line``
+    is None for a line longer than ``max_line`` bytes, which is dropped, not kept.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self.number = 0
+        self._partial = bytearray()
+        self._overlong = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of the line not finished yet."""
+        return len(self._partial)
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes | None]]:
+        lines: list[tuple[int, bytes | None]] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            lines.append(self._line(chunk[start:end]))
+            start = end + 1
+        if not self._overlong:
+            self._partial += chunk[start:]
+            if len(self._partial) > self.max_line:
+                self._overlong = True
+                self._partial.clear()
+        return lines
+
+    def finish(self) -> list[tuple[int, bytes | None]]:
+        """The last line, if the input did not end with a newline."""
+        if self._partial or self._overlong:
+            return [self._line(b"")]
+        return []
+
+    def _line(self, tail: bytes) -> tuple[int, bytes | None]:
+        self.number += 1
+        if self._overlong:
+            self._overlong = False
+            return self.number, None
+        if self._partial:
+            line = bytes(self._partial + tail)
+            self._partial.clear()
+        else:
+            line = tail
+        if len(line) > self.max_line:
+            return self.number, None
+        return self.number, line.rstrip(b"\r")
+
+
+@attrs.define
+class _Run:
+    """One send's state between the outcome callback, the input loop and the summary."""
+
+    report: IO[str] | None
+    display: Display
+    skipped: int = 0
+    stopped_at: int | None = None
+    first_failure: str | None = None
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        if self.report is not None:
+            entry = {"line": outcome.tag, **outcome.to_json()}
+            self.report.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        if outcome.kind is OutcomeKind.FAILED and self.first_failure is None:
+            self.first_failure = outcome.reason
+
+    def bad_line(self, number: int, message: str, strict: bool) -> None:
+        self.skipped += 1
+        self.display.message(f"line {number}: {message}")
+        if strict:
+            self.stopped_at = number
+            self.display.message(f"stopped at line {number} (--strict): nothing after it was sent")
+
+
+async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int:
+    """Connect, submit everything, settle every outcome, print the summary; the exit code."""
+    started = trio.current_time()
+    try:
+        async with trio.open_nursery() as nursery:
+            async with open_sender(
+                target.context,
+                host=target.host,
+                port=target.port,
+                config=plan.config,
+                on_outcome=run.on_outcome,
+            ) as sender:
+                nursery.start_soon(run.display.follow, sender, lambda: run.skipped)
+                if source is None:
+                    await _submit_tokens(plan, sender)
+                else:
+                    await _submit_lines(plan, source, sender, run)
+                # Leaving the block settles everything: a confirmation probe per
+                # connection (the quiet period for command 0); whatever is still
+                # unsettled after SenderConfig.close_timeout fails.
+            nursery.cancel_scope.cancel()
+    finally:
+        run.display.close()
+    stats = sender.stats
+    if sender.fatal_error is not None:
+        print(f"apns-legacy send: gave up: {sender.fatal_error}", file=sys.stderr)
+    elif run.first_failure is not None:
+        print(f"apns-legacy send: {stats.failed} failed; the first: {run.first_failure}",
+              file=sys.stderr)  # fmt: skip
+    run.display.summary(summary(stats, run.skipped, trio.current_time() - started))
+    if run.stopped_at is not None:
+        return EXIT_USAGE
+    if stats.rejected or stats.failed or run.skipped or stats.pending:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _submit_tokens(plan: Plan, sender: Sender) -> None:
+    assert plan.payload is not None  # make_plan insists on one with --token
+    for position, token in enumerate(plan.tokens, start=1):
+        notification = Notification(
+            token=token, payload=plan.payload, expiry=plan.expiry, priority=plan.priority
+        )
+        await sender.submit(notification, tag=position)
+
+
+async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> None:
+    splitter = LineSplitter()
+    while True:
+        chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
+        lines = splitter.feed(chunk) if chunk else splitter.finish()
+        for number, raw in lines:
+            if raw is None:
+                run.bad_line(number, f"longer than {MAX_LINE} bytes", plan.strict)
+            elif raw.strip():
+                try:
+                    notification = parse_line(raw, plan)
+                except BadLine as exc:
+                    run.bad_line(number, str(exc), plan.strict)
+                else:
+                    await sender.submit(notification, tag=number)
+                    continue
+            else:
+                continue  # blank lines are allowed and numbered
+            if run.stopped_at is not None:
+                return
+        if not chunk:
+            return
+
+
+@contextlib.contextmanager
+def _open_input(path: str | None) -> Iterator[int | None]:
+    if path is None:
+        yield None
+        return
+    if path == "-":
+        try:
+            descriptor = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # closed, or not a real file
+            raise UsageError("--input -: there is no standard input to read") from None
+        yield descriptor
+        return
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise UsageError(f"--input {path}: cannot read ({exc.strerror})") from None
+    try:
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _open_report(path: str | None) -> Iterator[IO[str] | None]:
+    if path is None:
+        yield None
+        return
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    try:
+        file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"--report {path}: cannot write ({exc.strerror})") from None
+    with file:
+        yield file
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``send``: check everything, then connect and send."""
+    plan = make_plan(args)
+    target = load_client_context(args)
+    with _open_input(args.input) as source, _open_report(args.report) as report:
+        display = Display.create(
+            enabled=not args.quiet, total=len(plan.tokens) if source is None else None
+        )
+        return trio.run(send, plan, target, source, _Run(report, display))

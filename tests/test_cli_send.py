@@ -1,0 +1,401 @@
+"""``apns-legacy send`` as users run it: a subprocess against an in-process simulator over
+real TLS on 127.0.0.1, and its checks before anything is sent (in-process ``main``)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apns_legacy.cli import main
+from apns_legacy.cli._send import LineSplitter
+from apns_legacy.simulator import open_simulator
+
+P12_PASSPHRASE = "p12-secret"
+TOKEN_A = "a1" * 32
+TOKEN_B = "b2" * 32
+
+
+def token(i: int) -> str:
+    return f"{i:064x}"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory, pki) -> dict[str, Path]:
+    return pki.write(tmp_path_factory.mktemp("certs"), p12_passphrase=P12_PASSPHRASE.encode())
+
+
+def pem_flags(certs, sim) -> list[str]:
+    host, port = sim.gateway_address
+    return [
+        "--host", host, "--port", str(port), "--ca", str(certs["ca.pem"]),
+        "--cert", str(certs["client.pem"]), "--key", str(certs["client-key.pem"]),
+    ]  # fmt: skip
+
+
+async def send(*arguments: str, stdin: bytes = b"", env: dict[str, str] | None = None):
+    """Run ``python -m apns_legacy send ...``; the CompletedProcess (stdout/stderr as text)."""
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-m", "apns_legacy", "send", *arguments],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def read_report(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def summary_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+# -- sending ---------------------------------------------------------------------------
+
+
+async def test_tokens_and_alert_are_sent_and_reported_on_stdout(pki, certs):
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--token", TOKEN_A, "--token", f"<{TOKEN_B[:8]} {TOKEN_B[8:]}>",
+            "--alert", "Hello", "--badge", "3", "--sound", "default", "--report", "-",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    payload = '{"aps":{"alert":"Hello","badge":3,"sound":"default"}}'
+    assert [(r.token, r.payload, r.command, r.priority) for r in sim.accepted] == [
+        (TOKEN_A, payload, 2, 10),
+        (TOKEN_B, payload, 2, 10),
+    ]
+    report = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["line"], e["token"], e["outcome"]) for e in report] == [
+        (1, TOKEN_A, "accepted"),
+        (2, TOKEN_B, "accepted"),
+    ]
+    assert [e["identifier"] for e in report] == [r.identifier for r in sim.accepted]
+    assert summary_line(done.stderr).startswith("sent 2: 2 accepted, 0 rejected, 0 failed; ")
+    assert "submitted" not in done.stderr  # no progress display: stderr is not a terminal
+
+
+async def test_progress_display_on_a_terminal(pki, certs, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 101)))
+    controller, terminal = os.openpty()
+    output = b""
+    try:
+        async with open_simulator(pki=pki) as sim:
+            command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
+                       "--input", str(source), "--alert", "tty"]  # fmt: skip
+            with trio.fail_after(30):
+                process = await trio.lowlevel.open_process(
+                    command, stdout=subprocess.DEVNULL, stderr=terminal
+                )
+                os.close(terminal)
+                terminal = -1
+                while True:  # until the child's end of the terminal is closed
+                    try:
+                        chunk = await trio.to_thread.run_sync(os.read, controller, 65536)
+                    except OSError:  # EIO on Linux once the child has exited
+                        break
+                    if not chunk:
+                        break
+                    output += chunk
+                assert await process.wait() == 0
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    text = output.decode(errors="replace")
+    assert re.search(r"\d+ submitted, \d+ accepted, 0 rejected, 0 failed", text), text
+    assert "sent 100: 100 accepted, 0 rejected, 0 failed; " in text
+
+
+async def test_input_file_with_invalid_tokens(pki, certs, tmp_path):
+    invalid_lines = {17, 500, 1234, 1999}
+    lines = [
+        json.dumps({"token": token(n), "payload": {"aps": {"alert": f"n{n}"}}})
+        for n in range(1, 2001)
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "report.jsonl"
+    invalid = [bytes.fromhex(token(n)) for n in invalid_lines]
+    async with open_simulator(pki=pki, invalid_tokens=invalid) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--input", str(source), "--report", str(report),
+            "--connections", "2",
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    entries = read_report(report)
+    assert sorted(e["line"] for e in entries) == list(range(1, 2001))
+    for entry in entries:
+        assert entry["token"] == token(entry["line"])
+        assert not entry["possible_duplicate"]
+    rejected = {e["line"]: e for e in entries if e["outcome"] != "accepted"}
+    assert set(rejected) == invalid_lines
+    for entry in rejected.values():
+        assert (entry["outcome"], entry["status"], entry["status_name"]) == (
+            "rejected", 8, "INVALID_TOKEN",
+        )  # fmt: skip
+    # Every other token reached the gateway exactly once, with its own payload.
+    counts = collections.Counter(r.token for r in sim.accepted)
+    assert counts == {token(n): 1 for n in range(1, 2001) if n not in invalid_lines}
+    assert all(r.payload == f'{{"aps":{{"alert":"n{int(r.token, 16)}"}}}}' for r in sim.accepted)
+    assert summary_line(done.stderr).startswith(
+        "sent 2000: 1996 accepted, 4 rejected (INVALID_TOKEN 4), 0 failed; "
+    )
+
+
+BAD_LINES = {
+    3: ('{"token": "zz' + "0" * 62 + '"}', "line 3: token: device token has 'z' at position 1"),
+    4: ("not json", "line 4: not JSON: "),
+    5: (json.dumps({"token": TOKEN_A, "priorty": 5}), "line 5: unknown field 'priorty'"),
+    6: (json.dumps({"token": TOKEN_A, "priority": 7}), "line 6: priority: must be 10 or 5, not 7"),
+    7: (
+        json.dumps({"token": TOKEN_A, "payload": {"aps": {"alert": "x" * 100}}}),
+        "line 7: payload: payload is 120 bytes; the limit is 100",
+    ),
+    8: (json.dumps({"token": TOKEN_A, "payload": [1]}), "line 8: payload: must be a JSON object"),
+    9: (json.dumps({"token": "abcd"}), "line 9: token: device token is 2 bytes; it must be 32"),
+    11: (json.dumps({"payload": {}}), "line 11: token: missing"),
+}
+
+
+def input_with_bad_lines() -> bytes:
+    lines = [json.dumps({"token": token(n)}) for n in range(1, 14)]
+    for number, (text, _) in BAD_LINES.items():
+        lines[number - 1] = text
+    lines[9] = "   "  # line 10: blank lines are skipped silently
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def test_bad_input_lines_are_reported_and_skipped(pki, certs, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(input_with_bad_lines())
+    report = tmp_path / "report.jsonl"
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--input", str(source), "--report", str(report),
+            "--alert", "default payload", "--payload-limit", "100",
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    messages = done.stderr.strip().splitlines()
+    for (_, expected), message in zip(BAD_LINES.values(), messages, strict=False):
+        assert message.startswith(expected), message
+    assert len(messages) == len(BAD_LINES) + 1
+    good = [1, 2, 12, 13]
+    assert [e["line"] for e in read_report(report)] == good
+    assert [r.token for r in sim.accepted] == [token(n) for n in good]
+    assert {r.payload for r in sim.accepted} == {'{"aps":{"alert":"default payload"}}'}
+    assert "0 failed, 8 skipped (bad input); " in summary_line(done.stderr)
+
+
+async def test_strict_stops_at_the_first_bad_line(pki, certs, tmp_path):
+    report = tmp_path / "report.jsonl"
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--input", "-", "--report", str(report), "--alert", "hi",
+            "--strict", stdin=input_with_bad_lines(),
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert "line 3: token: device token has 'z' at position 1" in done.stderr
+    assert "stopped at line 3 (--strict)" in done.stderr
+    assert "line 4" not in done.stderr
+    # What came before the bad line was sent and reported; nothing after it.
+    assert [e["line"] for e in read_report(report)] == [1, 2]
+    assert [r.token for r in sim.accepted] == [token(1), token(2)]
+
+
+async def test_input_from_stdin_with_every_field(pki, certs):
+    payload_text = '{"aps": {"alert": "as given"}, "k": 1}'
+    lines = [
+        json.dumps({"token": TOKEN_A, "payload": payload_text, "expiry": 1700000000}),
+        "",
+        json.dumps({"token": TOKEN_B, "payload": {"aps": {}}, "priority": 5}),
+    ]
+    async with open_simulator(pki=pki) as sim:
+        # No newline after the last line, and a CRLF line ending.
+        stdin = (lines[0] + "\r\n" + lines[1] + "\n" + lines[2]).encode()
+        done = await send(*pem_flags(certs, sim), "--input", "-", stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    assert [(r.token, r.payload, r.expiry, r.priority) for r in sim.accepted] == [
+        (TOKEN_A, payload_text, 1700000000, 10),  # a string payload goes as is
+        (TOKEN_B, '{"aps":{}}', 0, 5),
+    ]
+
+
+@pytest.mark.parametrize(("fmt", "command"), [("enhanced", 1), ("simple", 0)])
+async def test_older_formats(pki, certs, fmt, command):
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--format", fmt, "--settle", "0.2", "--token", TOKEN_A,
+            "--token", TOKEN_B, "--payload", '{"aps":{"alert":"old"}}', "--expiry", "1234",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [(r.command, r.token, r.payload, r.expiry) for r in sim.accepted]
+    expiry = 1234 if command == 1 else None  # command 0 carries no expiry
+    assert records == [
+        (command, TOKEN_A, '{"aps":{"alert":"old"}}', expiry),
+        (command, TOKEN_B, '{"aps":{"alert":"old"}}', expiry),
+    ]
+    assert summary_line(done.stderr).startswith("sent 2: 2 accepted,")
+
+
+async def test_p12_with_passphrase_from_the_environment(pki, certs):
+    async with open_simulator(pki=pki) as sim:
+        host, port = sim.gateway_address
+        done = await send(
+            "--host", host, "--port", str(port), "--ca", str(certs["ca.pem"]),
+            "--cert", str(certs["client.p12"]), "--passphrase-env", "APNS_P12_PASS",
+            "--token", TOKEN_A, "--alert", "p12", "--quiet",
+            env={**os.environ, "APNS_P12_PASS": P12_PASSPHRASE},
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # --quiet: no summary
+    assert [(r.token, r.topic) for r in sim.accepted] == [(TOKEN_A, pki.client.topic)]
+
+
+async def test_wrong_passphrase_fails_before_connecting(pki, certs):
+    async with open_simulator(pki=pki) as sim:
+        host, port = sim.gateway_address
+        done = await send(
+            "--host", host, "--port", str(port), "--ca", str(certs["ca.pem"]),
+            "--cert", str(certs["client.p12"]), "--passphrase-env", "APNS_P12_PASS",
+            "--token", TOKEN_A, "--alert", "p12",
+            env={**os.environ, "APNS_P12_PASS": "not-the-passphrase"},
+        )  # fmt: skip
+        stats = sim.stats
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("apns-legacy send: cannot use the credentials: ")
+    assert "wrong passphrase" in line
+    assert "not-the-passphrase" not in line
+    assert (stats.gateway_connections, stats.handshake_failures) == (0, 0)
+
+
+async def test_payload_over_the_limit_fails_before_connecting(pki, certs):
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--token", TOKEN_A, "--alert", "x" * 40,
+            "--payload-limit", "40",
+        )  # fmt: skip
+        stats = sim.stats
+    assert done.returncode == 2
+    assert done.stderr == (
+        "apns-legacy send: --alert/--badge/--sound: payload is 60 bytes; the limit is 40 "
+        "(--payload-limit)\n"
+    )
+    assert (stats.gateway_connections, stats.handshake_failures) == (0, 0)
+
+
+async def test_unreachable_gateway_fails_every_notification(certs):
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = await send(
+        "--host", "127.0.0.1", "--port", str(port), "--ca", str(certs["ca.pem"]),
+        "--cert", str(certs["client.pem"]), "--key", str(certs["client-key.pem"]),
+        "--token", TOKEN_A, "--alert", "nobody there",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"could not connect to 127.0.0.1:{port}" in done.stderr
+    assert summary_line(done.stderr).startswith("sent 1: 0 accepted, 0 rejected, 1 failed; ")
+
+
+# -- checks before sending (in-process) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "give either --token HEX (repeatable) or --input FILE|-"),
+        (["--token", TOKEN_A, "--input", "-"], "give either --token HEX"),
+        (["--token", TOKEN_A], "--token needs a payload"),
+        (["--token", "abc", "--alert", "x"], "--token 'abc': device token has 3 hex digits"),
+        (["--token", TOKEN_A, "--payload", "[1]"], "--payload: payload must be a JSON object"),
+        (["--token", TOKEN_A, "--payload", "{}", "--alert", "x"], "--payload cannot be combined"),
+        (["--token", TOKEN_A, "--alert", "x", "--badge", "-1"], "--badge must be 0 or more"),
+        (["--token", TOKEN_A, "--alert", "x", "--connections", "0"], "--connections must be"),
+        (["--token", TOKEN_A, "--alert", "x", "--settle", "0"], "--settle must be more than 0"),
+        (["--token", TOKEN_A, "--alert", "x", "--payload-limit", "0"], "--payload-limit must"),
+        (["--token", TOKEN_A, "--alert", "x", "--expiry", "-1"], "--expiry must be 0 to"),
+        (["--token", TOKEN_A, "--alert", "x", "--sandbox"], "give either --sandbox or --host"),
+        (["--token", TOKEN_A, "--alert", "x", "--port", "0"], "--port must be 1 to 65535"),
+        (
+            ["--token", TOKEN_A, "--alert", "x", "--passphrase-env", "APNS_TEST_UNSET_VARIABLE"],
+            "--passphrase-env: the environment variable APNS_TEST_UNSET_VARIABLE is not set",
+        ),
+        (["--input", "/nonexistent/in.jsonl"], "--input /nonexistent/in.jsonl: cannot read"),
+        (["--input", os.devnull, "--report", "/nonexistent/r.jsonl"], "--report /nonexistent/r"),
+    ],
+)
+def test_usage_errors_are_one_line(certs, capsys, arguments, message):
+    assert "APNS_TEST_UNSET_VARIABLE" not in os.environ
+    code = main([
+        "send", "--host", "127.0.0.1", "--cert", str(certs["client.pem"]),
+        "--key", str(certs["client-key.pem"]), "--ca", str(certs["ca.pem"]), *arguments,
+    ])  # fmt: skip
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("apns-legacy send: "), captured.err
+    assert message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""
+
+
+def test_unreadable_certificate_is_one_line(tmp_path, capsys):
+    code = main(["send", "--cert", str(tmp_path / "missing.pem"), "--token", TOKEN_A,
+                 "--alert", "x"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"apns-legacy send: cannot use the credentials: {tmp_path / 'missing.pem'}: no such file\n"
+    )
+
+
+# -- input splitting -------------------------------------------------------------------
+
+
+@given(
+    lines=st.lists(
+        st.binary(max_size=1500).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+    ),
+    final_newline=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000)),
+)
+def test_line_splitter_gives_the_same_lines_for_any_chunking(lines, final_newline, cuts):
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    splitter = LineSplitter(max_line=1000)
+    got: list[tuple[int, bytes | None]] = []
+    start = 0
+    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
+        got += splitter.feed(data[start:cut])
+        start = cut
+    got += splitter.finish()
+    expected = [(n, line if len(line) <= 1000 else None) for n, line in enumerate(lines, 1)]
+    if lines and not final_newline and lines[-1] == b"":
+        expected.pop()  # an empty last line without a newline is no line at all
+    assert got == expected
+
+
+def test_line_splitter_drops_overlong_lines_without_keeping_them():
+    splitter = LineSplitter(max_line=10)
+    assert splitter.feed(b"short\r\n" + b"x" * 25) == [(1, b"short")]
+    assert splitter.feed(b"y" * 1000) == []
+    assert splitter.buffered == 0  # the long line is not kept
+    assert splitter.feed(b"\nok\n") == [(2, None), (3, b"ok")]
+    assert splitter.finish() == []
