@@ -109,6 +109,7 @@ def test_topics_golden_vector():
         bytes.fromhex("3003020101"),  # an INTEGER inside
         bytes.fromhex("30040c02ff00"),  # invalid UTF-8
         bytes.fromhex("3084ffffffff"),  # absurd length
+        bytes.fromhex("3080"),  # indefinite length (not DER)
     ],
 )
 def test_topics_parser_is_defensive(value):
@@ -258,3 +259,21 @@ def test_cli_expired_exits_1(pki, tmp_path, capsys):
 def test_cli_cert_without_action(capsys):
     assert main(["cert"]) == 2
     assert "choose an action" in capsys.readouterr().err
+
+
+def test_text_for_a_plain_certificate(pki):
+    text = inspect_certificate(pki.server.certificate).to_text()
+    assert "Topic:        -" in text
+    assert "Topics:       -" in text
+    assert "Environments: none" in text
+
+
+def test_cli_not_yet_valid_exits_1(pki, tmp_path, capsys):
+    now = datetime.now(UTC)
+    future = pki.issue_client(not_before=now + timedelta(days=2), not_after=now + timedelta(days=9))
+    path = tmp_path / "future.pem"
+    path.write_bytes(future.certificate.public_bytes(PEM))
+    code, out, err = run(capsys, path)
+    assert code == 1
+    assert "NOT YET VALID" in out
+    assert "is not valid before" in err

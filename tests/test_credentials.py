@@ -390,3 +390,72 @@ def test_load_reads_a_certificate_issued_elsewhere(tmp_path):
     creds = Credentials.load(issued.private_key_and_cert_chain_pem.bytes())
     assert isinstance(creds.certificate, x509.Certificate)
     assert creds.topic is None
+
+
+# -- less common shapes ---------------------------------------------------------------
+
+
+def test_key_matching_none_of_several_certificates(pki):
+    blob = cert_pem(pki.client) + pki.ca_pem()
+    with pytest.raises(KeyMismatchError, match="any of the 2 certificates"):
+        Credentials.from_pem(blob, key_pem(pki.server))
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_der_key(pki, encrypted):
+    der_cert = pki.client.certificate.public_bytes(serialization.Encoding.DER)
+    der_key = pki.client.private_key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE)
+        if encrypted
+        else serialization.NoEncryption(),
+    )
+    # a passphrase for an unencrypted DER key is ignored, as for PEM
+    same_identity(Credentials.load(der_cert, der_key, passphrase=PASSPHRASE), pki.client)
+    if encrypted:
+        with pytest.raises(WrongPassphraseError, match="no passphrase"):
+            Credentials.load(der_cert, der_key)
+        with pytest.raises(WrongPassphraseError, match="wrong passphrase"):
+            Credentials.load(der_cert, der_key, passphrase=b"guess")
+
+
+def test_key_that_cannot_sign(pki):
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    key = x25519.X25519PrivateKey.generate().private_bytes(
+        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(UnreadableCredentialsError, match="cannot sign"):
+        Credentials.from_pem(cert_pem(pki.client), key)
+
+
+def test_pkcs12_without_key_or_certificate(pki):
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    no_key = pkcs12.serialize_key_and_certificates(
+        b"x", None, pki.client.certificate, None, serialization.NoEncryption()
+    )
+    with pytest.raises(UnreadableCredentialsError, match="holds no private key"):
+        Credentials.from_pkcs12(no_key)
+    only_ca = pkcs12.serialize_key_and_certificates(
+        b"x", pki.client.private_key, None, [pki.ca_certificate], serialization.NoEncryption()
+    )
+    with pytest.raises(UnreadableCredentialsError, match="holds no certificate for its key"):
+        Credentials.from_pkcs12(only_ca)
+
+
+def test_pkcs12_with_unlinked_certificate(pki):
+    # The leaf is among the "other" certificates, not linked to the key.
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    data = pkcs12.serialize_key_and_certificates(
+        b"x",
+        pki.client.private_key,
+        None,
+        [pki.ca_certificate, pki.client.certificate],
+        serialization.NoEncryption(),
+    )
+    loaded = Credentials.from_pkcs12(data)
+    same_identity(loaded, pki.client)
+    assert loaded.chain == (pki.ca_certificate,)

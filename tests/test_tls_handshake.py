@@ -395,3 +395,24 @@ def test_readme_example_runs(tmp_path):
         "com.example.app ['production', 'sandbox']",
         "b'HELLO' TLSv1.2",
     ]
+
+
+async def test_cancelled_connect_closes_the_socket():
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    closed = trio.Event()
+
+    async def silent_until_closed(tcp):
+        while await tcp.receive_some():  # the ClientHello, then EOF when we give up
+            pass
+        closed.set()
+
+    pki = make_test_pki()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, silent_until_closed, listeners)
+            with trio.move_on_after(0.2) as scope:
+                await open_tls_stream("127.0.0.1", port, client_context(None, ca=pki.ca_pem()))
+            assert scope.cancelled_caught
+            await closed.wait()
+            nursery.cancel_scope.cancel()

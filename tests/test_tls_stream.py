@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
 import trio.testing
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
 from apns_legacy import (
+    Credentials,
     TLSHandshakeError,
     TLSStream,
+    UnreadableCredentialsError,
     client_context,
     make_test_pki,
     server_context,
@@ -347,3 +354,94 @@ async def test_second_waiter_sees_the_handshake_failure(contexts):
             await client.aclose()
     assert len(errors) == 2
     assert all("wrong.test" in str(error) for error in errors)
+
+
+async def test_corrupt_record_after_data_keeps_the_data(contexts):
+    # One transport read holds a good record and then a forged one: the good
+    # bytes are returned first, the failure on the next call.
+    transports, (client_out, server_in, server_out, client_in) = manual_link()
+    client, server = tls_pair(contexts, transports)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client_out, server_in)
+            nursery.start_soon(pump, server_out, client_in)
+            await handshake_both(client, server)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        await server.send_all(b"good")
+        forged = b"\x17\x03\x03\x00\x20" + bytes(32)  # application data, bad MAC
+        client_in.put_data(server_out.get_data_nowait() + forged)
+        assert await client.receive_some() == b"good"
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await client.receive_some()
+    assert not isinstance(info.value, TLSHandshakeError)
+    assert str(info.value).startswith("TLS connection failed: ")
+
+
+async def test_send_all_accepts_any_buffer(contexts):
+    client, server = tls_pair(contexts, trio.testing.memory_stream_pair())
+    words = array.array("H", [0x0102, 0x0304])
+    with trio.fail_after(5):
+        await handshake_both(client, server)
+        await client.send_all(memoryview(words))
+        await client.send_all(bytearray(b"!"))
+        received = b""
+        while len(received) < 5:
+            received += await server.receive_some()
+    assert received == words.tobytes() + b"!"
+
+
+async def test_no_common_version(pki):
+    client_ctx = client_context(pki.client, ca=pki.ca_pem(), min_version=SSL.TLS1_3_VERSION)
+    server_ctx = server_context(pki.server, client_ca=pki.ca_certificate)  # TLS 1.2 at most
+    client, server = tls_pair((client_ctx, server_ctx), trio.testing.memory_stream_pair())
+    errors = []
+
+    async def side(stream):
+        try:
+            await stream.do_handshake()
+        except TLSHandshakeError as exc:
+            errors.append(str(exc))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, client)
+            nursery.start_soon(side, server)
+    assert len(errors) == 2
+    assert all("no TLS version in common" in error for error in errors)
+
+
+async def test_server_certificate_without_san_is_rejected(pki):
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(pki.ca_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(pki.ca_key, hashes.SHA256())
+    )
+    server_ctx = server_context(Credentials(certificate, key), client_ca=[pki.ca_certificate])
+    client_ctx = client_context(pki.client, ca=pki.ca_pem())
+    client, server = tls_pair((client_ctx, server_ctx), trio.testing.memory_stream_pair())
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until_gone, server)
+            # the common name alone is not accepted (RFC 6125; as Python's ssl)
+            with pytest.raises(TLSHandshakeError, match="no subject alternative names"):
+                await client.do_handshake()
+            await client.aclose()
+
+
+def test_context_arguments(pki, tmp_path):
+    assert isinstance(client_context(None), SSL.Context)  # system trust store
+    assert isinstance(server_context(pki.server, client_ca=[pki.ca_certificate]), SSL.Context)
+    with pytest.raises(UnreadableCredentialsError, match="cannot read"):
+        client_context(None, ca=tmp_path / "missing.pem")
+    with pytest.raises(UnreadableCredentialsError, match="no PEM certificate"):
+        client_context(None, ca=b"not a certificate")
+    with pytest.raises(UnreadableCredentialsError, match="no PEM certificate"):
+        server_context(pki.server, client_ca=b"")

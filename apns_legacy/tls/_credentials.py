@@ -323,13 +323,22 @@ def _from_pkcs12(
         if passphrase is None:
             raise WrongPassphraseError(f"{label} is encrypted and no passphrase was given")
         raise WrongPassphraseError(f"{label}: wrong passphrase (or the file is damaged)")
-    if certificate is None:
-        raise UnreadableCredentialsError(f"{label} holds no certificate")
     if key is None:
-        raise UnreadableCredentialsError(f"{label} holds no private key")
+        count = len(extra) + (certificate is not None)
+        raise UnreadableCredentialsError(
+            f"{label} holds no private key (only {count} certificate(s))"
+        )
     if not isinstance(key, _KEY_TYPES):
         raise UnreadableCredentialsError(f"{label}: unsupported key type {type(key).__name__}")
-    return _checked(certificate, key, tuple(extra), allow_expired=allow_expired)
+    chain = list(extra)
+    if certificate is None:
+        # Some exporters do not link the certificate to the key; find it by key.
+        matching = [cert for cert in chain if _same_public_key(cert, key)]
+        if not matching:
+            raise UnreadableCredentialsError(f"{label} holds no certificate for its key")
+        certificate = matching[0]
+        chain.remove(certificate)
+    return _checked(certificate, key, tuple(chain), allow_expired=allow_expired)
 
 
 def _checked(
