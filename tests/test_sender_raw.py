@@ -362,3 +362,26 @@ async def test_window_full_applies_back_pressure_without_forgetting(autojump_clo
     outcomes, stats = await run_with(gateway, config, body)
     assert sorted(o.tag for o in outcomes) == list(range(10))
     assert stats.accepted == 10
+
+
+async def test_idle_connection_closes_and_reopens_on_demand(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(idle_timeout=60.0, settle_after=1.0)
+
+    async def body(sender):
+        await sender.submit(note(1))
+        first = await gateway.accept()
+        await first.read_frame()
+        await sender.flush()  # settles by quiet period
+        # After idle_timeout with nothing to send, the sender closes its side.
+        with trio.fail_after(120):
+            assert await first.stream.receive_some() == b""
+        assert gateway.connections == 1
+        await sender.submit(note(2))
+        second = await gateway.accept()
+        assert (await second.read_frame())[1] == token(2).value
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED] * 2
+    assert stats.connections_opened == 2

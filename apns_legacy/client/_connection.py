@@ -75,8 +75,12 @@ class Connection:
         self.made_progress = False
         #: How it ended: "error", "lost", "idle" or "closed".
         self.end_kind: str | None = None
+        #: The gateway closed it (EOF, or a TLS stream cut short) without a word, as
+        #: opposed to a reset: what Apple did with the other environment's certificate.
+        self.closed_silently = False
         self.probe_identifier: int | None = None
         self._send_started: float | None = None
+        self._last_write = self.opened_at
         self._clock_floor = -math.inf
         self._window_grew = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
@@ -134,18 +138,19 @@ class Connection:
                 ):
                     await self._write_probe()
                     return  # the gateway will answer the probe and close
-                if not len(window):
-                    with trio.move_on_after(config.idle_timeout) as idle:
-                        await queue.wait()
-                    if idle.cancelled_caught and not len(queue) and not len(window):
+                # Nothing to write. Close once idle for idle_timeout with nothing in
+                # flight; wake early for new work, a probe request or the sender closing.
+                with trio.move_on_at(self._last_write + config.idle_timeout) as idle:
+                    await queue.wait()
+                if idle.cancelled_caught and not len(queue):
+                    if not len(window):
                         logger.info("connection %d idle for %ss: closing", self.number,
                                     config.idle_timeout)  # fmt: skip
                         self.end("idle")
                         return
-                else:
-                    await queue.wait()
+                    await self._room.park()  # the settler wakes us as the window drains
                 continue
-            room = config.window_size - len(window)
+            room = sender.window_limit - len(window)
             if room <= 0:
                 await self._room.park()
                 continue
@@ -188,6 +193,7 @@ class Connection:
             return
         now = trio.current_time()
         self._send_started = None
+        self._last_write = now
         if now - started > _BLOCKED:
             self._clock_floor = now
         self.window.set_last_time(now)
@@ -209,11 +215,13 @@ class Connection:
                     self._on_error_response(event)
                     return
                 if isinstance(event, ConnectionClosed):
+                    self.closed_silently = True
                     self._lose("the gateway closed the connection without an error response")
                     return
         except RemoteProtocolError as exc:
             self._lose(f"the gateway sent something other than an error response: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.closed_silently = not _caused_by(exc, ConnectionResetError)
             self.sender.note_connection_error(exc)
             self._lose(f"connection lost: {exc}")
 
@@ -241,6 +249,8 @@ class Connection:
         if resolution.accepted or resolution.rejected is not None:
             self.made_progress = True
         sender.accept(resolution.accepted, reason)
+        if resolution.accepted:
+            sender.widen_window()
         if resolution.rejected is not None:
             sender.reject(resolution.rejected, status)
         sender.requeue(resolution.resend, certain=resolution.certain, reason="")
@@ -252,6 +262,8 @@ class Connection:
             logger.info("connection %d: %s; %d in flight will be resent", self.number, reason,
                         len(jobs))  # fmt: skip
         self.sender.requeue(jobs, certain=False, reason=reason)
+        if jobs:
+            self.sender.narrow_window(len(jobs))
         self.end("lost")
 
     # -- settler -----------------------------------------------------------------------
@@ -277,4 +289,16 @@ class Connection:
             if accepted:
                 self.made_progress = True
                 self.sender.accept(accepted, "quiet")
+                self.sender.widen_window()
                 self._room.unpark_all()
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

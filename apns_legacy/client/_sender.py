@@ -52,6 +52,8 @@ OutcomeCallback = Callable[[Outcome], None]
 # settled on it, counts towards the wrong-environment diagnosis.
 _SILENT_CLOSE_WINDOW: Final = 2.0
 _SILENT_CLOSES_FATAL: Final = 2
+# The smallest window the sender narrows to after losses.
+_MIN_WINDOW: Final = 64
 
 
 class Sender:
@@ -73,6 +75,11 @@ class Sender:
         self.queue = JobQueue(config.queue_size)
         self.allocator = IdentifierAllocator()
         self.probe_wanted = False
+        #: The window size in force: config.window_size, halved after each connection
+        #: that died with its window's fate unknown and doubled back after each
+        #: settled batch, so that a gateway that keeps resetting connections loses
+        #: ever fewer notifications at a time (TCP's multiplicative decrease, in spirit).
+        self.window_limit = config.window_size
         # A stand-in window item for a confirmation probe; never reported.
         self.probe_job = Outcome(
             Notification(token=DeviceToken(bytes(TOKEN_LENGTH)), payload=b"{}"), None
@@ -284,6 +291,13 @@ class Sender:
             self.queue.put_front(keep)
         self._settled.unpark_all()
 
+    def narrow_window(self, lost: int) -> None:
+        self.window_limit = max(_MIN_WINDOW, min(self.window_limit, lost) // 2)
+
+    def widen_window(self) -> None:
+        if self.window_limit < self.config.window_size:
+            self.window_limit = min(self.config.window_size, self.window_limit * 2)
+
     def note_connection_error(self, exc: BaseException) -> None:
         """A connection broke; if the cause is a TLS certificate problem, stop retrying."""
         if _is_tls_refusal(exc):
@@ -367,7 +381,12 @@ class Sender:
         # handshake and then closed at once, without an error response (node-apn
         # 1.6.1). Twice in a row, with nothing settled, is not bad luck.
         quick = trio.current_time() - connection.opened_at < _SILENT_CLOSE_WINDOW
-        if connection.end_kind == "lost" and quick and not connection.made_progress:
+        if (
+            connection.end_kind == "lost"
+            and connection.closed_silently
+            and quick
+            and not connection.made_progress
+        ):
             self._silent_closes += 1
             if self._silent_closes >= _SILENT_CLOSES_FATAL:
                 self._set_fatal(
