@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from ._connect import open_tls_stream
 from ._context import client_context, read_pem_certificates, server_context
 from ._credentials import Credentials, PrivateKey, check_validity
 from ._environment import (
@@ -30,7 +31,7 @@ from ._errors import (
     WrongPassphraseError,
 )
 from ._inspect import EXPIRY_WARNING, CertificateInfo, inspect_certificate, parse_topics_extension
-from ._stream import RECEIVE_SIZE, TLSStream, open_tls_stream
+from ._stream import RECEIVE_SIZE, TLSStream
 from ._testpki import PKI_FILES, TestPKI, make_test_pki
 
 __all__ = [

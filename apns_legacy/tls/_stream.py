@@ -77,7 +77,6 @@ name, IPAddress entries for an IP address. The common name is not consulted.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 import operator
 import types
@@ -89,6 +88,13 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from ._context import VerifyLog
+from ._diagnosis import (
+    describe_failure,
+    hostname_problem,
+    idna,
+    ip_address,
+    is_certificate_alert,
+)
 from ._errors import TLSHandshakeError
 
 logger = logging.getLogger(__name__)
@@ -195,8 +201,8 @@ class TLSStream(trio.abc.Stream):
             self._connection.set_accept_state()
         else:
             self._connection.set_connect_state()
-            if server_hostname and _ip_address(server_hostname) is None:
-                self._connection.set_tlsext_host_name(_idna(server_hostname).encode("ascii"))
+            if server_hostname and ip_address(server_hostname) is None:
+                self._connection.set_tlsext_host_name(idna(server_hostname).encode("ascii"))
         self._state = _State.OK
         self._broken_reason = "the TLS stream is broken"
         self._handshake_started = False
@@ -371,7 +377,7 @@ class TLSStream(trio.abc.Stream):
         )
         if self._server_hostname:
             certificate = self._connection.get_peer_certificate(as_cryptography=True)
-            problem = _hostname_problem(certificate, self._server_hostname)
+            problem = hostname_problem(certificate, self._server_hostname)
             if problem:
                 raise TLSHandshakeError(f"TLS handshake failed: {problem}")
 
@@ -515,7 +521,7 @@ class TLSStream(trio.abc.Stream):
 
     async def _fail(self, error: SSL.Error, *, during_handshake: bool) -> None:
         """Mark broken, try to deliver OpenSSL's alert, raise a described error."""
-        message = _describe_failure(
+        message = describe_failure(
             error,
             during_handshake=during_handshake,
             server_side=self._server_side,
@@ -529,183 +535,6 @@ class TLSStream(trio.abc.Stream):
                     await self._send_raw(alert)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-        handshake_like = during_handshake or _is_certificate_alert(error)
+        handshake_like = during_handshake or is_certificate_alert(error)
         error_type = TLSHandshakeError if handshake_like else trio.BrokenResourceError
         raise error_type(message) from error
-
-
-def _reasons(error: SSL.Error) -> list[str]:
-    """The OpenSSL reason strings in ``error`` (pyOpenSSL: a list of (lib, func, reason))."""
-    if isinstance(error, SSL.SysCallError):
-        return [str(part) for part in error.args[1:2]]
-    reasons: list[str] = []
-    for entry in error.args[0] if error.args and isinstance(error.args[0], list) else []:
-        if isinstance(entry, tuple) and entry:
-            reasons.append(str(entry[-1]))
-    return reasons
-
-
-_CERTIFICATE_ALERTS: Final = (
-    "alert unknown ca",
-    "alert bad certificate",
-    "alert certificate expired",
-    "alert certificate required",
-    "alert certificate unknown",
-    "alert certificate revoked",
-    "alert unsupported certificate",
-    "alert handshake failure",
-)
-
-
-def _is_certificate_alert(error: SSL.Error) -> bool:
-    # Under TLS 1.3 the client finishes its handshake before the server has
-    # checked the client certificate, so a rejection arrives as an alert on the
-    # client's first read. It is still a handshake failure for the user.
-    return any(alert in reason for reason in _reasons(error) for alert in _CERTIFICATE_ALERTS)
-
-
-def _describe_failure(
-    error: SSL.Error, *, during_handshake: bool, server_side: bool, verify_failures: list[str]
-) -> str:
-    peer = "client" if server_side else "server"
-    if during_handshake:
-        prefix = "TLS handshake failed"
-    elif _is_certificate_alert(error):
-        prefix = "TLS handshake failed (reported after it completed, as TLS 1.3 does)"
-    else:
-        prefix = "TLS connection failed"
-    reasons = _reasons(error)
-    text = "; ".join(reasons) or type(error).__name__
-    if isinstance(error, SSL.SysCallError):
-        if during_handshake:
-            return f"{prefix}: the {peer} closed the connection during the handshake"
-        return f"{prefix}: the {peer} closed the connection without a TLS close_notify ({text})"
-    if "certificate verify failed" in text:
-        why = verify_failures[0] if verify_failures else "verification failed"
-        return f"{prefix}: the {peer} certificate is not trusted: {why}"
-    if "peer did not return a certificate" in text:
-        return f"{prefix}: the client presented no certificate, and one is required"
-    if "alert certificate required" in text:
-        return f"{prefix}: the server requires a client certificate, and none was presented"
-    if "alert unknown ca" in text:
-        return f"{prefix}: the {peer} does not trust our certificate's issuer (alert: unknown CA)"
-    if "alert certificate expired" in text:
-        return f"{prefix}: the {peer} rejected our certificate as expired"
-    if "alert handshake failure" in text and not server_side:
-        return (
-            f"{prefix}: the server refused the handshake (alert: handshake failure); "
-            "it may require a client certificate or share no cipher with us"
-        )
-    if "alert" in text and "certificate" in text:
-        return f"{prefix}: the {peer} rejected our certificate ({text})"
-    if any(word in text for word in ("protocol version", "unsupported protocol", "no protocols")):
-        return f"{prefix}: no TLS version in common with the {peer} ({text})"
-    if "wrong version number" in text or "packet length too long" in text:
-        return f"{prefix}: the {peer} does not speak TLS ({text})"
-    return f"{prefix}: {text}"
-
-
-def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def _idna(host: str) -> str:
-    host = host.rstrip(".").lower()
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host
-
-
-def _hostname_problem(certificate: x509.Certificate | None, host: str) -> str | None:
-    """None if ``certificate`` is valid for ``host``, else what is wrong."""
-    if certificate is None:
-        return "the server presented no certificate"
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return (
-            f"the server certificate has no subject alternative names, so it is not "
-            f"valid for {host!r}"
-        )
-    address = _ip_address(host)
-    dns_names = san.get_values_for_type(x509.DNSName)
-    ip_names = san.get_values_for_type(x509.IPAddress)
-    if address is not None:
-        if address in ip_names:
-            return None
-    else:
-        wanted = _idna(host)
-        if any(_dns_name_matches(pattern, wanted) for pattern in dns_names):
-            return None
-    names = [f"DNS:{name}" for name in dns_names] + [f"IP:{ip}" for ip in ip_names]
-    return (
-        f"the server certificate is not valid for {host!r} "
-        f"(it names {', '.join(names) or 'nothing usable'})"
-    )
-
-
-def _dns_name_matches(pattern: str, host: str) -> bool:
-    pattern = pattern.rstrip(".").lower()
-    if pattern == host:
-        return True
-    # RFC 6125 6.4.3, the strict form: "*" as the whole left-most label only,
-    # matching exactly one label, and never directly under a public suffix-ish
-    # single label ("*.com").
-    if pattern.startswith("*.") and "*" not in pattern[2:] and "." in pattern[2:]:
-        head, _, rest = host.partition(".")
-        return bool(head) and rest == pattern[2:]
-    return False
-
-
-async def open_tls_stream(
-    host: str,
-    port: int,
-    context: SSL.Context,
-    *,
-    server_hostname: str | None = None,
-    handshake_timeout: float = 10.0,
-) -> TLSStream:
-    """Connect over TCP and complete a TLS handshake as the client.
-
-    Args:
-        host: name or address to connect to.
-        port: TCP port.
-        context: from :func:`client_context`.
-        server_hostname: name for SNI and the certificate check (default: ``host``).
-        handshake_timeout: seconds allowed for connecting and the handshake together.
-
-    Returns:
-        A stream whose handshake has completed.
-
-    Raises:
-        OSError: the TCP connection failed (``TimeoutError`` when it took too long).
-        TLSHandshakeError: the handshake failed or timed out; the message names
-            ``host:port`` and the reason.
-    """
-    if server_hostname is None:
-        server_hostname = host
-    deadline = trio.current_time() + handshake_timeout
-    with trio.move_on_at(deadline) as connect_scope:
-        transport = await trio.open_tcp_stream(host, port)
-    if connect_scope.cancelled_caught:
-        raise TimeoutError(f"connecting to {host}:{port} took longer than {handshake_timeout} s")
-    stream = TLSStream(transport, context, server_side=False, server_hostname=server_hostname)
-    try:
-        with trio.fail_at(deadline):
-            await stream.do_handshake()
-    except trio.TooSlowError:
-        await trio.aclose_forcefully(transport)
-        raise TLSHandshakeError(
-            f"{host}:{port}: TLS handshake timed out after {handshake_timeout} s"
-        ) from None
-    except TLSHandshakeError as exc:
-        await trio.aclose_forcefully(transport)
-        raise TLSHandshakeError(f"{host}:{port}: {exc}") from exc.__cause__
-    except BaseException:
-        await trio.aclose_forcefully(transport)
-        raise
-    return stream
