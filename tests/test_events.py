@@ -6,13 +6,11 @@ import datetime as dt
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from strategies import notifications
 
-import apns_legacy
 from apns_legacy.wire import (
     NEED_DATA,
     PRIORITY_CONSERVE_POWER,
@@ -167,17 +165,17 @@ def test_error_classes():
 # -- the wire layer is sans-IO -----------------------------------------------------------------
 
 
-def test_importing_the_wire_layer_pulls_in_no_io_modules():
-    # The parent package re-exports every layer (tls and client import trio and
-    # OpenSSL), so load apns_legacy.wire under a bare stand-in for its parent: this
-    # checks what the wire layer itself imports.
-    package_dir = Path(apns_legacy.__file__).parent
+@pytest.mark.parametrize(
+    "statement",
+    ["import apns_legacy.wire", "import apns_legacy", "from apns_legacy import GatewayDecoder"],
+)
+def test_importing_the_wire_layer_pulls_in_no_io_modules(statement):
+    # The package imports its other layers lazily (PEP 562), so the codec alone
+    # brings in no trio, OpenSSL or sockets.
     code = textwrap.dedent(
         f"""
-        import sys, types
-        parent = types.ModuleType("apns_legacy")
-        parent.__path__ = [{str(package_dir)!r}]
-        sys.modules["apns_legacy"] = parent
+        import sys
+        {statement}
         import apns_legacy.wire
         assert apns_legacy.wire.GatewayDecoder
         banned = ("trio", "OpenSSL", "socket", "ssl", "cryptography", "asyncio", "select")
@@ -189,3 +187,29 @@ def test_importing_the_wire_layer_pulls_in_no_io_modules():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_other_layers_load_on_first_use():
+    code = "import sys, apns_legacy; apns_legacy.open_sender; print('trio' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_notification_refuses_float_priority_and_expiry():
+    from apns_legacy import DeviceToken, Notification
+
+    token = DeviceToken(bytes(32))
+    with pytest.raises(TypeError, match="priority"):
+        Notification(token=token, payload=b"{}", priority=10.0)
+    with pytest.raises(TypeError, match="expiry"):
+        Notification(token=token, payload=b"{}", expiry=1.5)
+
+
+def test_encoders_accept_plain_int_commands():
+    from apns_legacy import DeviceToken, Notification, encode_batch, encode_notification
+
+    n = Notification(token=DeviceToken(bytes(32)), payload=b"{}")
+    assert encode_notification(2, n, 7) == encode_notification(Command.FRAME, n, 7)
+    assert encode_batch(1, 7, [n]) == encode_batch(Command.ENHANCED, 7, [n])

@@ -71,11 +71,15 @@ def _check_payload(instance: object, attribute: attrs.Attribute[bytes], value: b
 
 
 def _check_expiry(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int:
+        raise TypeError(f"expiry must be an int (UNIX seconds), not {type(value).__name__}")
     if not 0 <= value <= _UINT32_MAX:
         raise LocalProtocolError(f"expiry {value} does not fit 0..{_UINT32_MAX} (uint32 seconds)")
 
 
 def _check_priority(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int:
+        raise TypeError(f"priority must be an int (10 or 5), not {type(value).__name__}")
     if value not in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER):
         raise LocalProtocolError(f"priority must be 10 or 5, not {value!r}")
 

@@ -170,13 +170,13 @@ def encode_frame_items(items: list[bytes]) -> bytes:
 def encode_notification(command: Command, notification: Notification, identifier: int) -> bytes:
     """Encode ``notification`` as ``command``. Command 0 carries no identifier or expiry."""
     token = notification.token.value
-    if command is Command.FRAME:
+    if command == Command.FRAME:
         return encode_frame(
             identifier, token, notification.payload, notification.expiry, notification.priority
         )
-    if command is Command.ENHANCED:
+    if command == Command.ENHANCED:
         return encode_enhanced(identifier, notification.expiry, token, notification.payload)
-    if command is Command.SIMPLE:
+    if command == Command.SIMPLE:
         return encode_simple(token, notification.payload)
     raise LocalProtocolError(f"command {command!r} does not carry notifications")
 
@@ -191,7 +191,7 @@ def encode_batch(
     """
     _check_uint32("identifier", first_identifier)
     _check_uint32("identifier", first_identifier + max(len(notifications) - 1, 0))
-    if command is Command.FRAME:
+    if command == Command.FRAME:
         parts: list[bytes] = []
         append = parts.append
         structs = _FRAME_STRUCTS
@@ -226,9 +226,9 @@ def encode_probe(command: Command, identifier: int) -> bytes:
     frame with identifier **0**, not the probe's identifier; expect either.
     Command 0 has no error response, so it cannot be probed.
     """
-    if command is Command.FRAME:
+    if command == Command.FRAME:
         return encode_frame(identifier, b"", b"{}", 0, 10)
-    if command is Command.ENHANCED:
+    if command == Command.ENHANCED:
         return encode_enhanced(identifier, 0, b"", b"{}")
     raise LocalProtocolError("command 0 has no error response, so it cannot be probed")
 
