@@ -336,3 +336,41 @@ def test_encode_batch_matches_spec_vector_and_checks_the_identifier_range():
 
 def test_payload_limit_constant_is_2048():
     assert PAYLOAD_LIMIT == 2048
+
+
+@given(
+    count=st.integers(1, 50),
+    first=st.integers(1, 0xFFFF_FFFF - 50),
+    payload=st.binary(min_size=1, max_size=300),
+    expiry=st.integers(0, 0xFFFF_FFFF),
+    priority=st.sampled_from([5, 10]),
+    token_length=st.sampled_from([32, 64, 100]),
+)
+def test_encode_batch_broadcast_path_equals_frame_by_frame(
+    count, first, payload, expiry, priority, token_length
+):
+    # One payload object shared by every notification: the uniform fast path.
+    notes = [
+        Notification(
+            token=DeviceToken((i % 256).to_bytes(1, "big") * token_length),
+            payload=payload,
+            expiry=expiry,
+            priority=priority,
+        )
+        for i in range(count)
+    ]
+    expected = b"".join(
+        encode_frame(first + i, n.token.value, payload, expiry, priority)
+        for i, n in enumerate(notes)
+    )
+    assert encode_batch(Command.FRAME, first, notes) == expected
+
+
+def test_encode_batch_mixed_token_lengths_fall_back_to_frame_by_frame():
+    payload = b'{"aps":{}}'
+    notes = [
+        Notification(token=DeviceToken(bytes(32)), payload=payload),
+        Notification(token=DeviceToken(bytes(40)), payload=payload),
+    ]
+    expected = encode_frame(1, bytes(32), payload) + encode_frame(2, bytes(40), payload)
+    assert encode_batch(Command.FRAME, 1, notes) == expected

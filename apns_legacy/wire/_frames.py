@@ -28,6 +28,8 @@ ERROR_RESPONSE: Final = struct.Struct("!BBI")
 # A feedback tuple's fixed part: timestamp, token length.
 FEEDBACK_HEADER: Final = struct.Struct("!IH")
 UINT16: Final = struct.Struct("!H")
+# Items 4 and 5 of a frame, as the tail of the broadcast fast path writes them.
+_EXPIRY_PRIORITY: Final = struct.Struct("!BHIBHB")
 UINT32: Final = struct.Struct("!I")
 
 ERROR_RESPONSE_SIZE: Final = ERROR_RESPONSE.size  # 6
@@ -181,6 +183,44 @@ def encode_notification(command: Command, notification: Notification, identifier
     raise LocalProtocolError(f"command {command!r} does not carry notifications")
 
 
+def _encode_uniform_frames(
+    first_identifier: int, notifications: Sequence[Notification]
+) -> bytes | None:
+    """The broadcast fast path: frames that differ only in token and identifier.
+
+    When every notification shares one payload object, expiry and priority (one
+    message to many devices, the bulk case), the frames are the same bytes but for the
+    token and the identifier. Then the batch is one list of the shared pieces with the
+    tokens and identifiers slotted in by slice assignment, joined once: about half the
+    cost of packing each frame. Returns None when the batch is not uniform.
+    """
+    if not notifications:
+        return None
+    head = notifications[0]
+    payload, expiry, priority = head.payload, head.expiry, head.priority
+    if not all(
+        n.payload is payload and n.expiry == expiry and n.priority == priority
+        for n in notifications
+    ):
+        return None
+    tokens = [n.token.value for n in notifications]
+    t = len(tokens[0])
+    if not all(len(token) == t for token in tokens):
+        return None
+    count = len(tokens)
+    p = len(payload)
+    before_token = FRAME_HEADER.pack(Command.FRAME, 3 * 5 + t + p + 9) + ITEM_HEADER.pack(
+        Item.TOKEN, t
+    )
+    before_id = ITEM_HEADER.pack(Item.PAYLOAD, p) + payload + ITEM_HEADER.pack(Item.IDENTIFIER, 4)
+    after_id = _EXPIRY_PRIORITY.pack(Item.EXPIRY, 4, expiry, Item.PRIORITY, 1, priority)
+    identifiers = struct.pack(f"!{count}I", *range(first_identifier, first_identifier + count))
+    parts = [before_token, b"", before_id, b"", after_id] * count
+    parts[1::5] = tokens
+    parts[3::5] = [identifiers[i : i + 4] for i in range(0, 4 * count, 4)]
+    return b"".join(parts)
+
+
 def encode_batch(
     command: Command, first_identifier: int, notifications: Sequence[Notification]
 ) -> bytes:
@@ -192,6 +232,9 @@ def encode_batch(
     _check_uint32("identifier", first_identifier)
     _check_uint32("identifier", first_identifier + max(len(notifications) - 1, 0))
     if command == Command.FRAME:
+        uniform = _encode_uniform_frames(first_identifier, notifications)
+        if uniform is not None:
+            return uniform
         parts: list[bytes] = []
         append = parts.append
         structs = _FRAME_STRUCTS
