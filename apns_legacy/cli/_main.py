@@ -47,9 +47,16 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 def _command_registrars() -> list[Registrar]:
     # One line per command module; each module's register() adds its subparser.
     # (Imported here: the command modules import UsageError and exit codes from us.)
-    from . import _cert, _send, _serve
+    from . import _cert, _demo, _feedback, _send, _serve, _tokens
 
-    return [_cert.register, _serve.register, _send.register]
+    return [
+        _cert.register,
+        _serve.register,
+        _send.register,
+        _feedback.register,
+        _tokens.register,
+        _demo.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
