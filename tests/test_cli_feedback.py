@@ -1,0 +1,297 @@
+"""``apns-legacy feedback`` against the simulator over TLS, and ``apns-legacy tokens``.
+
+The command runs ``trio.run`` itself, so the tests run it on a worker thread while the
+simulator runs in the test's own event loop; one test runs it as a process to send it
+SIGINT.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from apns_legacy import FeedbackItem, TokenStore, open_simulator
+from apns_legacy.cli import main
+from apns_legacy.cli._feedback import parse_interval
+from apns_legacy.cli._main import UsageError
+
+T0 = 1_700_000_000
+
+
+def token(n: int) -> bytes:
+    return n.to_bytes(4, "big") * 8
+
+
+@pytest.fixture(scope="module")
+def cert_dir(tmp_path_factory, pki):
+    directory = tmp_path_factory.mktemp("certs")
+    pki.write(directory, p12_passphrase=b"secret")
+    return directory
+
+
+def feedback_args(sim, cert_dir, *extra: str) -> list[str]:
+    host, port = sim.feedback_address
+    return [
+        "feedback",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--cert",
+        str(cert_dir / "client.pem"),
+        "--key",
+        str(cert_dir / "client-key.pem"),
+        "--ca",
+        str(cert_dir / "ca.pem"),
+        *extra,
+    ]
+
+
+async def run_cli(argv: list[str]) -> int:
+    with trio.fail_after(30):
+        return await trio.to_thread.run_sync(main, argv)
+
+
+async def test_prints_json_lines(pki, cert_dir, capsys):
+    async with open_simulator(pki=pki, feedback_chunk_size=7) as sim:
+        for n in range(3):
+            sim.add_feedback(token(n), T0 + n)
+        code = await run_cli(feedback_args(sim, cert_dir))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines == [
+        {"token": token(n).hex(), "timestamp": T0 + n, "time": f"2023-11-14T22:13:2{n}Z"}
+        for n in range(3)
+    ]
+    assert "3 tokens listed" in err
+
+
+async def test_prints_csv(pki, cert_dir, capsys):
+    async with open_simulator(pki=pki) as sim:
+        sim.add_feedback(token(1), T0)
+        code = await run_cli(feedback_args(sim, cert_dir, "--format", "csv"))
+    out, _ = capsys.readouterr()
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows == [
+        ["token", "timestamp", "time"],
+        [token(1).hex(), str(T0), "2023-11-14T22:13:20Z"],
+    ]
+
+
+async def test_an_empty_list_exits_0_with_no_output(pki, cert_dir, capsys):
+    async with open_simulator(pki=pki) as sim:
+        code = await run_cli(feedback_args(sim, cert_dir))
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == ""
+    assert "0 tokens listed" in err
+
+
+async def test_db_applies_the_re_registration_rule(pki, cert_dir, tmp_path, capsys):
+    db = tmp_path / "devices.db"
+    with TokenStore(db) as store:
+        store.register_many([token(1), token(2), token(3)], at=T0 - 3600)
+        store.register(token(2), at=T0 + 60)  # reinstalled after the feedback entry
+    async with open_simulator(pki=pki) as sim:
+        for n in (1, 2, 3, 4):
+            sim.add_feedback(token(n), T0)
+        code = await run_cli(feedback_args(sim, cert_dir, "--db", str(db)))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(out.splitlines()) == 4  # the entries are printed as well
+    assert "2 deactivated, 1 skipped (re-registered since), 1 unknown" in err
+    with TokenStore(db) as store:
+        assert {t.value for t in store.active_tokens()} == {token(2)}
+
+
+async def test_a_missing_db_is_refused_before_the_list_is_read(pki, cert_dir, tmp_path, capsys):
+    async with open_simulator(pki=pki) as sim:
+        sim.add_feedback(token(1), T0)
+        code = await run_cli(feedback_args(sim, cert_dir, "--db", str(tmp_path / "typo.db")))
+        assert sim.stats.feedback_connections == 0
+        assert sim.feedback.pending(pki.client.topic) == [(T0, token(1))]
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "no token store at" in err
+
+
+async def test_a_failed_read_exits_1(pki, cert_dir, capsys):
+    async with open_simulator(pki=pki) as sim:
+        args = feedback_args(sim, cert_dir)
+    code = await run_cli(args)  # the simulator is gone: connection refused
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert "apns-legacy feedback: feedback service 127.0.0.1:" in err
+
+
+async def test_every_with_count_polls_that_many_times(pki, cert_dir, capsys):
+    async with open_simulator(pki=pki) as sim:
+        sim.add_feedback(token(1), T0)
+        code = await run_cli(feedback_args(sim, cert_dir, "--every", "0.1s", "--count", "3"))
+        assert sim.stats.feedback_connections == 3
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert len(out.splitlines()) == 1  # the list was cleared by the first read
+    assert err.count("next poll at") == 2
+    assert "stopped after 3 polls (0 failed)" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--every", "soon"], "give a number with s, m, h or d"),
+        (["--every", "0h"], "more than 0"),
+        (["--count", "2"], "--count needs --every"),
+        (["--every", "1h", "--count", "0"], "at least 1"),
+        (["--timeout", "0"], "--timeout must be more than 0"),
+        (["--sandbox"], "give either --sandbox or --host"),
+    ],
+)
+async def test_bad_usage_exits_2(pki, cert_dir, capsys, extra, message):
+    async with open_simulator(pki=pki) as sim:
+        code = await run_cli(feedback_args(sim, cert_dir, *extra))
+        assert sim.stats.feedback_connections == 0
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert message in err
+
+
+def test_parse_interval():
+    assert parse_interval("24h") == 86400
+    assert parse_interval("30m") == 1800
+    assert parse_interval("1d") == 86400
+    assert parse_interval("90s") == 90
+    assert parse_interval("90") == 90
+    assert parse_interval("1.5h") == 5400
+    with pytest.raises(UsageError):
+        parse_interval("-1h")
+
+
+async def test_ctrl_c_stops_a_scheduled_poller_cleanly(pki, cert_dir):
+    async with open_simulator(pki=pki) as sim:
+        sim.add_feedback(token(5), T0)
+        argv = [sys.executable, "-m", "apns_legacy", *feedback_args(sim, cert_dir, "--every", "1h")]
+        with trio.fail_after(30):
+            process = await trio.lowlevel.open_process(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            try:
+                err = b""
+                while b"next poll at" not in err:
+                    chunk = await process.stderr.receive_some()
+                    assert chunk, err
+                    err += chunk
+                process.send_signal(signal.SIGINT)
+                out = b""
+                while chunk := await process.stdout.receive_some():
+                    out += chunk
+                while chunk := await process.stderr.receive_some():
+                    err += chunk
+                code = await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    assert code == 0, err
+    assert json.loads(out)["token"] == token(5).hex()
+    assert b"got SIGINT: stopping after the current poll" in err
+    assert b"stopped after 1 polls (0 failed)" in err
+
+
+# -- apns-legacy tokens ----------------------------------------------------------------
+
+
+def test_tokens_register_export_and_stats(tmp_path, capsys):
+    db = str(tmp_path / "devices.db")
+    listing = tmp_path / "tokens.txt"
+    listing.write_text(f"# registrations\n{token(2).hex()}\n\n<{token(3).hex()}>\n")
+    assert main(["tokens", "register", "--db", db, token(1).hex(), "--topic", "com.ex"]) == 0
+    assert main(["tokens", "register", "--db", db, "--input", str(listing)]) == 0
+    assert "registered 2 tokens" in capsys.readouterr().out
+
+    with TokenStore(db) as store:
+        store.apply_feedback([FeedbackItem(2**32 - 1, token(3))])  # a time in 2106
+
+    assert main(["tokens", "export", "--db", db, "--deactivated", "--format", "jsonl"]) == 0
+    out, err = capsys.readouterr()
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["token"] == token(3).hex()
+    assert row["deactivated_reason"] == "feedback"
+    assert row["feedback_time"] == "2106-02-07T06:28:15Z"
+    assert "exported 1 devices (deactivated)" in err
+
+    output = tmp_path / "active.csv"
+    assert main(["tokens", "export", "--db", db, "--active", "--output", str(output)]) == 0
+    with output.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["token"] for r in rows] == [token(1).hex(), token(2).hex()]
+    assert rows[0]["topic"] == "com.ex"
+    registered = dt.datetime.fromisoformat(rows[0]["registered_at"])
+    assert abs(registered - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+
+    capsys.readouterr()
+    assert main(["tokens", "stats", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "total": 3,
+        "active": 2,
+        "deactivated": 1,
+        "deactivated_by_reason": {"feedback": 1},
+    }
+    assert main(["tokens", "stats", "--db", db]) == 0
+    assert "active       2" in capsys.readouterr().out
+
+
+def test_tokens_register_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    db = tmp_path / "devices.db"
+    listing = tmp_path / "tokens.txt"
+    listing.write_text(f"{token(1).hex()}\n{token(2).hex()[:-2]}zz\n")
+    assert main(["tokens", "register", "--db", str(db), "--input", str(listing)]) == 2
+    assert f"--input {listing} line 2: device token has 'z'" in capsys.readouterr().err
+    assert not db.exists()
+    assert main(["tokens", "register", "--db", str(db), "abcd"]) == 2
+    assert "TOKEN #1: device token is 2 bytes" in capsys.readouterr().err
+    assert main(["tokens", "register", "--db", str(db)]) == 2
+    assert main(["tokens", "stats", "--db", str(db)]) == 2
+    assert "no token store at" in capsys.readouterr().err
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("hello " * 1000)
+    assert main(["tokens", "export", "--db", str(not_a_db)]) == 2
+    assert "not a database" in capsys.readouterr().err
+
+
+def test_tokens_register_from_stdin(tmp_path):
+    db = tmp_path / "devices.db"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "apns_legacy",
+            "tokens",
+            "register",
+            "--db",
+            str(db),
+            "--input",
+            "-",
+        ],
+        input=f"{token(7).hex()}\n{token(8).hex()}\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    with TokenStore(db) as store:
+        assert store.counts().active == 2

@@ -1,0 +1,57 @@
+"""``apns-legacy demo`` runs the whole loop with no setup and exits 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from apns_legacy import TokenStore
+from apns_legacy.cli import main
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    # A process of its own, as a user runs it (no terminal: plain progress lines).
+    return subprocess.run(
+        [sys.executable, "-m", "apns_legacy", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_demo_runs_and_the_invariant_holds():
+    result = run_demo()
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "3000/3000 notifications have an outcome" in out
+    assert "accepted 2990, rejected 10 (invalid token (8): 10), failed 0" in out
+    assert "invalid token (8) x10, shutdown (10) x1" in out
+    assert re.search(r"replayed [1-9]\d* after rejections and the shutdown, 11 reconnects", out)
+    assert "store: 10 devices deactivated for status 8 (invalid token)" in out
+    assert "listed 50 tokens: 45 deactivated, 5 kept (re-registered since), 0 unknown" in out
+    assert "submitted 3000 = accepted 2990 + rejected 10 + failed 0: yes" in out
+    assert "0 twice, 0 accepted ones missing, 0 unexpected: invariant held" in out
+    assert re.search(r"active devices now\s+│\s+2945", out)
+    # The temporary directory is gone.
+    (path,) = re.findall(r"in (\S+)/devices\.db", out)
+    assert not os.path.exists(path)
+
+
+def test_demo_keep_leaves_the_store(tmp_path):
+    result = run_demo("--devices", "500", "--keep", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"kept the token store and the simulator's record in {tmp_path}" in result.stdout
+    with TokenStore(tmp_path / "devices.db") as store:
+        counts = store.counts()
+    assert (counts.total, counts.active) == (500, 445)
+    assert counts.by_reason == {"feedback": 45, "invalid-token": 10}
+    records = (tmp_path / "accepted.jsonl").read_text().splitlines()
+    assert len(records) == 490
+
+
+def test_demo_refuses_too_few_devices(capsys):
+    assert main(["demo", "--devices", "20"]) == 2
+    assert "--devices must be 61 to 1000000" in capsys.readouterr().err
