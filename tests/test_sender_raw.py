@@ -9,6 +9,7 @@ pass instantly.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 
@@ -385,3 +386,27 @@ async def test_idle_connection_closes_and_reopens_on_demand(autojump_clock):
     outcomes, stats = await run_with(gateway, config, body)
     assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED] * 2
     assert stats.connections_opened == 2
+
+
+async def test_unanswered_probe_falls_back_to_quiet_period(autojump_clock):
+    # A server that accepts anything, even a zero-length token, never answers the probe.
+    gateway = ScriptedGateway()
+
+    async def body(sender):
+        await sender.submit(note(1))
+        server = await gateway.accept()
+        await server.read_frame()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(sender.flush, confirm=True))
+            probe = await server.read_frame()
+            assert probe[1] == b""
+        # Settled by quiet period; the connection was closed with nothing in flight.
+        assert sender.stats.pending == 0
+        await sender.submit(note(2))
+        second = await gateway.accept()
+        assert (await second.read_frame())[1] == token(2).value
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.ACCEPTED, "quiet")] * 2
+    assert stats.possible_duplicates == 0

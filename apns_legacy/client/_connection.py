@@ -137,7 +137,8 @@ class Connection:
                     and config.command is not Command.SIMPLE
                 ):
                     await self._write_probe()
-                    return  # the gateway will answer the probe and close
+                    await self._await_probe_answer()
+                    return
                 # Nothing to write. Close once idle for idle_timeout with nothing in
                 # flight; wake early for new work, a probe request or the sender closing.
                 with trio.move_on_at(self._last_write + config.idle_timeout) as idle:
@@ -177,6 +178,21 @@ class Connection:
         self.window.record(first, [sender.probe_job], math.inf)
         logger.debug("connection %d: confirmation probe %d", self.number, first)
         await self._send(encode_probe(self.sender.config.command, first))
+
+    async def _await_probe_answer(self) -> None:
+        # A real gateway answers the probe and closes, and the reader ends this
+        # connection. A server that takes zero-length tokens never answers: then the
+        # settler accepts the window (probe included) by quiet period, and we close
+        # the connection here, with nothing left in flight, so the slot can go on.
+        while len(self.window):
+            await self._room.park()
+        if self.end_kind is None:
+            logger.warning(
+                "connection %d: the confirmation probe was not answered (the gateway took a "
+                "zero-length token); settled by quiet period instead",
+                self.number,
+            )
+            self.end("closed")
 
     async def _send(self, data: bytes) -> None:
         self._send_started = started = trio.current_time()
