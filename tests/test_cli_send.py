@@ -7,6 +7,7 @@ import collections
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apns_legacy.cli import main
-from apns_legacy.cli._send import LineSplitter
+from apns_legacy.cli._common import load_client_context
+from apns_legacy.cli._main import build_parser
+from apns_legacy.cli._send_input import LineSplitter
 from apns_legacy.simulator import open_simulator
 
 P12_PASSPHRASE = "p12-secret"
@@ -256,6 +259,40 @@ async def test_older_formats(pki, certs, fmt, command):
     assert summary_line(done.stderr).startswith("sent 2: 2 accepted,")
 
 
+async def test_ctrl_c_stops_the_input_and_settles_what_was_submitted(pki, certs, tmp_path):
+    report = tmp_path / "report.jsonl"
+    async with open_simulator(pki=pki) as sim:
+        command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
+                   "--input", "-", "--alert", "hi", "--report", str(report)]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdin is not None
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(20):
+                lines = "".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 51))
+                await process.stdin.send_all(lines.encode())
+                await sim.wait_for_accepted(50)
+                # The producer is still there (stdin open): only the signal ends the input.
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+                stderr = b""
+                while chunk := await process.stderr.receive_some(65536):
+                    stderr += chunk
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+                await process.stdin.aclose()
+                await process.stderr.aclose()
+    assert "SIGINT: no more input" in stderr.decode()
+    assert "sent 50: 50 accepted, 0 rejected, 0 failed; " in stderr.decode()
+    entries = read_report(report)
+    assert [(e["line"], e["outcome"]) for e in entries] == [(n, "accepted") for n in range(1, 51)]
+
+
 async def test_p12_with_passphrase_from_the_environment(pki, certs):
     async with open_simulator(pki=pki) as sim:
         host, port = sim.gateway_address
@@ -365,6 +402,23 @@ def test_unreadable_certificate_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"apns-legacy send: cannot use the credentials: {tmp_path / 'missing.pem'}: no such file\n"
     )
+
+
+def test_connection_flags_resolve_apple_hosts_and_warn_about_the_environment(certs, capsys):
+    # Only resolves and loads; nothing connects (load_client_context never does).
+    base = ["send", "--cert", str(certs["client.pem"]), "--key", str(certs["client-key.pem"]),
+            "--token", TOKEN_A, "--alert", "x"]  # fmt: skip
+    production = load_client_context(build_parser().parse_args(base))
+    assert (production.host, production.port) == ("gateway.push.apple.com", 2195)
+    assert capsys.readouterr().err == (
+        "warning: the certificate is for sandbox only, but gateway.push.apple.com is the "
+        "production server (use --sandbox)\n"
+    )
+    sandbox = load_client_context(build_parser().parse_args([*base, "--sandbox"]))
+    assert (sandbox.host, sandbox.port) == ("gateway.sandbox.push.apple.com", 2195)
+    relay = load_client_context(build_parser().parse_args([*base, "--host", "relay.example"]))
+    assert (relay.host, relay.port) == ("relay.example", 2195)
+    assert capsys.readouterr().err == ""  # right environment, or a host we cannot judge
 
 
 # -- input splitting -------------------------------------------------------------------

@@ -19,9 +19,11 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
-from typing import IO, Any, Final
+from typing import IO, Final
 
 import attrs
 import trio
@@ -37,7 +39,6 @@ from ..client import (
 )
 from ..wire import (
     PAYLOAD_LIMIT,
-    PRIORITY_CONSERVE_POWER,
     PRIORITY_IMMEDIATE,
     Command,
     DeviceToken,
@@ -50,14 +51,9 @@ from ..wire import (
 from ._common import Target, add_connection_arguments, load_client_context
 from ._main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from ._send_display import Display, summary
+from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
 
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
-_FIELDS: Final = ("token", "payload", "expiry", "priority")
-_UINT32_MAX: Final = 0xFFFF_FFFF
-#: Bytes per read of the input; lines are split out of these pieces.
-READ_SIZE: Final = 65_536
-#: A longer input line is reported as bad (and skipped) without being kept in memory.
-MAX_LINE: Final = 1 << 20
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,24 +88,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-@attrs.frozen(kw_only=True)
-class Plan:
-    """What to send and how, checked before anything connects."""
-
-    config: SenderConfig
-    #: The payload from --payload or --alert/--badge/--sound, if given.
-    payload: bytes | None
-    expiry: int
-    priority: int
-    #: The --token values (empty with --input).
-    tokens: tuple[DeviceToken, ...]
-    strict: bool
-
-
-class BadLine(Exception):
-    """An input line that cannot be sent; the message names the field."""
-
-
 def make_plan(args: argparse.Namespace) -> Plan:
     """Check every flag and ``--token``; build the command-line payload.
 
@@ -124,8 +102,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--payload-limit must be 1 to 65535, not {args.payload_limit}")
     if not (math.isfinite(args.settle) and args.settle > 0):
         raise UsageError(f"--settle must be more than 0 seconds, not {args.settle}")
-    if not 0 <= args.expiry <= _UINT32_MAX:
-        raise UsageError(f"--expiry must be 0 to {_UINT32_MAX} (UNIX seconds), not {args.expiry}")
+    if not 0 <= args.expiry <= UINT32_MAX:
+        raise UsageError(f"--expiry must be 0 to {UINT32_MAX} (UNIX seconds), not {args.expiry}")
     payload = _command_line_payload(args)
     if args.token and payload is None:
         raise UsageError("--token needs a payload: --payload JSON, or --alert/--badge/--sound")
@@ -175,131 +153,6 @@ def _command_line_payload(args: argparse.Namespace) -> bytes | None:
     return None
 
 
-def parse_line(raw: bytes, plan: Plan) -> Notification:
-    """One input line (without its newline) as a notification.
-
-    Raises:
-        BadLine: the message names the field and the rule it breaks.
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadLine(f"not UTF-8 (byte {exc.start + 1})") from None
-    try:
-        item = json.loads(text)
-    except ValueError as exc:
-        raise BadLine(f"not JSON: {exc}") from None
-    if not isinstance(item, dict):
-        raise BadLine("must be a JSON object with token and payload")
-    for key in item:
-        if key not in _FIELDS:
-            raise BadLine(f"unknown field {key!r} (the fields are {', '.join(_FIELDS)})")
-    config = plan.config
-    token = item.get("token")
-    if not isinstance(token, str):
-        raise BadLine("token: missing" if token is None else "token: must be a hex string")
-    try:
-        device_token = _token(token, config.allow_long_tokens)
-    except LocalProtocolError as exc:
-        raise BadLine(f"token: {exc}") from None
-    return Notification(
-        token=device_token,
-        payload=_line_payload(item, plan),
-        expiry=_int_field(item, "expiry", plan.expiry),
-        priority=_int_field(item, "priority", plan.priority),
-    )
-
-
-def _token(text: str, allow_long: bool) -> DeviceToken:
-    # Fast path for plain hex, the usual case: DeviceToken.from_hex checks character
-    # by character (to name a bad one), which was most of the time spent per line.
-    if text.isascii() and text.isalnum():
-        try:
-            value = bytes.fromhex(text)
-        except ValueError:
-            pass  # from_hex says what is wrong
-        else:
-            return DeviceToken.from_bytes(value, allow_long=allow_long)
-    return DeviceToken.from_hex(text, allow_long=allow_long)
-
-
-def _line_payload(item: dict[str, Any], plan: Plan) -> bytes:
-    if "payload" not in item:
-        if plan.payload is None:
-            raise BadLine("payload: missing (or give --payload/--alert for lines without one)")
-        return plan.payload
-    value = item["payload"]
-    if not isinstance(value, dict | str):
-        raise BadLine("payload: must be a JSON object, or a string holding one")
-    try:
-        return raw_payload(value, limit=plan.config.payload_limit)
-    except LocalProtocolError as exc:
-        raise BadLine(f"payload: {exc}") from None
-
-
-def _int_field(item: dict[str, Any], name: str, default: int) -> int:
-    value = item.get(name, default)
-    if type(value) is not int:
-        raise BadLine(f"{name}: must be an integer, not {json.dumps(value)}")
-    if name == "expiry" and not 0 <= value <= _UINT32_MAX:
-        raise BadLine(f"expiry: must be 0 to {_UINT32_MAX} (UNIX seconds), not {value}")
-    if name == "priority" and value not in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER):
-        raise BadLine(f"priority: must be 10 or 5, not {value}")
-    return value
-
-
-class LineSplitter:
-    """Numbers and splits a byte stream into lines, holding at most one partial line.
-
-    :meth:`feed` and :meth:`finish` return ``(line_number, line)`` pairs; ``line``
-    is None for a line longer than ``max_line`` bytes, which is dropped, not kept.
-    """
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self.number = 0
-        self._partial = bytearray()
-        self._overlong = False
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held of the line not finished yet."""
-        return len(self._partial)
-
-    def feed(self, chunk: bytes) -> list[tuple[int, bytes | None]]:
-        lines: list[tuple[int, bytes | None]] = []
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            lines.append(self._line(chunk[start:end]))
-            start = end + 1
-        if not self._overlong:
-            self._partial += chunk[start:]
-            if len(self._partial) > self.max_line:
-                self._overlong = True
-                self._partial.clear()
-        return lines
-
-    def finish(self) -> list[tuple[int, bytes | None]]:
-        """The last line, if the input did not end with a newline."""
-        if self._partial or self._overlong:
-            return [self._line(b"")]
-        return []
-
-    def _line(self, tail: bytes) -> tuple[int, bytes | None]:
-        self.number += 1
-        if self._overlong:
-            self._overlong = False
-            return self.number, None
-        if self._partial:
-            line = bytes(self._partial + tail)
-            self._partial.clear()
-        else:
-            line = tail
-        if len(line) > self.max_line:
-            return self.number, None
-        return self.number, line.rstrip(b"\r")
-
-
 @attrs.define
 class _Run:
     """One send's state between the outcome callback, the input loop and the summary."""
@@ -309,6 +162,8 @@ class _Run:
     skipped: int = 0
     stopped_at: int | None = None
     first_failure: str | None = None
+    #: The signal that stopped the input (SIGINT or SIGTERM), if one did.
+    interrupted: int | None = None
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
@@ -324,12 +179,37 @@ class _Run:
             self.stopped_at = number
             self.display.message(f"stopped at line {number} (--strict): nothing after it was sent")
 
+    async def watch_signals(
+        self, stop_input: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """On the first SIGINT or SIGTERM stop the input, and let what was submitted settle.
+
+        Without this, trio turns Ctrl-C into a KeyboardInterrupt raised wherever the
+        code happens to be, including inside the sender's tasks. After the first
+        signal the handlers are put back, so a second one stops at once.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            task_status.started()  # signals can only be caught in the main thread
+            return
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.interrupted = signum
+                break
+        self.display.message(
+            f"{signal.Signals(signum).name}: no more input; waiting for the outcomes of what "
+            "was submitted (again to stop at once)"
+        )
+        stop_input.cancel()
+
 
 async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int:
     """Connect, submit everything, settle every outcome, print the summary; the exit code."""
     started = trio.current_time()
+    stop_input = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(run.watch_signals, stop_input)
             async with open_sender(
                 target.context,
                 host=target.host,
@@ -338,10 +218,11 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
                 on_outcome=run.on_outcome,
             ) as sender:
                 nursery.start_soon(run.display.follow, sender, lambda: run.skipped)
-                if source is None:
-                    await _submit_tokens(plan, sender)
-                else:
-                    await _submit_lines(plan, source, sender, run)
+                with stop_input:
+                    if source is None:
+                        await _submit_tokens(plan, sender)
+                    else:
+                        await _submit_lines(plan, source, sender, run)
                 # Leaving the block settles everything: a confirmation probe per
                 # connection (the quiet period for command 0); whatever is still
                 # unsettled after SenderConfig.close_timeout fails.
@@ -355,6 +236,8 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
         print(f"apns-legacy send: {stats.failed} failed; the first: {run.first_failure}",
               file=sys.stderr)  # fmt: skip
     run.display.summary(summary(stats, run.skipped, trio.current_time() - started))
+    if run.interrupted is not None:
+        return 128 + run.interrupted  # the shell's convention for "killed by signal N"
     if run.stopped_at is not None:
         return EXIT_USAGE
     if stats.rejected or stats.failed or run.skipped or stats.pending:
@@ -442,4 +325,12 @@ def run(args: argparse.Namespace) -> int:
         display = Display.create(
             enabled=not args.quiet, total=len(plan.tokens) if source is None else None
         )
-        return trio.run(send, plan, target, source, _Run(report, display))
+        try:
+            return trio.run(send, plan, target, source, _Run(report, display))
+        except BaseExceptionGroup as group:
+            # A second Ctrl-C raises KeyboardInterrupt in whichever task is running,
+            # which trio hands back inside a group: unwrap it for main().
+            interrupts, rest = group.split(KeyboardInterrupt)
+            if interrupts is not None and rest is None:
+                raise KeyboardInterrupt from None
+            raise

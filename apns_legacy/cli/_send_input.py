@@ -1,0 +1,175 @@
+"""Input of ``apns-legacy send``: the checked plan, JSON lines, and splitting a stream.
+
+An input line is one JSON object: ``token`` (hex), ``payload`` (an object, or a string
+holding one, sent as is), optional ``expiry`` (UNIX seconds) and ``priority`` (10 or
+5). Unknown fields are refused, so a typo such as ``priorty`` is not silently
+ignored. Errors name the field and the rule, e.g. ``token: device token has 'x' at
+position 5; ...``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import attrs
+
+from ..client import SenderConfig
+from ..wire import (
+    PRIORITY_CONSERVE_POWER,
+    PRIORITY_IMMEDIATE,
+    DeviceToken,
+    LocalProtocolError,
+    Notification,
+    raw_payload,
+)
+
+FIELDS: Final = ("token", "payload", "expiry", "priority")
+UINT32_MAX: Final = 0xFFFF_FFFF
+#: Bytes per read of the input; lines are split out of these pieces.
+READ_SIZE: Final = 65_536
+#: A longer input line is reported as bad (and skipped) without being kept in memory.
+MAX_LINE: Final = 1 << 20
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """What to send and how, checked before anything connects."""
+
+    config: SenderConfig
+    #: The payload from --payload or --alert/--badge/--sound, if given.
+    payload: bytes | None
+    expiry: int
+    priority: int
+    #: The --token values (empty with --input).
+    tokens: tuple[DeviceToken, ...]
+    strict: bool
+
+
+class BadLine(Exception):
+    """An input line that cannot be sent; the message names the field."""
+
+
+def parse_line(raw: bytes, plan: Plan) -> Notification:
+    """One input line (without its newline) as a notification.
+
+    Raises:
+        BadLine: the message names the field and the rule it breaks.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine(f"not UTF-8 (byte {exc.start + 1})") from None
+    try:
+        item = json.loads(text)
+    except ValueError as exc:
+        raise BadLine(f"not JSON: {exc}") from None
+    if not isinstance(item, dict):
+        raise BadLine("must be a JSON object with token and payload")
+    for key in item:
+        if key not in FIELDS:
+            raise BadLine(f"unknown field {key!r} (the fields are {', '.join(FIELDS)})")
+    config = plan.config
+    token = item.get("token")
+    if not isinstance(token, str):
+        raise BadLine("token: missing" if token is None else "token: must be a hex string")
+    try:
+        device_token = _token(token, config.allow_long_tokens)
+    except LocalProtocolError as exc:
+        raise BadLine(f"token: {exc}") from None
+    return Notification(
+        token=device_token,
+        payload=_line_payload(item, plan),
+        expiry=_int_field(item, "expiry", plan.expiry),
+        priority=_int_field(item, "priority", plan.priority),
+    )
+
+
+def _token(text: str, allow_long: bool) -> DeviceToken:
+    # Fast path for plain hex, the usual case: DeviceToken.from_hex checks character
+    # by character (to name a bad one), which was most of the time spent per line.
+    if text.isascii() and text.isalnum():
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            pass  # from_hex says what is wrong
+        else:
+            return DeviceToken.from_bytes(value, allow_long=allow_long)
+    return DeviceToken.from_hex(text, allow_long=allow_long)
+
+
+def _line_payload(item: dict[str, Any], plan: Plan) -> bytes:
+    if "payload" not in item:
+        if plan.payload is None:
+            raise BadLine("payload: missing (or give --payload/--alert for lines without one)")
+        return plan.payload
+    value = item["payload"]
+    if not isinstance(value, dict | str):
+        raise BadLine("payload: must be a JSON object, or a string holding one")
+    try:
+        return raw_payload(value, limit=plan.config.payload_limit)
+    except LocalProtocolError as exc:
+        raise BadLine(f"payload: {exc}") from None
+
+
+def _int_field(item: dict[str, Any], name: str, default: int) -> int:
+    value = item.get(name, default)
+    if type(value) is not int:
+        raise BadLine(f"{name}: must be an integer, not {json.dumps(value)}")
+    if name == "expiry" and not 0 <= value <= UINT32_MAX:
+        raise BadLine(f"expiry: must be 0 to {UINT32_MAX} (UNIX seconds), not {value}")
+    if name == "priority" and value not in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER):
+        raise BadLine(f"priority: must be 10 or 5, not {value}")
+    return value
+
+
+class LineSplitter:
+    """Numbers and splits a byte stream into lines, holding at most one partial line.
+
+    :meth:`feed` and :meth:`finish` return ``(line_number, line)`` pairs; ``line``
+    is None for a line longer than ``max_line`` bytes, which is dropped, not kept.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self.number = 0
+        self._partial = bytearray()
+        self._overlong = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of the line not finished yet."""
+        return len(self._partial)
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes | None]]:
+        lines: list[tuple[int, bytes | None]] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            lines.append(self._line(chunk[start:end]))
+            start = end + 1
+        if not self._overlong:
+            self._partial += chunk[start:]
+            if len(self._partial) > self.max_line:
+                self._overlong = True
+                self._partial.clear()
+        return lines
+
+    def finish(self) -> list[tuple[int, bytes | None]]:
+        """The last line, if the input did not end with a newline."""
+        if self._partial or self._overlong:
+            return [self._line(b"")]
+        return []
+
+    def _line(self, tail: bytes) -> tuple[int, bytes | None]:
+        self.number += 1
+        if self._overlong:
+            self._overlong = False
+            return self.number, None
+        if self._partial:
+            line = bytes(self._partial + tail)
+            self._partial.clear()
+        else:
+            line = tail
+        if len(line) > self.max_line:
+            return self.number, None
+        return self.number, line.rstrip(b"\r")
