@@ -52,9 +52,9 @@ Cancellation: a cancelled *receive* loses nothing (the transport keeps its
 bytes). A cancelled *send* may have written part of a record, and a cancelled
 handshake leaves OpenSSL mid-state, so both mark the stream broken, as in trio.
 
-Throughput: ``send_all`` encrypts up to ``_SEND_CHUNK`` bytes per pass with a
-tight loop of ``send`` calls (partial-write mode returns after each 16 KiB
-record) and writes all resulting records to the transport at once.
+Throughput: ``send_all`` encrypts up to ``_SEND_CHUNK`` bytes per pass with one
+``send`` call (OpenSSL cuts them into 16 KiB records; partial-write mode is off,
+see ``_context``) and writes all resulting records to the transport at once.
 ``receive_some`` reads the transport in ``RECEIVE_SIZE`` pieces and, after the
 first record, keeps decrypting whatever is already buffered, up to
 ``max_bytes``, so one call returns many records' worth of plaintext.
