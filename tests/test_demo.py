@@ -29,7 +29,7 @@ def test_demo_runs_and_the_invariant_holds():
     assert "3000/3000 notifications have an outcome" in out
     assert "accepted 2990, rejected 10 (invalid token (8): 10), failed 0" in out
     assert "invalid token (8) x10, shutdown (10) x1" in out
-    assert re.search(r"replayed [1-9]\d* after rejections and the shutdown, 11 reconnects", out)
+    assert re.search(r"replayed [1-9]\d* after rejections and the shutdown, \d+ reconnects", out)
     assert "store: 10 devices deactivated for status 8 (invalid token)" in out
     assert "listed 50 tokens: 45 deactivated, 5 kept (re-registered since), 0 unknown" in out
     assert "submitted 3000 = accepted 2990 + rejected 10 + failed 0: yes" in out
