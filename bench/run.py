@@ -74,6 +74,16 @@ def case_size(case: Case, args: argparse.Namespace) -> int:
 # -- processes -----------------------------------------------------------------------------
 
 
+def make_pki(directory: Path, env: dict[str, str]) -> str | None:
+    """Write a fresh test PKI with the apns_legacy under test; the error, if any."""
+    made = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom apns_legacy.tls import make_test_pki\n"
+         "make_test_pki().write(sys.argv[1], p12_passphrase=b'bench')", str(directory)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return made.stderr.strip() or "failed" if made.returncode else None
+
+
 def start_receiver(
     pki: Path, work: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -181,6 +191,7 @@ def summarise(case: Case, n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     # The command-line cases measure the child process; the others the worker itself.
     rss = [r.get("rss_child_kib", r.get("rss_kib", 0)) / 1024 for r in good]
     before = [r["rss_before_kib"] / 1024 for r in good if "rss_before_kib" in r]
+    gc_shares = [r["gc"]["seconds"] / r["seconds"] for r in good if "gc" in r]
     receiver_rates = [
         sum(c["frames"] for c in r["receiver"]["connections"])
         / max(c["seconds"] for c in r["receiver"]["connections"])
@@ -196,6 +207,7 @@ def summarise(case: Case, n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_peak_rss_mib": statistics.median(rss) if rss else None,
         "median_rss_before_timing_mib": statistics.median(before) if before else None,
         "median_receiver_rate": statistics.median(receiver_rates) if receiver_rates else None,
+        "median_gc_share": statistics.median(gc_shares) if gc_shares else None,
         "ok": bool(runs) and all(not r.get("problems") for r in runs),
         "timed_out": any(r.get("timed_out") for r in runs),
         "problems": sorted({p for r in runs for p in r.get("problems", [])}),
@@ -240,19 +252,21 @@ def fmt_rate(rate: float | None) -> str:
 def table(rows: list[dict[str, Any]], reference: float | None) -> str:
     lines = [
         "| case | what | n | conns | notifications/s (median) | x reference | peak RSS MiB "
-        "| RSS before clock MiB | receiver's rate | status |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| RSS before clock MiB | GC share | receiver's rate | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         rate = row["median_rate"]
         ratio = "-" if rate is None or not reference else f"{rate / reference:.3f}"
         rss = row["median_peak_rss_mib"]
         before = row["median_rss_before_timing_mib"]
+        gc_share = row["median_gc_share"]
         status = "ok" if row["ok"] else ("TIMED OUT" if row["timed_out"] else "PROBLEM")
         lines.append(
             f"| {row['case']} | {row['what']} | {row['n']:,} | {row['connections']} "
             f"| {fmt_rate(rate)} | {ratio} | {'-' if rss is None else f'{rss:.0f}'} "
             f"| {'-' if before is None else f'{before:.0f}'} "
+            f"| {'-' if gc_share is None else f'{100 * gc_share:.0f}%'} "
             f"| {fmt_rate(row['median_receiver_rate'])} | {status} |"
         )
     return "\n".join(lines)
@@ -303,13 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
             env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")])
-        made = subprocess.run(
-            [sys.executable, "-c", "import sys\nfrom apns_legacy.tls import make_test_pki\n"
-             "make_test_pki().write(sys.argv[1], p12_passphrase=b'bench')", str(work / "pki")],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if made.returncode:
-            print(f"cannot make the test PKI: {made.stderr.strip()}", file=sys.stderr)
+        problem = make_pki(work / "pki", env)
+        if problem:
+            print(f"cannot make the test PKI: {problem}", file=sys.stderr)
             return 2
         rows = []
         for name in args.names:
