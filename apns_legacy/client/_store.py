@@ -57,9 +57,6 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 CREATE INDEX IF NOT EXISTS devices_inactive ON devices (deactivated_at) WHERE active = 0;
 """
-_COLUMNS: Final = (
-    "token, topic, registered_at, active, deactivated_at, deactivated_reason, feedback_time"
-)
 _UPSERT: Final = """
 INSERT INTO devices (token, topic, registered_at) VALUES (?1, ?2, ?3)
 ON CONFLICT (token) DO UPDATE SET
@@ -82,6 +79,7 @@ _CSV_FIELDS: Final = (
     "deactivated_reason",
     "feedback_time",
 )
+_COLUMNS: Final = ", ".join(_CSV_FIELDS)
 
 
 def epoch_seconds(moment: Moment | None) -> int:
