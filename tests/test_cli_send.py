@@ -11,10 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import trio
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -378,6 +380,7 @@ async def test_unreachable_gateway_fails_every_notification(certs):
             "--passphrase-env: the environment variable APNS_TEST_UNSET_VARIABLE is not set",
         ),
         (["--input", "/nonexistent/in.jsonl"], "--input /nonexistent/in.jsonl: cannot read"),
+        (["--input", "/"], "--input /: is a directory"),
         (["--input", os.devnull, "--report", "/nonexistent/r.jsonl"], "--report /nonexistent/r"),
     ],
 )
@@ -402,6 +405,28 @@ def test_unreadable_certificate_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"apns-legacy send: cannot use the credentials: {tmp_path / 'missing.pem'}: no such file\n"
     )
+
+
+def test_expired_certificate_is_refused_before_connecting(pki, tmp_path, capsys):
+    expired = pki.issue_client(
+        not_before=datetime.now(UTC) - timedelta(days=30),
+        not_after=datetime.now(UTC) - timedelta(days=1),
+    )
+    combined = tmp_path / "expired.pem"
+    combined.write_bytes(
+        expired.certificate.public_bytes(serialization.Encoding.PEM)
+        + expired.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    code = main(["send", "--host", "127.0.0.1", "--cert", str(combined), "--token", TOKEN_A,
+                 "--alert", "x"])  # fmt: skip
+    assert code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("apns-legacy send: cannot use the credentials: the certificate ")
+    assert " expired on " in line
 
 
 def test_connection_flags_resolve_apple_hosts_and_warn_about_the_environment(certs, capsys):

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -295,6 +296,8 @@ def _open_input(path: str | None) -> Iterator[int | None]:
     except OSError as exc:
         raise UsageError(f"--input {path}: cannot read ({exc.strerror})") from None
     try:
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):  # Linux opens a directory happily
+            raise UsageError(f"--input {path}: is a directory")
         yield descriptor
     finally:
         os.close(descriptor)
