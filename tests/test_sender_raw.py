@@ -410,3 +410,22 @@ async def test_unanswered_probe_falls_back_to_quiet_period(autojump_clock):
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.ACCEPTED, "quiet")] * 2
     assert stats.possible_duplicates == 0
+
+
+async def test_leaving_by_an_exception_fails_what_is_unsettled_at_once(autojump_clock):
+    gateway = ScriptedGateway()
+    outcomes = []
+
+    async def give_up():
+        async with open_sender(
+            connect=gateway.connect, config=CONFIG, on_outcome=outcomes.append
+        ) as sender:
+            await sender.submit(note(1))
+            await (await gateway.accept()).read_frame()
+            raise RuntimeError("caller gave up")
+
+    with pytest.raises(RuntimeError, match="caller gave up"):
+        await give_up()
+    assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
+    assert "interrupted" in outcomes[0].reason
+    assert trio.current_time() < 1.0  # no close_timeout, no quiet period waited for

@@ -278,3 +278,33 @@ def test_sync_facade_returns_outcomes_in_order(pki, tmp_path):
     assert [i for i, o in enumerate(outcomes) if not o.accepted] == [7]
     assert stats.accepted == 199
     assert sum(counts.values()) == 199
+
+
+async def test_unreachable_gateway_fails_with_a_readable_reason():
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = SenderConfig(max_connect_attempts=2, backoff_initial=0.01)
+    outcomes = []
+
+    async def connect():
+        return await trio.open_tcp_stream("127.0.0.1", port)
+
+    with trio.fail_after(30):
+        async with open_sender(
+            connect=connect,
+            config=config,
+            on_outcome=outcomes.append,
+        ) as sender:
+            await sender.submit_many(notifications(3))
+            await sender.flush()
+            # Later work gets one attempt, not a new round of backoff.
+            await sender.submit_many(notifications(2))
+            await sender.flush()
+    assert [o.kind for o in outcomes] == [OutcomeKind.FAILED] * 5
+    reason = outcomes[0].reason
+    assert reason.count(f"127.0.0.1:{port}") <= 2, reason
+    assert "2 attempts" in reason
+    assert sender.stats.connect_failures == 3

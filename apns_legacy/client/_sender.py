@@ -203,24 +203,32 @@ class Sender:
             self.probe_wanted = False
         await trio.lowlevel.checkpoint()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, graceful: bool = True) -> None:
         """Settle what is outstanding (up to ``close_timeout``), then stop.
 
-        Anything still unsettled at the deadline ends ``failed``. Idempotent.
+        Anything still unsettled at the deadline ends ``failed``. With
+        ``graceful=False`` (what leaving ``open_sender`` by an exception does), it
+        does not wait: everything unsettled ends ``failed`` at once. Idempotent.
         """
         if self._closed:
             return
         self._closed = True
-        with trio.move_on_after(self.config.close_timeout) as scope:
-            await self.flush(confirm=self.config.confirm_on_close)
-        if scope.cancelled_caught:
-            logger.warning("close timed out with %d outcomes outstanding", self.stats.pending)
+        if graceful:
+            with trio.move_on_after(self.config.close_timeout) as scope:
+                await self.flush(confirm=self.config.confirm_on_close)
+            if scope.cancelled_caught:
+                logger.warning("close timed out with %d outcomes outstanding", self.stats.pending)
         leftovers = self.queue.take_all()
         for connection in self._connections:
             if connection is not None:
                 leftovers += [j for j in connection.window.take_all() if j is not self.probe_job]
         for job in leftovers:
-            self._fail(job, "the sender closed before the gateway settled it")
+            self._fail(
+                job,
+                "the sender closed before the gateway settled it"
+                if graceful
+                else "the sender was interrupted before the gateway settled it",
+            )
         self._nursery.cancel_scope.cancel()
         self._outcome_send.close()
 
@@ -355,7 +363,11 @@ class Sender:
                     logger.error("%s (%d attempts); failing the queue", message, failures)
                     for job in self.queue.take_all():
                         self._fail(job, f"{message} ({failures} attempts)")
-                    failures = 0
+                    # Until a connection succeeds again, give later work one attempt,
+                    # not a whole new round of backoff: a gateway that is down stays
+                    # down for a while, and a caller with a million queued
+                    # notifications wants its answer in seconds, not hours.
+                    failures = config.max_connect_attempts - 1
                     continue
                 delay = random.uniform(
                     0, min(config.backoff_max, config.backoff_initial * 2**failures)
@@ -419,10 +431,17 @@ def _is_tls_refusal(exc: BaseException) -> bool:
 
 
 def _describe_error(exc: BaseException) -> str:
+    """The error's own words, plus its cause's where they add something."""
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text} ({cause})"
+    if cause is None:
+        return text
+    if isinstance(cause, BaseExceptionGroup):
+        cause_text = "; ".join(str(inner) for inner in cause.exceptions)
+    else:
+        cause_text = str(cause)
+    if cause_text and cause_text not in text and text not in cause_text:
+        text = f"{text} ({cause_text})"
     return text
 
 
@@ -473,10 +492,21 @@ async def open_sender(
                 handshake_timeout=config.connect_timeout,
             )
 
+    # The caller's own exception (or Ctrl-C, or a cancellation) is re-raised as it is,
+    # not wrapped in the nursery's ExceptionGroup.
+    body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         sender = Sender(nursery, connect, config, on_outcome, f"{host}:{port}")
         try:
             yield sender
-        finally:
+        except BaseException as exc:
+            # Leaving by an error: do not wait on the gateway; whatever is unsettled
+            # ends failed, so every notification still gets its outcome.
+            body_error = exc
+            with trio.CancelScope(shield=True):
+                await sender.aclose(graceful=False)
+        else:
             with trio.CancelScope(shield=True):
                 await sender.aclose()
+    if body_error is not None:
+        raise body_error

@@ -59,4 +59,5 @@ def status_from_int(value: int) -> Status | int:
 
 def status_name(value: Status | int) -> str:
     """``INVALID_TOKEN`` for a known code, ``UNKNOWN_STATUS_42`` for an unknown one."""
-    return value.name if isinstance(value, Status) else f"UNKNOWN_STATUS_{int(value)}"
+    known = status_from_int(int(value))
+    return known.name if isinstance(known, Status) else f"UNKNOWN_STATUS_{int(value)}"

@@ -75,6 +75,15 @@ class DeviceToken:
             LocalProtocolError: a character that is not hex (its 1-based position is
                 named), an odd number of digits, or a length other than allowed.
         """
+        if text.isascii() and text.isalnum():
+            # The common case, plain hex: let bytes.fromhex do the work in C. Anything
+            # it refuses goes through the loop below for a precise message.
+            try:
+                value = bytes.fromhex(text)
+            except ValueError:
+                pass
+            else:
+                return cls.from_bytes(value, allow_long=allow_long)
         digits = []
         for position, char in enumerate(text, start=1):
             if char in _HEX_DIGITS:
