@@ -118,9 +118,6 @@ class Connection:
             self.end_kind = kind
         self._cancel_scope.cancel()
 
-    def wake_writer(self) -> None:
-        self._room.unpark_all()
-
     # -- writer ------------------------------------------------------------------------
 
     async def _writer(self) -> None:
@@ -136,9 +133,11 @@ class Connection:
                     and self.probe_identifier is None
                     and config.command is not Command.SIMPLE
                 ):
-                    await self._write_probe()
-                    await self._await_probe_answer()
-                    return
+                    if await self._write_probe():
+                        await self._await_probe_answer()
+                        return
+                    await self._room.park()  # no identifier free yet: wait for settling
+                    continue
                 # Nothing to write. Close once idle for idle_timeout with nothing in
                 # flight; wake early for new work, a probe request or the sender closing.
                 with trio.move_on_at(self._last_write + config.idle_timeout) as idle:
@@ -168,16 +167,17 @@ class Connection:
             window.record(first, jobs, math.inf)  # timed once the write completes
             await self._send(data)
 
-    async def _write_probe(self) -> None:
+    async def _write_probe(self) -> bool:
         sender = self.sender
         first = sender.allocator.take(1, sender.is_live)
         if first is None:
-            return
+            return False
         self.probe_identifier = first
         sender.stats.probes += 1
         self.window.record(first, [sender.probe_job], math.inf)
         logger.debug("connection %d: confirmation probe %d", self.number, first)
         await self._send(encode_probe(self.sender.config.command, first))
+        return True
 
     async def _await_probe_answer(self) -> None:
         # A real gateway answers the probe and closes, and the reader ends this
