@@ -22,9 +22,20 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import settings
 
 from apns_legacy.simulator import Simulator, open_simulator
 from apns_legacy.tls import Environment, TestPKI, make_test_pki, open_tls_stream
+
+# -- hypothesis --------------------------------------------------------------------------
+
+# No per-example deadline: CI machines are shared and slow at times, and a property
+# test should fail on a wrong answer, never on a slow one. The "dev" profile is the
+# same with more examples, for a deeper run: pytest --hypothesis-profile=dev
+settings.register_profile("default", deadline=None)
+settings.register_profile("dev", deadline=None, max_examples=1000)
+settings.load_profile("default")
+
 
 # -- simulator ---------------------------------------------------------------------------
 
