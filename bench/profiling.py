@@ -161,12 +161,14 @@ def summarise_raw(raw: Path, seconds: float) -> str:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        if any(frame.startswith("Clock.start ") for frame in frames):
-            continue  # attaching, before the clock started
+        if any(frame.startswith(("Clock.start ", "Thread.run ")) for frame in frames):
+            continue  # attaching before the clock started; helper threads (trio.to_thread)
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    head = f"timed part {seconds:.3f} s (py-spy, wall-clock samples incl. idle)"
+    head = "py-spy, wall-clock samples incl. idle, main thread"
+    if seconds:
+        head = f"timed part {seconds:.3f} s ({head})"
     return ranking(head, own, inclusive)
 
 
@@ -190,13 +192,19 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "profile.txt")
     parser.add_argument("--config", default="{}", help="SenderConfig overrides as JSON")
+    parser.add_argument(
+        "--raw", type=Path, help="only summarise this py-spy raw file (e.g. of the CLI)"
+    )
     args = parser.parse_args()
-    from run import make_pki, start_receiver, stop_receiver
+    if args.raw:
+        print(summarise_raw(args.raw, 0.0))
+        return 0
+    from run import make_pki, start_receiver, stop_receiver, worker_env
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="apns-profile-") as temp:
         work = Path(temp)
+        env = worker_env(work)
         problem = make_pki(work / "pki", env)
         if problem:
             raise SystemExit(f"cannot make the test PKI: {problem}")
@@ -208,7 +216,7 @@ def main() -> int:
                 "--connections", str(args.connections), "--config", args.config,
                 "--profile", args.profiler, "--profile-out", str(args.out),
             ]  # fmt: skip
-            subprocess.run(command, check=True, timeout=600)
+            subprocess.run(command, check=True, timeout=600, env=env)
         finally:
             stop_receiver(receiver)
     print(args.out.read_text()[:8000])
