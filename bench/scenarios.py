@@ -1,0 +1,148 @@
+"""Loss and duplicate figures of the sender under each fault, against the simulator.
+
+Usage: python bench/scenarios.py [--n 10000]
+
+For each scenario it sends N notifications over real TLS on 127.0.0.1 and compares the
+sender's outcomes with what the simulator recorded:
+
+* lost: accepted by the sender but never recorded by the simulator (must be 0);
+* duplicated: recorded more than once (only allowed where the sender flagged the
+  notification as a possible duplicate);
+* unflagged duplicates: duplicated but not flagged (must be 0).
+
+Every scenario is bounded: N notifications and a 120 s deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from apns_legacy import Command, DeviceToken, Notification, SenderConfig, open_sender
+from apns_legacy.simulator import Fault, FaultScope, open_simulator
+from apns_legacy.tls import make_test_pki
+
+
+def token_for(i: int) -> DeviceToken:
+    return DeviceToken(i.to_bytes(4, "big") * 8)
+
+
+def scenarios(n: int) -> list[tuple[str, dict[str, Any], SenderConfig]]:
+    fast = {"settle_after": 0.3, "backoff_initial": 0.01}
+    invalid = [token_for(i).value for i in (n // 5, n // 2, 3 * n // 4)]
+    return [
+        ("3 invalid tokens, 1 connection", {"invalid_tokens": invalid}, SenderConfig(**fast)),
+        (
+            "3 invalid tokens, 4 connections",
+            {"invalid_tokens": invalid},
+            SenderConfig(connections=4, **fast),
+        ),
+        (
+            "3 invalid tokens, command 1",
+            {"invalid_tokens": invalid},
+            SenderConfig(command=Command.ENHANCED, **fast),
+        ),
+        (
+            "shutdown (10) after n/3",
+            {"faults": [Fault.shutdown_after(n // 3, per=FaultScope.SERVER)]},
+            SenderConfig(**fast),
+        ),
+        (
+            "reset (RST) after 2n/5",
+            {"faults": [Fault.reset_after(notifications=2 * n // 5)]},
+            SenderConfig(**fast),
+        ),
+        (
+            "reset (RST) after 2n/5, 4 connections",
+            {"faults": [Fault.reset_after(notifications=2 * n // 5, per=FaultScope.SERVER)]},
+            SenderConfig(connections=4, **fast),
+        ),
+        (
+            "error frames delayed 0.2 s",
+            {"invalid_tokens": invalid, "faults": [Fault.delay_errors(0.2)]},
+            SenderConfig(settle_after=1.0),
+        ),
+        (
+            "slow reader (2 MB/s)",
+            {"faults": [Fault.slow_reader(2_000_000)]},
+            SenderConfig(window_size=2_000, **fast),
+        ),
+        (
+            "handshake refused twice",
+            {"faults": [Fault.refuse_handshake(times=2)]},
+            SenderConfig(**fast),
+        ),
+        (
+            "command 0, 1 invalid token",
+            {"invalid_tokens": invalid[:1]},
+            SenderConfig(command=Command.SIMPLE, **fast),
+        ),
+    ]
+
+
+async def run_one(
+    pki: Any, n: int, options: dict[str, Any], config: SenderConfig
+) -> dict[str, Any]:
+    items = [
+        Notification(token=token_for(i), payload=b'{"aps":{"alert":"n%d"}}' % i) for i in range(n)
+    ]
+    outcomes: list[Any] = []
+    started = time.perf_counter()
+    with trio.fail_after(120):
+        async with open_simulator(pki=pki, **options) as sim:
+            host, port = sim.gateway_address
+            async with open_sender(
+                sim.client_context(), host=host, port=port, config=config,
+                on_outcome=outcomes.append,
+            ) as sender:  # fmt: skip
+                await sender.submit_many(items)
+                await sender.flush(confirm=config.command is not Command.SIMPLE)
+            counts = collections.Counter(record.token for record in sim.accepted)
+    seconds = time.perf_counter() - started
+    stats = sender.stats
+    accepted = {o.notification.token.hex for o in outcomes if o.accepted}
+    flagged = {o.notification.token.hex for o in outcomes if o.possible_duplicate}
+    duplicated = {token for token, count in counts.items() if count > 1}
+    return {
+        "submitted": stats.submitted,
+        "accepted": stats.accepted,
+        "rejected": stats.rejected,
+        "failed": stats.failed,
+        "invariant": stats.submitted == stats.accepted + stats.rejected + stats.failed == n,
+        "lost": len(accepted - set(counts)),
+        "duplicated": len(duplicated),
+        "unflagged_duplicates": len(duplicated - flagged),
+        "possible_duplicates": stats.possible_duplicates,
+        "replayed": stats.replayed,
+        "seconds": round(seconds, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="notifications per scenario")
+    args = parser.parse_args(argv)
+    pki = make_test_pki()
+    columns = ["submitted", "accepted", "rejected", "failed", "lost", "duplicated",
+               "unflagged_duplicates", "possible_duplicates", "replayed", "seconds"]  # fmt: skip
+    print("| scenario | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    ok = True
+    for name, options, config in scenarios(args.n):
+        run: Callable[[], Any] = lambda o=options, c=config: run_one(pki, args.n, o, c)  # noqa: E731
+        result = trio.run(run)
+        ok = ok and result["invariant"] and not result["lost"]
+        ok = ok and not result["unflagged_duplicates"]
+        print(f"| {name} | " + " | ".join(str(result[c]) for c in columns) + " |", flush=True)
+    print("invariant held, nothing lost, no unflagged duplicate" if ok else "PROBLEM: see above")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
