@@ -258,7 +258,10 @@ def git_state(at: str | None) -> dict[str, Any]:
         return done.stdout.strip()
 
     if at:
-        return {"commit": git("rev-parse", at), "tree": f"git archive of {at}"}
+        return {
+            "commit": git("rev-parse", "--verify", f"{at}^{{commit}}"),
+            "tree": f"git archive of {at}",
+        }
     dirty = bool(git("status", "--porcelain", "--", "apns_legacy"))
     return {"commit": git("rev-parse", "HEAD"), "tree": "working tree", "dirty": dirty}
 
@@ -324,11 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="apns-bench-") as temp:
         work = Path(temp)
         env = worker_env(work)
+        # Taken before the cases run: other commits may land meanwhile.
+        state = git_state(args.at)
         if args.at:
+            if not state["commit"]:
+                print(f"--at {args.at}: no such commit", file=sys.stderr)
+                return 2
             tree = work / "tree"
             tree.mkdir()
             archive = subprocess.run(
-                ["git", "archive", args.at, "apns_legacy"],
+                ["git", "archive", state["commit"], "apns_legacy"],
                 cwd=ROOT,
                 capture_output=True,
                 check=True,
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     output: dict[str, Any] = {
         "machine": info,
-        "git": git_state(args.at),
+        "git": state,
         "settings": {
             "n": args.n,
             "small_n": args.small_n,
