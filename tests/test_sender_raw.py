@@ -345,7 +345,7 @@ async def test_legacy_commands_layout(autojump_clock, command):
 
 async def test_window_full_applies_back_pressure_without_forgetting(autojump_clock):
     gateway = ScriptedGateway()
-    config = SenderConfig(window_size=4, settle_after=1.0)
+    config = SenderConfig(window_size=4, settle_after=1.0, probe_when_full=False)
 
     async def body(sender):
         for n in range(10):
@@ -429,3 +429,32 @@ async def test_leaving_by_an_exception_fails_what_is_unsettled_at_once(autojump_
     assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
     assert "interrupted" in outcomes[0].reason
     assert trio.current_time() < 1.0  # no close_timeout, no quiet period waited for
+
+
+async def test_full_window_is_settled_by_probe_and_a_fresh_connection(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(window_size=4, settle_after=100.0)
+
+    async def body(sender):
+        for n in range(6):
+            await sender.submit(note(n), tag=n)
+        first = await gateway.accept()
+        assert [f[1] for f in await first.read_frames(4)] == [token(n).value for n in range(4)]
+        probe = await first.read_frame()
+        assert probe[1] == b""
+        await first.reply("080200000000")
+        await first.close()
+        second = await gateway.accept()
+        assert [f[1] for f in await second.read_frames(2)] == [token(4).value, token(5).value]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(sender.flush, confirm=True))
+            assert (await second.read_frame())[1] == b""
+            await second.reply("080200000000")
+            await second.close()
+        # No quiet period was waited for (settle_after is 100 s of virtual time).
+        assert trio.current_time() < 100
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert {o.tag: o.reason for o in outcomes} == dict.fromkeys(range(6), "confirmed")
+    assert stats.probes == 2
+    assert stats.possible_duplicates == 0

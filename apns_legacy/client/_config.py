@@ -41,6 +41,13 @@ class SenderConfig:
     #: Most notifications written and unsettled on one connection; when full, the
     #: writer waits for settling (back-pressure) instead of forgetting anything.
     window_size: int = attrs.field(default=200_000, validator=_positive)
+    #: When a window fills, end it with a confirmation probe instead of waiting out
+    #: the quiet period: one round trip and one reconnect per ``window_size``
+    #: notifications instead of ``settle_after`` seconds of idle writer, and the
+    #: window's outcomes are confirmed, not inferred. (One reconnect per 200,000
+    #: notifications is far from the rapid reconnecting Apple treated as an attack.)
+    #: Not possible with command 0.
+    probe_when_full: bool = True
     #: Most notifications waiting to be written; ``submit`` waits when it is full.
     queue_size: int = attrs.field(default=50_000, validator=_positive)
     #: Coalesce frames into writes of about this many bytes (TN2265: batch writes).

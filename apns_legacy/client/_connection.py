@@ -152,6 +152,16 @@ class Connection:
                 continue
             room = sender.window_limit - len(window)
             if room <= 0:
+                if (
+                    config.probe_when_full
+                    and config.command is not Command.SIMPLE
+                    and sender.window_limit == config.window_size
+                    and await self._write_probe()
+                ):
+                    # Settle the full window for certain; the gateway's answer ends
+                    # this connection and the slot opens a fresh one for the rest.
+                    await self._await_probe_answer()
+                    return
                 await self._room.park()
                 continue
             jobs = queue.take(min(room, _MAX_BATCH), config.write_size)
