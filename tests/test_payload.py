@@ -505,3 +505,44 @@ def test_boundaries_are_ordered_and_stable_under_stop(text, stop):
         assert controls or after not in "\u0301\u20e3\ufe0f\u200d🏽\U000e0067\U000e007f\u1161\u11a8"
         assert controls or before != "\u200d"
         assert (before, after) != ("\r", "\n")
+
+
+# -- the compact JSON writer agrees with json.dumps ----------------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _json_values, max_size=5))
+def test_custom_keys_encode_exactly_as_json_dumps(custom):
+    custom.pop("aps", None)
+    expected = json.dumps(
+        {"aps": {}, **custom}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
+    try:
+        expected_bytes = expected.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(LocalProtocolError, match="surrogate"):
+            build_payload(custom=custom, limit=65535)
+        return
+    if len(expected_bytes) > 65535:
+        return
+    assert build_payload(custom=custom, limit=65535) == expected_bytes
+
+
+def test_unusual_values_fall_back_to_json_dumps():
+    # Non-str keys inside a value: json.dumps converts them; so do we.
+    assert build_payload(custom={"m": {1: "x", None: 2}}) == b'{"aps":{},"m":{"1":"x","null":2}}'
+    with pytest.raises(LocalProtocolError, match="cannot be encoded"):
+        build_payload(custom={"m": {1, 2}})
+    with pytest.raises(LocalProtocolError, match="cannot be encoded"):
+        build_payload(custom={"m": float("nan")})
