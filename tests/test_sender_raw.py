@@ -458,3 +458,21 @@ async def test_full_window_is_settled_by_probe_and_a_fresh_connection(autojump_c
     assert {o.tag: o.reason for o in outcomes} == dict.fromkeys(range(6), "confirmed")
     assert stats.probes == 2
     assert stats.possible_duplicates == 0
+
+
+async def test_submit_nowait_queues_until_full_then_would_block(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(queue_size=2)
+
+    async def body(sender):
+        sender.submit_nowait(note(1), tag=1)
+        sender.submit_nowait(note(2), tag=2)
+        with pytest.raises(trio.WouldBlock):
+            sender.submit_nowait(note(3), tag=3)
+        assert sender.stats.submitted == 2
+        server = await gateway.accept()
+        await server.read_frames(2)
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, config, body)
+    assert sorted(o.tag for o in outcomes) == [1, 2]

@@ -25,6 +25,8 @@ from ..wire import (
 )
 
 FIELDS: Final = ("token", "payload", "expiry", "priority")
+# Distinct payloads remembered for sharing (see _line_payload).
+_SHARED_PAYLOADS: Final = 1024
 UINT32_MAX: Final = 0xFFFF_FFFF
 #: Bytes per read of the input; lines are split out of these pieces.
 READ_SIZE: Final = 65_536
@@ -44,6 +46,8 @@ class Plan:
     #: The --token values (empty with --input).
     tokens: tuple[DeviceToken, ...]
     strict: bool
+    #: Payloads seen on input lines, so that equal ones share one bytes object.
+    shared_payloads: dict[bytes, bytes] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 class BadLine(Exception):
@@ -86,15 +90,6 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
 
 
 def _token(text: str, allow_long: bool) -> DeviceToken:
-    # Fast path for plain hex, the usual case: DeviceToken.from_hex checks character
-    # by character (to name a bad one), which was most of the time spent per line.
-    if text.isascii() and text.isalnum():
-        try:
-            value = bytes.fromhex(text)
-        except ValueError:
-            pass  # from_hex says what is wrong
-        else:
-            return DeviceToken.from_bytes(value, allow_long=allow_long)
     return DeviceToken.from_hex(text, allow_long=allow_long)
 
 
@@ -107,9 +102,15 @@ def _line_payload(item: dict[str, Any], plan: Plan) -> bytes:
     if not isinstance(value, dict | str):
         raise BadLine("payload: must be a JSON object, or a string holding one")
     try:
-        return raw_payload(value, limit=plan.config.payload_limit)
+        payload = raw_payload(value, limit=plan.config.payload_limit)
     except LocalProtocolError as exc:
         raise BadLine(f"payload: {exc}") from None
+    # Lines that carry the same payload share one bytes object, which lets the sender
+    # encode a run of them as a broadcast (see wire encode_batch). Bounded.
+    shared = plan.shared_payloads
+    if len(shared) >= _SHARED_PAYLOADS:
+        shared.clear()
+    return shared.setdefault(payload, payload)
 
 
 def _int_field(item: dict[str, Any], name: str, default: int) -> int:

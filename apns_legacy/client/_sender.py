@@ -128,6 +128,24 @@ class Sender:
         await self.queue.wait_for_room()
         self._enqueue(Outcome(notification, tag))
 
+    def submit_nowait(self, notification: Notification, tag: Any = None) -> None:
+        """Queue one notification if there is room, without waiting.
+
+        The fast path for a loop that submits many: call this, and ``await
+        submit(...)`` only when it raises :class:`trio.WouldBlock`.
+
+        Raises:
+            trio.WouldBlock: the queue is full (nothing was queued).
+            LocalProtocolError: it breaks the configured limits (nothing is queued).
+            trio.ClosedResourceError: the sender is closed.
+        """
+        self.check(notification)
+        if self._closed:
+            raise trio.ClosedResourceError("the sender is closed")
+        if not self.queue.room() > 0:
+            raise trio.WouldBlock
+        self._enqueue(Outcome(notification, tag))
+
     async def submit_many(
         self, notifications: Iterable[Notification] | AsyncIterable[Notification]
     ) -> int:
