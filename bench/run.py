@@ -42,6 +42,9 @@ class Case:
     connections: int = 1
     #: Which notification count: "n" (the main one), "small" (sync, cli) or a fixed number.
     size: str | int = "n"
+    #: Collect young objects less often in the sending process, as `apns-legacy send`
+    #: does: gc.set_threshold(50_000, 20, 20).
+    tuned_gc: bool = False
 
 
 CASES = [
@@ -56,6 +59,11 @@ CASES = [
     Case("payload-4", "payload", "sender, build_payload in the loop", 4),
     Case("broadcast-1", "broadcast", "sender, one payload to many tokens"),
     Case("broadcast-4", "broadcast", "sender, one payload to many tokens", 4),
+    Case("sender-1-gc", "sender", "sender-1 with fewer young-generation GCs", tuned_gc=True),
+    Case("payload-1-gc", "payload", "payload-1 with fewer young-generation GCs", tuned_gc=True),
+    Case(
+        "broadcast-1-gc", "broadcast", "broadcast-1 with fewer young-generation GCs", tuned_gc=True
+    ),
     Case("sync", "sync", "send_all (synchronous facade)", 1, "small"),
     Case("cli", "cli", "apns-legacy send --input FILE (subprocess)", 1, "small"),
     Case("memory-small", "cli", "apns-legacy send --input, streamed (peak RSS)", 1, "memory"),
@@ -177,6 +185,7 @@ def run_once(
         "--port", str(port), "--pki", str(pki), "--work", str(work),
         "--n", str(n), "--connections", str(case.connections),
         "--deadline", str(args.deadline),
+        *(["--tuned-gc"] if case.tuned_gc else []),
     ]  # fmt: skip
     try:
         # The worker bounds its timed part by --deadline; this bounds the whole process

@@ -213,3 +213,36 @@ def test_encoders_accept_plain_int_commands():
     n = Notification(token=DeviceToken(bytes(32)), payload=b"{}")
     assert encode_notification(2, n, 7) == encode_notification(Command.FRAME, n, 7)
     assert encode_batch(1, 7, [n]) == encode_batch(Command.ENHANCED, 7, [n])
+
+
+def test_for_tokens_equals_the_constructor_and_shares_the_payload():
+    from apns_legacy import DeviceToken, Notification
+
+    payload = b'{"aps":{"alert":"hi"}}'
+    tokens = [bytes([i]) * 32 for i in range(3)] + [DeviceToken(bytes(40))]
+    made = list(Notification.for_tokens(tokens, payload=payload, expiry=7, priority=5))
+    expected = [
+        Notification(
+            token=t if isinstance(t, DeviceToken) else DeviceToken(t),
+            payload=payload,
+            expiry=7,
+            priority=5,
+        )
+        for t in tokens
+    ]
+    assert made == expected
+    assert all(n.payload is made[0].payload for n in made)
+    assert all(type(n.token.value) is bytes for n in made)
+
+
+def test_for_tokens_checks_shared_values_at_once_and_each_token_lazily():
+    from apns_legacy import LocalProtocolError, Notification
+
+    with pytest.raises(LocalProtocolError, match="priority"):
+        Notification.for_tokens([], payload=b"{}", priority=7)
+    made = Notification.for_tokens([bytes(32), bytes(31)], payload=b"{}")
+    assert next(made).token.value == bytes(32)
+    with pytest.raises(LocalProtocolError, match="31 bytes"):
+        next(made)
+    with pytest.raises(TypeError):
+        next(Notification.for_tokens(["ab" * 32], payload=b"{}"))

@@ -130,9 +130,8 @@ _ALERT_KEYS: Final = tuple(
 
 def _encode(obj: object) -> bytes:
     # allow_nan=False: NaN and Infinity are not JSON, and Python would write them anyway.
-    parts: list[str] = []
     try:
-        _compact(obj, parts)
+        text = _json(obj)
     except _Unusual:
         # Anything _compact does not know (non-str keys, str or dict subclasses with
         # their own behaviour, ...): json.dumps decides, and raises for what it refuses.
@@ -140,8 +139,6 @@ def _encode(obj: object) -> bytes:
             text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"payload cannot be encoded as JSON: {exc}") from exc
-    else:
-        text = "".join(parts)
     return _utf8(text)
 
 
@@ -149,8 +146,8 @@ class _Unusual(Exception):
     """A value the compact writer leaves to json.dumps."""
 
 
-def _compact(obj: object, out: list[str]) -> None:
-    """Write ``obj`` as json.dumps(ensure_ascii=False, separators=(",", ":")) would.
+def _json(obj: object) -> str:
+    """``obj`` as json.dumps(ensure_ascii=False, separators=(",", ":")) would write it.
 
     json.dumps builds a new encoder on every call, which costs more than encoding a
     small payload; this writer does the same job for the plain types a payload is
@@ -158,39 +155,35 @@ def _compact(obj: object, out: list[str]) -> None:
     json.dumps byte for byte by a property test. Anything else raises _Unusual.
     """
     if type(obj) is str:
-        out.append(_escape(obj))
-    elif type(obj) is dict:
-        out.append("{")
-        first = True
-        for key, value in obj.items():
+        return _escape(obj)
+    if type(obj) is dict:
+        for key in obj:
             if type(key) is not str:
                 raise _Unusual
-            if not first:
-                out.append(",")
-            first = False
-            out.append(_escape(key))
-            out.append(":")
-            _compact(value, out)
-        out.append("}")
-    elif type(obj) is list or type(obj) is tuple:
-        out.append("[")
-        for index, value in enumerate(obj):
-            if index:
-                out.append(",")
-            _compact(value, out)
-        out.append("]")
-    elif obj is True:
-        out.append("true")
-    elif obj is False:
-        out.append("false")
-    elif obj is None:
-        out.append("null")
-    elif type(obj) is int:
-        out.append(int.__repr__(obj))
-    elif type(obj) is float and math.isfinite(obj):
-        out.append(float.__repr__(obj))
-    else:
-        raise _Unusual
+        # Strings, the usual value, inline; anything else recursively.
+        return (
+            "{"
+            + ",".join(
+                [
+                    _escape(key) + ":" + (_escape(value) if type(value) is str else _json(value))
+                    for key, value in obj.items()
+                ]
+            )
+            + "}"
+        )
+    if type(obj) is list or type(obj) is tuple:
+        return "[" + ",".join([_json(value) for value in obj]) + "]"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if obj is None:
+        return "null"
+    if type(obj) is int:
+        return int.__repr__(obj)
+    if type(obj) is float and math.isfinite(obj):
+        return float.__repr__(obj)
+    raise _Unusual
 
 
 def _utf8(text: str) -> bytes:
