@@ -336,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
         # A bulk send makes a few objects per notification that live until it
         # settles; with the default thresholds the collector walks them over and over
         # (a quarter of the run time in bench/). Collect young objects less often.
+        thresholds = gc.get_threshold()
         gc.set_threshold(50_000, 20, 20)
         try:
             return trio.run(send, plan, target, source, _Run(report, display))
@@ -346,3 +347,5 @@ def run(args: argparse.Namespace) -> int:
             if interrupts is not None and rest is None:
                 raise KeyboardInterrupt from None
             raise
+        finally:
+            gc.set_threshold(*thresholds)
