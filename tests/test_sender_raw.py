@@ -24,6 +24,8 @@ from apns_legacy import (
     Notification,
     OutcomeKind,
     SenderConfig,
+    encode_frame,
+    encode_probe,
     open_sender,
 )
 
@@ -476,3 +478,115 @@ async def test_submit_nowait_queues_until_full_then_would_block(autojump_clock):
 
     outcomes, _ = await run_with(gateway, config, body)
     assert sorted(o.tag for o in outcomes) == [1, 2]
+
+
+class OneWayGateway:
+    """Like ScriptedGateway, but the two directions close independently.
+
+    Lets a test stop reading (so the sender's writes fail) while still writing an
+    error response: the TN2265 case of an error frame read after a failed write.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel(math.inf)
+
+    async def connect(self):
+        to_server_send, to_server_receive = trio.testing.memory_stream_one_way_pair()
+        to_client_send, to_client_receive = trio.testing.memory_stream_one_way_pair()
+        self._send.send_nowait((to_server_receive, to_client_send))
+        return trio.StapledStream(to_server_send, to_client_receive)
+
+    async def accept(self):
+        return await self._receive.receive()
+
+
+FRAME = len(encode_frame(1, token(0).value, note(0).payload))
+PROBE = len(encode_probe(Command.FRAME, 1))
+
+
+async def read_bytes(stream, n):
+    data = b""
+    while len(data) < n:
+        chunk = await stream.receive_some()
+        assert chunk, "stream ended early"
+        data += chunk
+    return data
+
+
+async def test_error_response_read_after_the_write_failed(autojump_clock):
+    gateway = OneWayGateway()
+    config = SenderConfig(error_wait=5.0, settle_after=100.0)
+    outcomes = []
+    async with open_sender(
+        connect=gateway.connect, config=config, on_outcome=outcomes.append
+    ) as sender:
+        for n in range(3):
+            await sender.submit(note(n), tag=n)
+        incoming, outgoing = await gateway.accept()
+        await read_bytes(incoming, 3 * FRAME)
+        # Stop reading: the sender's next write fails with a broken pipe...
+        await incoming.aclose()
+        await sender.submit(note(3), tag=3)
+        await trio.testing.wait_all_tasks_blocked()
+        # ...and only then does the error response arrive, naming notification 2.
+        await outgoing.send_all(bytes.fromhex("0808") + struct.pack("!I", 2))
+        await outgoing.aclose()
+        second_in, second_out = await gateway.accept()
+        await read_bytes(second_in, 2 * FRAME)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(sender.flush, confirm=True))
+            await read_bytes(second_in, PROBE)
+            await second_out.send_all(bytes.fromhex("080200000000"))
+            await second_out.aclose()
+        assert trio.current_time() < 5.0  # answered by the frame, not by error_wait
+    kinds = {o.tag: o.kind for o in outcomes}
+    assert kinds == {
+        0: OutcomeKind.ACCEPTED,
+        1: OutcomeKind.REJECTED,
+        2: OutcomeKind.ACCEPTED,
+        3: OutcomeKind.ACCEPTED,
+    }
+    assert not any(o.possible_duplicate for o in outcomes)
+
+
+async def test_write_failure_without_error_response_resends_as_possible_duplicates(
+    autojump_clock,
+):
+    gateway = OneWayGateway()
+    config = SenderConfig(error_wait=2.0, settle_after=1.0)
+    outcomes = []
+    async with open_sender(
+        connect=gateway.connect, config=config, on_outcome=outcomes.append
+    ) as sender:
+        await sender.submit(note(1), tag=1)
+        incoming, outgoing = await gateway.accept()
+        await read_bytes(incoming, FRAME)
+        await incoming.aclose()  # reads nothing more and says nothing
+        await sender.submit(note(2), tag=2)
+        second_in, _ = await gateway.accept()
+        assert trio.current_time() >= 2.0  # the sender waited error_wait for an answer
+        await read_bytes(second_in, 2 * FRAME)
+        await sender.flush()
+        await outgoing.aclose()
+    assert sorted((o.tag, o.kind, o.possible_duplicate) for o in outcomes) == [
+        (1, OutcomeKind.ACCEPTED, True),
+        (2, OutcomeKind.ACCEPTED, True),
+    ]
+
+
+async def test_submit_many_takes_an_async_iterable(autojump_clock):
+    gateway = ScriptedGateway()
+
+    async def produce():
+        for n in range(3):
+            await trio.lowlevel.checkpoint()
+            yield note(n)
+
+    async def body(sender):
+        assert await sender.submit_many(produce()) == 3
+        server = await gateway.accept()
+        await server.read_frames(3)
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, CONFIG, body)
+    assert len(outcomes) == 3

@@ -308,3 +308,17 @@ async def test_unreachable_gateway_fails_with_a_readable_reason():
     assert reason.count(f"127.0.0.1:{port}") <= 2, reason
     assert "2 attempts" in reason
     assert sender.stats.connect_failures == 3
+
+
+async def test_tls13_late_certificate_rejection_fails_fast(pki):
+    # Under TLS 1.3 the client's handshake completes before the server checks the
+    # client certificate; the refusal arrives as an alert on the first read.
+    from apns_legacy.tls import make_test_pki
+
+    stranger = make_test_pki()
+    context = client_context(stranger.client, ca=pki.ca_pem())
+    async with open_simulator(pki=pki, allow_tls13=True) as sim:
+        outcomes, stats = await run(sim, notifications(5), context=context)
+    assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
+    assert "TLS" in outcomes[0].reason
+    assert stats.connections_opened <= 2
