@@ -7,7 +7,11 @@ Three tasks share one stream and one :class:`InFlightWindow`:
 * the **writer** takes jobs from the sender's shared queue, gives them a contiguous
   range of identifiers, records the batch in the window *before* writing it (so an
   error response can never name something the window does not know), and writes the
-  whole batch with one ``send_all``. When the window is full it waits for room.
+  whole batch with one ``send_all``. When the window is full it either ends the
+  connection with a confirmation probe (``probe_when_full``: the gateway's answer
+  settles the whole window at once and the slot reconnects) or waits for room. The
+  window's size shrinks after connections die with their window's fate unknown and
+  grows back with progress (see ``Sender.window_limit``).
 * the **reader** reads the gateway's side of the stream. The gateway only ever
   writes one thing, a 6-byte error response, and then closes. The decoder copes with
   the 6 bytes arriving in pieces or together with the close. The reader is the
