@@ -19,7 +19,6 @@ import argparse
 import collections
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -34,34 +33,36 @@ def token_for(i: int) -> DeviceToken:
 
 
 def scenarios(n: int) -> list[tuple[str, dict[str, Any], SenderConfig]]:
-    fast = {"settle_after": 0.3, "backoff_initial": 0.01}
+    def fast(**overrides: Any) -> SenderConfig:
+        return SenderConfig(settle_after=0.3, backoff_initial=0.01, **overrides)
+
     invalid = [token_for(i).value for i in (n // 5, n // 2, 3 * n // 4)]
     return [
-        ("3 invalid tokens, 1 connection", {"invalid_tokens": invalid}, SenderConfig(**fast)),
+        ("3 invalid tokens, 1 connection", {"invalid_tokens": invalid}, fast()),
         (
             "3 invalid tokens, 4 connections",
             {"invalid_tokens": invalid},
-            SenderConfig(connections=4, **fast),
+            fast(connections=4),
         ),
         (
             "3 invalid tokens, command 1",
             {"invalid_tokens": invalid},
-            SenderConfig(command=Command.ENHANCED, **fast),
+            fast(command=Command.ENHANCED),
         ),
         (
             "shutdown (10) after n/3",
             {"faults": [Fault.shutdown_after(n // 3, per=FaultScope.SERVER)]},
-            SenderConfig(**fast),
+            fast(),
         ),
         (
             "reset (RST) after 2n/5",
             {"faults": [Fault.reset_after(notifications=2 * n // 5)]},
-            SenderConfig(**fast),
+            fast(),
         ),
         (
             "reset (RST) after 2n/5, 4 connections",
             {"faults": [Fault.reset_after(notifications=2 * n // 5, per=FaultScope.SERVER)]},
-            SenderConfig(connections=4, **fast),
+            fast(connections=4),
         ),
         (
             "error frames delayed 0.2 s",
@@ -71,17 +72,17 @@ def scenarios(n: int) -> list[tuple[str, dict[str, Any], SenderConfig]]:
         (
             "slow reader (2 MB/s)",
             {"faults": [Fault.slow_reader(2_000_000)]},
-            SenderConfig(window_size=2_000, **fast),
+            fast(window_size=2_000),
         ),
         (
             "handshake refused twice",
             {"faults": [Fault.refuse_handshake(times=2)]},
-            SenderConfig(**fast),
+            fast(),
         ),
         (
             "command 0, 1 invalid token",
             {"invalid_tokens": invalid[:1]},
-            SenderConfig(command=Command.SIMPLE, **fast),
+            fast(command=Command.SIMPLE),
         ),
     ]
 
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (len(columns) + 1) + "|")
     ok = True
     for name, options, config in scenarios(args.n):
-        run: Callable[[], Any] = lambda o=options, c=config: run_one(pki, args.n, o, c)  # noqa: E731
-        result = trio.run(run)
+        result = trio.run(run_one, pki, args.n, options, config)
         ok = ok and result["invariant"] and not result["lost"]
         ok = ok and not result["unflagged_duplicates"]
         print(f"| {name} | " + " | ".join(str(result[c]) for c in columns) + " |", flush=True)
