@@ -590,3 +590,31 @@ async def test_submit_many_takes_an_async_iterable(autojump_clock):
 
     outcomes, _ = await run_with(gateway, CONFIG, body)
     assert len(outcomes) == 3
+
+
+async def test_command_0_silent_closes_are_not_taken_for_a_wrong_environment(autojump_clock):
+    # With command 0 the gateway answers a bad notification by closing: right after
+    # the handshake, with nothing settled. That must not end the run as a
+    # certificate problem; max_losses bounds it instead.
+    gateway = ScriptedGateway()
+    config = SenderConfig(command=Command.SIMPLE, max_losses=2, settle_after=1.0)
+
+    async def body(sender):
+        await sender.submit(note(1), tag=1)
+        for _ in range(2):
+            server = await gateway.accept()
+            await server._read_exactly(1)
+            await server.close()
+        await sender.flush()
+        assert sender.fatal_error is None
+        await sender.submit(note(2), tag=2)
+        third = await gateway.accept()
+        await third._read_exactly(1)
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, config, body)
+    assert [(o.tag, o.kind) for o in outcomes] == [
+        (1, OutcomeKind.FAILED),
+        (2, OutcomeKind.ACCEPTED),
+    ]
+    assert "connections that died" in outcomes[0].reason

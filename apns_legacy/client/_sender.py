@@ -31,6 +31,7 @@ import trio
 from ..wire import (
     MAX_LONG_TOKEN_LENGTH,
     TOKEN_LENGTH,
+    Command,
     DeviceToken,
     LocalProtocolError,
     Notification,
@@ -409,10 +410,13 @@ class Sender:
     def _diagnose_silent_close(self, connection: Connection) -> None:
         # Apple's gateway accepted a certificate for the other environment in the TLS
         # handshake and then closed at once, without an error response (node-apn
-        # 1.6.1). Twice in a row, with nothing settled, is not bad luck.
+        # 1.6.1). Twice in a row, with nothing settled, is not bad luck. With command 0
+        # a silent close is how the gateway rejects a notification, so the pattern
+        # means nothing there; max_losses bounds that case instead.
         quick = trio.current_time() - connection.opened_at < _SILENT_CLOSE_WINDOW
         if (
             connection.end_kind == "lost"
+            and self.config.command is not Command.SIMPLE  # there, silence is the error signal
             and connection.closed_silently
             and quick
             and not connection.made_progress
