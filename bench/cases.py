@@ -289,14 +289,15 @@ async def case_payload(setup: Setup) -> Result:
 async def case_broadcast(setup: Setup) -> Result:
     """One payload to many tokens: raw token bytes (as from a store), built before.
 
-    Uses ``Notification.for_tokens``, the broadcast path: the shared payload, expiry
-    and priority are checked once, and the notifications are made inside the clock.
+    Uses ``Sender.submit_broadcast``, the broadcast path: the shared payload, expiry
+    and priority are checked once, each device costs one outcome object, and frames
+    are assembled from the raw tokens.
     """
     tokens = token_bytes(setup.n)
     payload = SAMPLE_PAYLOAD
 
     async def submit(sender: Any) -> None:
-        await sender.submit_many(Notification.for_tokens(tokens, payload=payload))
+        await sender.submit_broadcast(tokens, payload=payload)
 
     return await run_sender(setup, submit)
 

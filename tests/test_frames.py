@@ -30,6 +30,7 @@ from apns_legacy.wire import (
     ReceivedNotification,
     Status,
     encode_batch,
+    encode_broadcast,
     encode_enhanced,
     encode_error_response,
     encode_feedback_item,
@@ -374,3 +375,24 @@ def test_encode_batch_mixed_token_lengths_fall_back_to_frame_by_frame():
     ]
     expected = encode_frame(1, bytes(32), payload) + encode_frame(2, bytes(40), payload)
     assert encode_batch(Command.FRAME, 1, notes) == expected
+
+
+@given(
+    count=st.integers(1, 40),
+    first=st.integers(1, 0xFFFF_FFFF - 40),
+    payload=st.binary(min_size=1, max_size=200),
+    token_length=st.sampled_from([32, 100]),
+)
+def test_encode_broadcast_equals_frame_by_frame(count, first, payload, token_length):
+    tokens = [bytes([i % 256]) * token_length for i in range(count)]
+    assert encode_broadcast(first, tokens, payload, 5, 10) == b"".join(
+        encode_frame(first + i, t, payload, 5, 10) for i, t in enumerate(tokens)
+    )
+
+
+def test_encode_broadcast_refuses_mixed_token_lengths_and_big_identifiers():
+    with pytest.raises(LocalProtocolError, match="one length"):
+        encode_broadcast(1, [bytes(32), bytes(33)], b"{}")
+    with pytest.raises(LocalProtocolError, match="identifier"):
+        encode_broadcast(0xFFFF_FFFF, [bytes(32), bytes(32)], b"{}")
+    assert encode_broadcast(1, [], b"{}") == b""

@@ -618,3 +618,55 @@ async def test_command_0_silent_closes_are_not_taken_for_a_wrong_environment(aut
         (2, OutcomeKind.ACCEPTED),
     ]
     assert "connections that died" in outcomes[0].reason
+
+
+async def test_broadcast_frames_rejection_and_lazy_notifications(autojump_clock):
+    gateway = ScriptedGateway()
+    payload = b'{"aps":{"alert":"to all"}}'
+
+    async def body(sender):
+        tokens = [token(n).value for n in range(4)]
+        assert await sender.submit_broadcast(tokens, payload=payload, expiry=9, tag="news") == 4
+        server = await gateway.accept()
+        raw = await server._read_exactly(4 * len(encode_frame(1, tokens[0], payload)))
+        assert raw == b"".join(
+            encode_frame(1 + i, t, payload, expiry=9, priority=10) for i, t in enumerate(tokens)
+        )
+        await server.reply("0808" + struct.pack("!I", 2).hex())  # the second token
+        await server.close()
+        second = await gateway.accept()
+        again = await second.read_frames(2)
+        assert [f[1] for f in again] == tokens[2:]
+        await sender.flush()
+
+    outcomes, stats = await run_with(gateway, CONFIG, body)
+    assert all(type(o).__name__ == "BroadcastOutcome" and o.tag == "news" for o in outcomes)
+    by_token = {o.notification.token.value: o for o in outcomes}
+    assert by_token[token(1).value].kind is OutcomeKind.REJECTED
+    assert by_token[token(1).value].notification == Notification(
+        token=token(1), payload=payload, expiry=9
+    )
+    assert sum(o.accepted for o in outcomes) == 3
+    assert stats.submitted == 4
+    assert stats.replayed == 2
+
+
+async def test_broadcast_checks_payload_once_and_names_a_bad_token(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(payload_limit=64)
+
+    async def body(sender):
+        with pytest.raises(LocalProtocolError, match="limit is 64"):
+            await sender.submit_broadcast([bytes(32)], payload=b"{" + b" " * 100 + b"}")
+        assert sender.stats.submitted == 0
+        with pytest.raises(LocalProtocolError, match="token 3 of the broadcast is 31 bytes"):
+            await sender.submit_broadcast(
+                [bytes(32), DeviceToken(bytes([1]) * 32), bytes(31)], payload=b"{}"
+            )
+        assert sender.stats.submitted == 2  # those before the bad one are queued
+        server = await gateway.accept()
+        await server.read_frames(2)
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, config, body)
+    assert len(outcomes) == 2

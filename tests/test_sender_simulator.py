@@ -322,3 +322,28 @@ async def test_tls13_late_certificate_rejection_fails_fast(pki):
     assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
     assert "TLS" in outcomes[0].reason
     assert stats.connections_opened <= 2
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+async def test_broadcast_ten_thousand_with_three_invalid_tokens(pki, connections):
+    bad = {2_000, 5_000, 7_500}
+    payload = b'{"aps":{"alert":"to everyone"}}'
+    config = SenderConfig(settle_after=0.3, backoff_initial=0.01, connections=connections)
+    outcomes = []
+    async with open_simulator(pki=pki, invalid_tokens=[token_for(i).value for i in bad]) as sim:
+        host, port = sim.gateway_address
+        with trio.fail_after(60):
+            async with open_sender(
+                sim.client_context(), host=host, port=port, config=config,
+                on_outcome=outcomes.append,
+            ) as sender:  # fmt: skip
+                tokens = [token_for(i).value for i in range(10_000)]
+                await sender.submit_broadcast(tokens, payload=payload)
+                await sender.flush(confirm=True)
+        counts = recorded_counts(sim)
+    stats = sender.stats
+    assert stats.submitted == stats.accepted + stats.rejected == 10_000
+    rejected = {o.notification.token.hex for o in outcomes if not o.accepted}
+    assert rejected == {token_for(i).hex for i in bad}
+    assert counts == collections.Counter(token_for(i).hex for i in range(10_000) if i not in bad)
+    assert {record.payload for record in sim.accepted} == {payload.decode()}

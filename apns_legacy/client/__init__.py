@@ -10,7 +10,7 @@ from ._config import (
     SenderConfig,
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
-from ._outcomes import Outcome, OutcomeKind, SenderStats
+from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender, open_sender
 from ._store import Device, FeedbackResult, StoreCounts, TokenStore
 from ._sync import send_all
@@ -27,6 +27,7 @@ __all__ = [
     "open_sender",
     "send_all",
     "Outcome",
+    "BroadcastOutcome",
     "OutcomeKind",
     "SenderStats",
     "InFlightWindow",

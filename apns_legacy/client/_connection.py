@@ -49,9 +49,10 @@ from ..wire import (
     RemoteProtocolError,
     Status,
     encode_batch,
+    encode_broadcast,
     encode_probe,
 )
-from ._outcomes import Outcome
+from ._outcomes import BroadcastOutcome, Outcome
 from ._window import InFlightWindow
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ class Connection:
                 queue.put_front(jobs)
                 await self._room.park()
                 continue
-            data = encode_batch(config.command, first, [job.notification for job in jobs])
+            data = _encode_jobs(config.command, first, jobs)
             for offset, job in enumerate(jobs, first):
                 job.identifier = offset
             sender.stats.written += len(jobs)
@@ -332,3 +333,22 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def _encode_jobs(command: Command, first: int, jobs: list[Outcome]) -> bytes:
+    # A run of one broadcast's outcomes is encoded straight from their raw tokens,
+    # without making a Notification for each; anything else goes through encode_batch.
+    head = jobs[0]
+    if command == Command.FRAME and type(head) is BroadcastOutcome:
+        shared = head.shared
+        length = len(head.token_bytes)
+        tokens = [
+            job.token_bytes
+            for job in jobs
+            if type(job) is BroadcastOutcome
+            and job.shared is shared
+            and len(job.token_bytes) == length
+        ]
+        if len(tokens) == len(jobs):
+            return encode_broadcast(first, tokens, shared.payload, shared.expiry, shared.priority)
+    return encode_batch(command, first, [job.notification for job in jobs])

@@ -36,10 +36,10 @@ class Outcome:
     """
 
     __slots__ = (
+        "_notification",
         "identifier",
         "kind",
         "losses",
-        "notification",
         "possible_duplicate",
         "reason",
         "status",
@@ -47,7 +47,7 @@ class Outcome:
     )
 
     def __init__(self, notification: Notification, tag: Any = None) -> None:
-        self.notification = notification
+        self._notification = notification
         #: Whatever the caller passed to ``submit(..., tag=...)``, handed back untouched.
         self.tag = tag
         self.kind = OutcomeKind.PENDING
@@ -63,6 +63,11 @@ class Outcome:
         self.possible_duplicate = False
         #: How many such connections it was in flight on (internal bookkeeping).
         self.losses = 0
+
+    @property
+    def notification(self) -> Notification:
+        """The notification this is the outcome of."""
+        return self._notification
 
     @property
     def accepted(self) -> bool:
@@ -127,3 +132,42 @@ class SenderStats:
         }
         data["pending"] = self.pending
         return data
+
+
+class BroadcastOutcome(Outcome):
+    """The outcome of one notification of a broadcast (``Sender.submit_broadcast``).
+
+    It keeps the raw token and the broadcast's shared notification, and makes its own
+    :class:`Notification` only when someone asks for it (a report of a rejection,
+    say): a million-device broadcast then costs one object per device, not three.
+    """
+
+    __slots__ = ("_made", "shared", "token_bytes")
+
+    def __init__(self, token: bytes, shared: Notification, tag: Any = None) -> None:
+        self.token_bytes = token
+        #: The notification every device of the broadcast gets, but for the token.
+        self.shared = shared
+        self._made: Notification | None = None  # made on demand
+        self.tag = tag
+        self.kind = OutcomeKind.PENDING
+        self.status = None
+        self.reason = None
+        self.identifier = None
+        self.possible_duplicate = False
+        self.losses = 0
+
+    @property
+    def notification(self) -> Notification:
+        made = self._made
+        if made is None:
+            shared = self.shared
+            made = self._made = next(
+                Notification.for_tokens(
+                    [self.token_bytes],
+                    payload=shared.payload,
+                    expiry=shared.expiry,
+                    priority=shared.priority,
+                )
+            )
+        return made

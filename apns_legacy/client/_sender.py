@@ -39,7 +39,7 @@ from ..wire import (
 )
 from ._config import PRODUCTION_GATEWAY, SenderConfig
 from ._connection import Connection
-from ._outcomes import Outcome, OutcomeKind, SenderStats
+from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
 from ._queue import JobQueue
 from ._window import IdentifierAllocator
 
@@ -181,16 +181,77 @@ class Sender:
                 ):
                     self.check(notification)  # raises, naming the field and the limit
             jobs = [Outcome(notification) for notification in chunk]
-            self.stats.submitted += len(jobs)
-            if self._fatal is not None:
-                for job in jobs:
-                    self._fail(job, self._fatal)
-            else:
-                self.queue.put_many(jobs)
+            self._queue_jobs(jobs)
             count += len(jobs)
             await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
         return count
+
+    async def submit_broadcast(
+        self,
+        tokens: Iterable[DeviceToken | bytes],
+        *,
+        payload: bytes,
+        expiry: int = 0,
+        priority: int = 10,
+        tag: Any = None,
+    ) -> int:
+        """Queue one notification per token, all with the same payload; returns the count.
+
+        The fastest path for one message to many devices: the payload, expiry and
+        priority are checked once, each token only for its length, and each device
+        costs one small outcome object (:class:`BroadcastOutcome`, whose
+        ``notification`` is made only if you look at it). Every device still gets its
+        own outcome, with ``tag`` on each. Waits only when the queue is full.
+
+        Raises:
+            LocalProtocolError: the payload breaks the limits (nothing is queued), or
+                a token has a wrong length (those before it are queued; the message
+                names its position, counting from 1).
+        """
+        shared = Notification(
+            token=DeviceToken(bytes(TOKEN_LENGTH)),
+            payload=payload,
+            expiry=expiry,
+            priority=priority,
+        )
+        self.check(shared)
+        long_tokens = self.config.allow_long_tokens
+        iterator = iter(tokens)
+        count = 0
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the sender is closed")
+            await self.queue.wait_for_room()
+            chunk = list(islice(iterator, max(self.queue.room(), 1)))
+            if not chunk:
+                break
+            jobs: list[Outcome] = []
+            for token in chunk:
+                raw = token if type(token) is bytes else _token_bytes(token)
+                if len(raw) != TOKEN_LENGTH and not (
+                    long_tokens and TOKEN_LENGTH <= len(raw) <= MAX_LONG_TOKEN_LENGTH
+                ):
+                    self._queue_jobs(jobs)
+                    raise LocalProtocolError(
+                        f"token {count + len(jobs) + 1} of the broadcast is {len(raw)} bytes; "
+                        f"it must be {TOKEN_LENGTH}"
+                        + (f" to {MAX_LONG_TOKEN_LENGTH}" if long_tokens else "")
+                    )
+                jobs.append(BroadcastOutcome(raw, shared, tag))
+            self._queue_jobs(jobs)
+            count += len(jobs)
+            await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+        return count
+
+    def _queue_jobs(self, jobs: list[Outcome]) -> None:
+        self.stats.submitted += len(jobs)
+        if self._fatal is not None:
+            for job in jobs:
+                self._fail(job, self._fatal)
+        else:
+            self.queue.put_many(jobs)
 
     def _enqueue(self, job: Outcome) -> None:
         self.stats.submitted += 1
@@ -450,6 +511,16 @@ def _is_tls_refusal(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _token_bytes(token: object) -> bytes:
+    # Tokens that are not plain bytes: DeviceToken, bytearray, memoryview, a bytes
+    # subclass. Anything else is a caller's mistake worth a clear message.
+    if isinstance(token, DeviceToken):
+        return token.value
+    if isinstance(token, bytes | bytearray | memoryview):
+        return bytes(token)
+    raise TypeError(f"a token must be DeviceToken or bytes, not {type(token).__name__}")
 
 
 def _describe_error(exc: BaseException) -> str:

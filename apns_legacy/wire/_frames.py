@@ -186,14 +186,8 @@ def encode_notification(command: Command, notification: Notification, identifier
 def _encode_uniform_frames(
     first_identifier: int, notifications: Sequence[Notification]
 ) -> bytes | None:
-    """The broadcast fast path: frames that differ only in token and identifier.
-
-    When every notification shares one payload object, expiry and priority (one
-    message to many devices, the bulk case), the frames are the same bytes but for the
-    token and the identifier. Then the batch is one list of the shared pieces with the
-    tokens and identifiers slotted in by slice assignment, joined once: about half the
-    cost of packing each frame. Returns None when the batch is not uniform.
-    """
+    """encode_broadcast for a batch whose notifications share one payload object,
+    expiry, priority and token length; None when the batch is not like that."""
     if not notifications:
         return None
     head = notifications[0]
@@ -207,8 +201,46 @@ def _encode_uniform_frames(
     t = len(tokens[0])
     if not all(len(token) == t for token in tokens):
         return None
+    return _frames_for_tokens(first_identifier, tokens, payload, expiry, priority)
+
+
+def encode_broadcast(
+    first_identifier: int,
+    tokens: Sequence[bytes],
+    payload: bytes,
+    expiry: int = 0,
+    priority: int = 10,
+) -> bytes:
+    """Command-2 frames of one payload to many tokens, identifiers counting up, joined.
+
+    The frames are the same bytes but for the token and the identifier, so the batch
+    is one list of the shared pieces with the tokens and identifiers slotted in by
+    slice assignment, joined once: about half the cost of packing each frame.
+
+    Raises:
+        LocalProtocolError: tokens of different lengths, or a value that does not
+            fit its field.
+    """
+    if not tokens:
+        return b""
+    t = len(tokens[0])
+    if not all(len(token) == t for token in tokens):
+        raise LocalProtocolError("encode_broadcast needs tokens of one length")
+    _check_field("token", tokens[0])
+    _check_field("payload", payload)
+    _check_uint32("identifier", first_identifier)
+    _check_uint32("identifier", first_identifier + len(tokens) - 1)
+    _check_uint32("expiry", expiry)
+    if not 0 <= priority <= 0xFF:
+        raise LocalProtocolError(f"priority {priority} does not fit in one byte")
+    return _frames_for_tokens(first_identifier, tokens, payload, expiry, priority)
+
+
+def _frames_for_tokens(
+    first_identifier: int, tokens: Sequence[bytes], payload: bytes, expiry: int, priority: int
+) -> bytes:
     count = len(tokens)
-    p = len(payload)
+    t, p = len(tokens[0]), len(payload)
     before_token = FRAME_HEADER.pack(Command.FRAME, 3 * 5 + t + p + 9) + ITEM_HEADER.pack(
         Item.TOKEN, t
     )
