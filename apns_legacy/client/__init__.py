@@ -1,4 +1,4 @@
-"""The client layer: the sender pool (and, later, the feedback client and token store)."""
+"""The client layer: the sender pool, the feedback client and the token store."""
 
 from __future__ import annotations
 
