@@ -10,8 +10,9 @@ from ._config import (
     SenderConfig,
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
+from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
-from ._sender import Connector, Sender, open_sender
+from ._sender import Connector, Sender
 from ._store import Device, FeedbackResult, StoreCounts, TokenStore
 from ._sync import send_all
 from ._window import IdentifierAllocator, InFlightWindow, Resolution

@@ -21,11 +21,9 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
 from itertools import islice
 from typing import Any, Final
 
-import OpenSSL.SSL
 import trio
 
 from ..wire import (
@@ -37,8 +35,9 @@ from ..wire import (
     Notification,
     Status,
 )
-from ._config import PRODUCTION_GATEWAY, SenderConfig
+from ._config import SenderConfig
 from ._connection import Connection
+from ._diagnosis import describe_error, is_tls_refusal, token_bytes
 from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
 from ._queue import JobQueue
 from ._window import IdentifierAllocator
@@ -228,7 +227,7 @@ class Sender:
                 break
             jobs: list[Outcome] = []
             for token in chunk:
-                raw = token if type(token) is bytes else _token_bytes(token)
+                raw = token if type(token) is bytes else token_bytes(token)
                 if len(raw) != TOKEN_LENGTH and not (
                     long_tokens and TOKEN_LENGTH <= len(raw) <= MAX_LONG_TOKEN_LENGTH
                 ):
@@ -388,8 +387,8 @@ class Sender:
 
     def note_connection_error(self, exc: BaseException) -> None:
         """A connection broke; if the cause is a TLS certificate problem, stop retrying."""
-        if _is_tls_refusal(exc):
-            self._set_fatal(f"the gateway refused the TLS session: {_describe_error(exc)}")
+        if is_tls_refusal(exc):
+            self._set_fatal(f"the gateway refused the TLS session: {describe_error(exc)}")
 
     def _fail(self, job: Outcome, reason: str) -> None:
         self.stats.failed += 1
@@ -434,11 +433,11 @@ class Sender:
                     stream = await self._connect()
             except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
                 self.stats.connect_failures += 1
-                if _is_tls_refusal(exc):
-                    self._set_fatal(f"TLS handshake refused: {_describe_error(exc)}")
+                if is_tls_refusal(exc):
+                    self._set_fatal(f"TLS handshake refused: {describe_error(exc)}")
                     continue
                 failures += 1
-                message = f"could not connect to {self._describe}: {_describe_error(exc)}"
+                message = f"could not connect to {self._describe}: {describe_error(exc)}"
                 if failures >= config.max_connect_attempts:
                     logger.error("%s (%d attempts); failing the queue", message, failures)
                     for job in self.queue.take_all():
@@ -494,112 +493,3 @@ class Sender:
                 self._set_fatal(self._fatal or "")
         elif connection.made_progress:
             self._silent_closes = 0
-
-
-def _is_tls_refusal(exc: BaseException) -> bool:
-    """Whether a connection error came from the TLS layer itself (an alert, a bad
-    certificate, a failed verification) rather than from the network."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OpenSSL.SSL.Error) and not isinstance(
-            current, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
-        ):
-            return True
-        if type(current).__name__ == "TLSHandshakeError" and "certificate" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _token_bytes(token: object) -> bytes:
-    # Tokens that are not plain bytes: DeviceToken, bytearray, memoryview, a bytes
-    # subclass. Anything else is a caller's mistake worth a clear message.
-    if isinstance(token, DeviceToken):
-        return token.value
-    if isinstance(token, bytes | bytearray | memoryview):
-        return bytes(token)
-    raise TypeError(f"a token must be DeviceToken or bytes, not {type(token).__name__}")
-
-
-def _describe_error(exc: BaseException) -> str:
-    """The error's own words, plus its cause's where they add something."""
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    if cause is None:
-        return text
-    if isinstance(cause, BaseExceptionGroup):
-        cause_text = "; ".join(str(inner) for inner in cause.exceptions)
-    else:
-        cause_text = str(cause)
-    if cause_text and cause_text not in text and text not in cause_text:
-        text = f"{text} ({cause_text})"
-    return text
-
-
-@asynccontextmanager
-async def open_sender(
-    context: OpenSSL.SSL.Context | None = None,
-    *,
-    host: str = PRODUCTION_GATEWAY[0],
-    port: int = PRODUCTION_GATEWAY[1],
-    server_hostname: str | None = None,
-    config: SenderConfig | None = None,
-    on_outcome: OutcomeCallback | None = None,
-    connect: Connector | None = None,
-) -> AsyncIterator[Sender]:
-    """Open a sender to a gateway; on exit, settle everything and close.
-
-    Args:
-        context: a client TLS context, from :func:`apns_legacy.client_context`.
-        host, port: the gateway (default Apple's production gateway).
-        server_hostname: the name to verify the server certificate against (default host).
-        config: a :class:`SenderConfig`; the defaults suit Apple's gateway.
-        on_outcome: called with each :class:`Outcome` as it happens; without it,
-            iterate :meth:`Sender.outcomes`.
-        connect: open a connection yourself instead (for tests and relays); then
-            ``context``, ``host`` and ``port`` are not used.
-
-    Example::
-
-        async with open_sender(ctx, host="127.0.0.1", port=2195) as sender:
-            await sender.submit(Notification(token=token, payload=payload))
-            await sender.flush(confirm=True)
-        print(sender.stats)
-    """
-    config = config or SenderConfig()
-    if connect is None:
-        if context is None:
-            raise LocalProtocolError("open_sender needs a TLS context (or a connect function)")
-        from ..tls import open_tls_stream
-
-        tls_context = context
-
-        async def connect() -> trio.abc.Stream:
-            return await open_tls_stream(
-                host,
-                port,
-                tls_context,
-                server_hostname=server_hostname,
-                handshake_timeout=config.connect_timeout,
-            )
-
-    # The caller's own exception (or Ctrl-C, or a cancellation) is re-raised as it is,
-    # not wrapped in the nursery's ExceptionGroup.
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        sender = Sender(nursery, connect, config, on_outcome, f"{host}:{port}")
-        try:
-            yield sender
-        except BaseException as exc:
-            # Leaving by an error: do not wait on the gateway; whatever is unsettled
-            # ends failed, so every notification still gets its outcome.
-            body_error = exc
-            with trio.CancelScope(shield=True):
-                await sender.aclose(graceful=False)
-        else:
-            with trio.CancelScope(shield=True):
-                await sender.aclose()
-    if body_error is not None:
-        raise body_error

@@ -9,8 +9,8 @@ import trio
 
 from ..wire import Notification
 from ._config import PRODUCTION_GATEWAY, SenderConfig
+from ._open import open_sender
 from ._outcomes import Outcome, SenderStats
-from ._sender import open_sender
 
 
 def send_all(

@@ -1,0 +1,49 @@
+"""Reading connection errors: what went wrong, in words, and whether to retry."""
+
+from __future__ import annotations
+
+import OpenSSL.SSL
+
+from ..wire import DeviceToken
+
+
+def is_tls_refusal(exc: BaseException) -> bool:
+    """Whether a connection error came from the TLS layer itself (an alert, a bad
+    certificate, a failed verification) rather than from the network."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OpenSSL.SSL.Error) and not isinstance(
+            current, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
+        ):
+            return True
+        if type(current).__name__ == "TLSHandshakeError" and "certificate" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def token_bytes(token: object) -> bytes:
+    # Tokens that are not plain bytes: DeviceToken, bytearray, memoryview, a bytes
+    # subclass. Anything else is a caller's mistake worth a clear message.
+    if isinstance(token, DeviceToken):
+        return token.value
+    if isinstance(token, bytes | bytearray | memoryview):
+        return bytes(token)
+    raise TypeError(f"a token must be DeviceToken or bytes, not {type(token).__name__}")
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error's own words, plus its cause's where they add something."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is None:
+        return text
+    if isinstance(cause, BaseExceptionGroup):
+        cause_text = "; ".join(str(inner) for inner in cause.exceptions)
+    else:
+        cause_text = str(cause)
+    if cause_text and cause_text not in text and text not in cause_text:
+        text = f"{text} ({cause_text})"
+    return text
