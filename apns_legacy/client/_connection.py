@@ -83,6 +83,8 @@ class Connection:
         #: The gateway closed it (EOF, or a TLS stream cut short) without a word, as
         #: opposed to a reset: what Apple did with the other environment's certificate.
         self.closed_silently = False
+        #: How many notifications were in flight when it died without a word.
+        self.lost = 0
         self.probe_identifier: int | None = None
         self._send_started: float | None = None
         self._last_write = self.opened_at
@@ -289,6 +291,7 @@ class Connection:
 
     def _lose(self, reason: str) -> None:
         jobs = self.window.take_all()
+        self.lost = len(jobs)
         if jobs:
             logger.info("connection %d: %s; %d in flight will be resent", self.number, reason,
                         len(jobs))  # fmt: skip

@@ -472,12 +472,15 @@ class Sender:
         # handshake and then closed at once, without an error response (node-apn
         # 1.6.1). Twice in a row, with nothing settled, is not bad luck. With command 0
         # a silent close is how the gateway rejects a notification, so the pattern
-        # means nothing there; max_losses bounds that case instead.
+        # means nothing there; max_losses bounds that case instead. A connection that
+        # had nothing in flight when it closed (a gateway dropping idle connections
+        # early) is no evidence either.
         quick = trio.current_time() - connection.opened_at < _SILENT_CLOSE_WINDOW
         if (
             connection.end_kind == "lost"
             and self.config.command is not Command.SIMPLE  # there, silence is the error signal
             and connection.closed_silently
+            and connection.lost > 0
             and quick
             and not connection.made_progress
         ):
@@ -488,8 +491,6 @@ class Sender:
                     f"{self._silent_closes} times without an error response; the "
                     "certificate is probably for the other environment (sandbox vs "
                     "production), or the gateway does not accept it"
-                )
-                # Requeued jobs are waiting in the queue: fail them too.
-                self._set_fatal(self._fatal or "")
+                )  # this also fails the queue, where the lost ones were put back
         elif connection.made_progress:
             self._silent_closes = 0
