@@ -670,3 +670,20 @@ async def test_broadcast_checks_payload_once_and_names_a_bad_token(autojump_cloc
 
     outcomes, _ = await run_with(gateway, config, body)
     assert len(outcomes) == 2
+
+
+async def test_submit_many_queues_those_before_a_bad_notification(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(payload_limit=64)
+
+    async def body(sender):
+        too_big = Notification(token=token(9), payload=b"{" + b" " * 100 + b"}")
+        with pytest.raises(LocalProtocolError, match="limit is 64"):
+            await sender.submit_many([note(1), note(2), too_big, note(3)])
+        assert sender.stats.submitted == 2
+        server = await gateway.accept()
+        assert [f[1] for f in await server.read_frames(2)] == [token(1).value, token(2).value]
+        await sender.flush()
+
+    outcomes, _ = await run_with(gateway, config, body)
+    assert len(outcomes) == 2

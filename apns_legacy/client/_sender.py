@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -47,6 +47,7 @@ logger = logging.getLogger("apns_legacy.sender")
 #: Opens one connection to the gateway: TCP plus TLS handshake, ready for frames.
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 OutcomeCallback = Callable[[Outcome], None]
+T = TypeVar("T")
 
 # A connection closed without a word this soon after its handshake, with nothing
 # settled on it, counts towards the wrong-environment diagnosis.
@@ -165,19 +166,14 @@ class Sender:
                 count += 1
             return count
         iterator = iter(notifications)
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("the sender is closed")
-            await self.queue.wait_for_room()
-            chunk = list(islice(iterator, max(self.queue.room(), 1)))
-            if not chunk:
-                break
+        while chunk := await self._next_chunk(iterator):
             limit = self.config.payload_limit
             long_tokens = self.config.allow_long_tokens
-            for notification in chunk:
+            for index, notification in enumerate(chunk):
                 if len(notification.payload) > limit or (
                     not long_tokens and len(notification.token.value) != TOKEN_LENGTH
                 ):
+                    self._queue_jobs([Outcome(n) for n in chunk[:index]])
                     self.check(notification)  # raises, naming the field and the limit
             jobs = [Outcome(notification) for notification in chunk]
             self._queue_jobs(jobs)
@@ -218,13 +214,7 @@ class Sender:
         long_tokens = self.config.allow_long_tokens
         iterator = iter(tokens)
         count = 0
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("the sender is closed")
-            await self.queue.wait_for_room()
-            chunk = list(islice(iterator, max(self.queue.room(), 1)))
-            if not chunk:
-                break
+        while chunk := await self._next_chunk(iterator):
             jobs: list[Outcome] = []
             for token in chunk:
                 raw = token if type(token) is bytes else token_bytes(token)
@@ -243,6 +233,14 @@ class Sender:
             await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
         return count
+
+    async def _next_chunk(self, iterator: Iterator[T]) -> list[T]:
+        # The bulk paths take as many items as the queue has room for (at least one,
+        # after waiting for room), so that they never overfill it; [] at the end.
+        if self._closed:
+            raise trio.ClosedResourceError("the sender is closed")
+        await self.queue.wait_for_room()
+        return list(islice(iterator, max(self.queue.room(), 1)))
 
     def _queue_jobs(self, jobs: list[Outcome]) -> None:
         self.stats.submitted += len(jobs)
