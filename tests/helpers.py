@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 import pytest
+import trio
 
+from apns_legacy.tls import TLSStream
 from apns_legacy.wire import (
     NEED_DATA,
     BadNotification,
@@ -129,3 +132,39 @@ def rejection(make_decoder: Callable[[], Decoder], data: bytes) -> BadNotificati
     assert isinstance(bad, BadNotification), events
     tr(make_decoder, data, events, trailing=b"\x01\x00")
     return bad
+
+
+# -- TLS servers on loopback -------------------------------------------------------------
+
+
+async def echo_upper(stream):
+    while data := await stream.receive_some():
+        await stream.send_all(data.upper())
+
+
+@asynccontextmanager
+async def tls_server(context, handler=echo_upper):
+    """Serve on 127.0.0.1:0; yields (port, channel of per-connection outcomes).
+
+    An outcome is ("ok", peer certificate) or ("error", exception).
+    """
+    send, receive = trio.open_memory_channel(100)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def handle(tcp):
+        stream = TLSStream(tcp, context, server_side=True)
+        try:
+            await stream.do_handshake()
+            await handler(stream)
+        except trio.BrokenResourceError as exc:
+            await send.send(("error", exc))
+        else:
+            await send.send(("ok", stream.peer_certificate))
+        finally:
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        yield port, receive
+        nursery.cancel_scope.cancel()

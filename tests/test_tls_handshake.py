@@ -10,18 +10,17 @@ import socket
 import struct
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
+from helpers import tls_server
 
 from apns_legacy import (
     Credentials,
     TLSHandshakeError,
-    TLSStream,
     client_context,
     make_test_pki,
     open_tls_stream,
@@ -44,39 +43,6 @@ def other_pki():
 @pytest.fixture(params=["tls12", "tls13"])
 def tls13(request):
     return request.param == "tls13"
-
-
-async def echo_upper(stream):
-    while data := await stream.receive_some():
-        await stream.send_all(data.upper())
-
-
-@asynccontextmanager
-async def tls_server(context, handler=echo_upper):
-    """Serve on 127.0.0.1:0; yields (port, channel of per-connection outcomes).
-
-    An outcome is ("ok", peer certificate) or ("error", exception).
-    """
-    send, receive = trio.open_memory_channel(100)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-
-    async def handle(tcp):
-        stream = TLSStream(tcp, context, server_side=True)
-        try:
-            await stream.do_handshake()
-            await handler(stream)
-        except trio.BrokenResourceError as exc:
-            await send.send(("error", exc))
-        else:
-            await send.send(("ok", stream.peer_certificate))
-        finally:
-            await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, handle, listeners)
-        yield port, receive
-        nursery.cancel_scope.cancel()
 
 
 async def ping(port, context, **kwargs):

@@ -16,11 +16,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from helpers import tls_server
 
 from apns_legacy import (
     Credentials,
     TLSHandshakeError,
-    TLSStream,
     client_context,
     make_test_pki,
     open_tls_stream,
@@ -59,30 +59,6 @@ async def read_line(stream):
             break
         data += chunk
     return data
-
-
-@asynccontextmanager
-async def our_server(context, handler):
-    """Our TLS server on 127.0.0.1:0; yields (port, channel of outcomes)."""
-    send, receive = trio.open_memory_channel(10)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-
-    async def handle(tcp):
-        stream = TLSStream(tcp, context, server_side=True)
-        try:
-            await stream.do_handshake()
-            await handler(stream)
-        except trio.BrokenResourceError as exc:
-            await send.send(("error", exc))
-        else:
-            await send.send(("ok", stream.peer_certificate))
-        finally:
-            await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, handle, listeners)
-        yield listeners[0].socket.getsockname()[1], receive
-        nursery.cancel_scope.cancel()
 
 
 async def answer_one_line(stream):
@@ -166,7 +142,7 @@ def stdlib_client(port, files, *, with_certificate=True):
     return data, version
 
 
-async def test_stdlib_client_with_our_server(pki, files, tls13):
+async def test_stdlib_client_with_tls_server(pki, files, tls13):
     server = server_context(pki.server, client_ca=files["ca.pem"], allow_tls13=tls13)
 
     async def answer_then_wait_for_close(stream):
@@ -174,7 +150,7 @@ async def test_stdlib_client_with_our_server(pki, files, tls13):
         assert await stream.receive_some() == b""  # the client's close_notify
 
     with trio.fail_after(10):
-        async with our_server(server, answer_then_wait_for_close) as (port, outcomes):
+        async with tls_server(server, answer_then_wait_for_close) as (port, outcomes):
             data, version = await trio.to_thread.run_sync(stdlib_client, port, files)
             kind, peer = await outcomes.receive()
     assert data == b"HELLO OURS\n"
@@ -191,7 +167,7 @@ async def test_stdlib_client_without_certificate_is_refused(pki, files):
             stdlib_client(port, files, with_certificate=False)
 
     with trio.fail_after(10):
-        async with our_server(server, answer_one_line) as (port, outcomes):
+        async with tls_server(server, answer_one_line) as (port, outcomes):
             await trio.to_thread.run_sync(attempt)
             kind, error = await outcomes.receive()
     assert kind == "error"
@@ -271,7 +247,7 @@ async def test_openssl_s_server_refuses_an_untrusted_client(files, tls13):
 
 
 @needs_openssl
-async def test_openssl_s_client_with_our_server(pki, files, tls13):
+async def test_openssl_s_client_with_tls_server(pki, files, tls13):
     server = server_context(pki.server, client_ca=pki.ca_certificate, allow_tls13=tls13)
     command = [
         OPENSSL, "s_client",
@@ -284,7 +260,7 @@ async def test_openssl_s_client_with_our_server(pki, files, tls13):
         "-quiet",  # no banner; wait for the server to close after stdin ends
     ]  # fmt: skip
     with trio.fail_after(15):
-        async with our_server(server, answer_one_line) as (port, outcomes):
+        async with tls_server(server, answer_one_line) as (port, outcomes):
             command[3] = f"127.0.0.1:{port}"
             result = await trio.run_process(
                 [str(part) for part in command],
@@ -304,7 +280,7 @@ async def test_openssl_s_client_with_our_server(pki, files, tls13):
 async def test_openssl_s_client_without_certificate_is_refused(pki, files):
     server = server_context(pki.server, client_ca=pki.ca_certificate)
     with trio.fail_after(15):
-        async with our_server(server, answer_one_line) as (port, outcomes):
+        async with tls_server(server, answer_one_line) as (port, outcomes):
             command = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}"]
             command += ["-CAfile", str(files["ca.pem"]), "-quiet"]
             result = await trio.run_process(
