@@ -146,6 +146,11 @@ async def case_reference(setup: Setup) -> Result:
         answer += more
     seconds = clock.stop()
     await trio.aclose_forcefully(stream)
+    return reference_result(setup, clock, seconds, answer)
+
+
+def reference_result(setup: Setup, clock: Clock, seconds: float, answer: bytes) -> Result:
+    """What both reference cases report: the time, and whether the probe was answered."""
     problems = [] if answer == ANSWER else [f"probe answer {answer.hex()}"]
     return {
         "seconds": seconds,
@@ -176,14 +181,7 @@ def case_reference_ssl(setup: Setup) -> Result:
                 break
             answer += more
     seconds = clock.stop()
-    problems = [] if answer == ANSWER else [f"probe answer {answer.hex()}"]
-    return {
-        "seconds": seconds,
-        "written": setup.n,
-        "rss_before_kib": clock.before_kib,
-        "gc": clock.gc.to_json(),
-        "problems": problems,
-    }
+    return reference_result(setup, clock, seconds, answer)
 
 
 # -- the sender ------------------------------------------------------------------------
