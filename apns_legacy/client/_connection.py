@@ -52,6 +52,7 @@ from ..wire import (
     encode_broadcast,
     encode_probe,
 )
+from ._diagnosis import causes
 from ._outcomes import BroadcastOutcome, Outcome
 from ._window import InFlightWindow
 
@@ -254,7 +255,9 @@ class Connection:
         except RemoteProtocolError as exc:
             self._lose(f"the gateway sent something other than an error response: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.closed_silently = not _caused_by(exc, ConnectionResetError)
+            self.closed_silently = not any(
+                isinstance(cause, ConnectionResetError) for cause in causes(exc)
+            )
             self.sender.note_connection_error(exc)
             self._lose(f"connection lost: {exc}")
 
@@ -325,17 +328,6 @@ class Connection:
                 self.sender.accept(accepted, "quiet")
                 self.sender.widen_window()
                 self._room.unpark_all()
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _encode_jobs(command: Command, first: int, jobs: list[Outcome]) -> bytes:

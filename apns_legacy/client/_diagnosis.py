@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import OpenSSL.SSL
 
+from ..tls import TLSHandshakeError
 from ..wire import DeviceToken
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), and so on."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def is_tls_refusal(exc: BaseException) -> bool:
     """Whether a connection error came from the TLS layer itself (an alert, a bad
     certificate, a failed verification) rather than from the network."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OpenSSL.SSL.Error) and not isinstance(
-            current, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
+    for cause in causes(exc):
+        if isinstance(cause, OpenSSL.SSL.Error) and not isinstance(
+            cause, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
         ):
             return True
-        if type(current).__name__ == "TLSHandshakeError" and "certificate" in str(current):
+        if isinstance(cause, TLSHandshakeError) and "certificate" in str(cause):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 
