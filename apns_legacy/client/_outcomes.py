@@ -40,7 +40,6 @@ class Outcome:
         "identifier",
         "kind",
         "losses",
-        "possible_duplicate",
         "reason",
         "status",
         "tag",
@@ -58,16 +57,20 @@ class Outcome:
         self.reason: str | None = None
         #: The identifier it carried on its last write (None if never written).
         self.identifier: int | None = None
-        #: It was in flight on a connection that died without saying what it had
-        #: processed, and was written again: the device may see it twice.
-        self.possible_duplicate = False
-        #: How many such connections it was in flight on (internal bookkeeping).
+        #: How many connections it was in flight on that died without saying what
+        #: they had processed (each time it was written again).
         self.losses = 0
 
     @property
     def notification(self) -> Notification:
         """The notification this is the outcome of."""
         return self._notification
+
+    @property
+    def possible_duplicate(self) -> bool:
+        """It was in flight on a connection that died without saying what it had
+        processed, and was written again: the device may see it twice."""
+        return self.losses > 0
 
     @property
     def accepted(self) -> bool:
@@ -154,7 +157,6 @@ class BroadcastOutcome(Outcome):
         self.status = None
         self.reason = None
         self.identifier = None
-        self.possible_duplicate = False
         self.losses = 0
 
     @property

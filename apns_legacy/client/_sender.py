@@ -362,7 +362,6 @@ class Sender:
                 continue
             if not certain:
                 job.losses += 1
-                job.possible_duplicate = True
                 self.stats.possible_duplicates += 1
                 if job.losses >= limit:
                     self._fail(job, f"in flight on {job.losses} connections that died: {reason}")
