@@ -64,7 +64,6 @@ class _Decoder:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._eof = False
-        self._closed_reported = False
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the peer. Raises :class:`LocalProtocolError` after EOF."""
@@ -89,7 +88,6 @@ class _Decoder:
             raise RemoteProtocolError(
                 f"connection closed with {len(self._buf)} bytes of an incomplete {what}"
             )
-        self._closed_reported = True
         return ConnectionClosed()
 
 
