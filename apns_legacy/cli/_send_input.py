@@ -78,7 +78,7 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
     if not isinstance(token, str):
         raise BadLine("token: missing" if token is None else "token: must be a hex string")
     try:
-        device_token = _token(token, config.allow_long_tokens)
+        device_token = DeviceToken.from_hex(token, allow_long=config.allow_long_tokens)
     except LocalProtocolError as exc:
         raise BadLine(f"token: {exc}") from None
     return Notification(
@@ -87,10 +87,6 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
         expiry=_int_field(item, "expiry", plan.expiry),
         priority=_int_field(item, "priority", plan.priority),
     )
-
-
-def _token(text: str, allow_long: bool) -> DeviceToken:
-    return DeviceToken.from_hex(text, allow_long=allow_long)
 
 
 def _line_payload(item: dict[str, Any], plan: Plan) -> bytes:
