@@ -16,6 +16,7 @@ import trio
 from apns_legacy import (
     Command,
     DeviceToken,
+    Evidence,
     Notification,
     OutcomeKind,
     SenderConfig,
@@ -104,7 +105,7 @@ async def test_shutdown_after_n_replays_the_rest_without_loss(pki, connections, 
     assert all(o.accepted for o in outcomes.values())
     assert 10 in [e.status for e in errors]
     # The one named by status 10 is accepted as such, not resent.
-    shutdown = [o for o in outcomes.values() if o.reason == "shutdown"]
+    shutdown = [o for o in outcomes.values() if o.evidence is Evidence.SHUTDOWN]
     assert len(shutdown) >= 1
     assert counts == collections.Counter(token_for(i).hex for i in range(3_000))
     assert stats.possible_duplicates == 0
