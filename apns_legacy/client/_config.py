@@ -58,8 +58,8 @@ class SenderConfig:
     settle_after: float = attrs.field(default=1.0, validator=_positive_time)
     #: Most notifications written and unconfirmed on one connection. A full window is
     #: ended with a confirmation probe, and the slot opens a fresh connection for the
-    #: rest. After a connection dies without a word, the next ones start with a window
-    #: of 64 (a small batch and a probe) and double it with each confirmed window.
+    #: rest. After a connection dies without a word, the next one writes a single
+    #: notification and a probe, and the window doubles with each confirmed one.
     window_size: int = attrs.field(default=200_000, validator=_positive)
     #: Most notifications waiting to be written; ``submit`` waits when it is full.
     queue_size: int = attrs.field(default=50_000, validator=_positive)

@@ -85,7 +85,13 @@ class Connection:
     """One connection's tasks and window. Internal: the :class:`Sender` drives it."""
 
     def __init__(
-        self, sender: Sender, stream: trio.abc.Stream, number: int, *, window_limit: int
+        self,
+        sender: Sender,
+        stream: trio.abc.Stream,
+        number: int,
+        *,
+        window_limit: int,
+        confirm_after: float,
     ) -> None:
         self.sender = sender
         self.stream = stream
@@ -93,6 +99,8 @@ class Connection:
         self.window: InFlightWindow[Outcome] = InFlightWindow()
         self.window_limit = window_limit
         self._careful = window_limit <= CAREFUL_WINDOW
+        self._confirm_after = confirm_after
+        self._writing = False
         self.opened_at = trio.current_time()
         config = sender.config
         self._can_probe = config.command is not Command.SIMPLE
@@ -145,6 +153,7 @@ class Connection:
             progress=self._progress,
             silent=self._silent,
             careful=self._careful,
+            quiet_for=0.0 if self._writing else trio.current_time() - self._last_write,
             reason=self._reason,
         )
 
@@ -179,7 +188,7 @@ class Connection:
                     deadline = (
                         -math.inf
                         if sender.probe_wanted or self._careful or oldest is None
-                        else oldest + config.confirm_after
+                        else oldest + self._confirm_after
                     )
                     with trio.move_on_at(deadline):
                         await queue.wait()
@@ -255,11 +264,13 @@ class Connection:
     async def _send(self, data: bytes) -> None:
         config = self.sender.config
         failure: BaseException | None = None
+        self._writing = True
         with trio.move_on_after(config.write_timeout) as stall:
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 failure = exc
+        self._writing = False
         if failure is None and not stall.cancelled_caught:
             now = trio.current_time()
             self._last_write = now

@@ -9,18 +9,23 @@ with hand-made records.
 The rules:
 
 * **Careful replay.** A connection that died without a word (reset, silent close,
-  stalled write) leaves its window's fate unknown. The next connection writes only a
-  small batch (:data:`CAREFUL_WINDOW`) and a confirmation probe, so that a bad
-  notification among the unknowns is named by an error response instead of killing
-  connection after connection, and the window doubles back with each confirmed one
-  (TCP's slow start, in spirit).
+  stalled write) leaves its window's fate unknown. The next connection writes one
+  notification and a confirmation probe (:data:`CAREFUL_WINDOW`), so that a gateway
+  that answers at all is seen to answer, and a notification that kills connections
+  is isolated instead of taking a whole window down with it each time; the window
+  then doubles with each confirmed one (TCP's slow start, in spirit: 18 doublings
+  from 1 to 200,000).
 * **Wrong environment.** Apple's gateway accepted a certificate for the other
   environment in the handshake and then closed at once without an error response.
   That is the diagnosis only when the evidence says so: quick silent closes with
-  nothing settled, the last of them on a careful connection (a small batch and a
-  probe that any working gateway answers). A gateway that drops connections mid-stream
-  answers the careful probe, and never earns the diagnosis. With command 0 a silent
+  nothing settled, the last of them on a careful connection (one notification and a
+  probe, which any working gateway answers). A gateway that drops connections
+  mid-stream answers the careful probe, and never earns the diagnosis. With command 0 a silent
   close is how the gateway rejects, so the rule does not apply.
+* **Idle drops.** A gateway (or a middlebox) that drops a connection we had been
+  quiet on for a while, with notifications waiting for their confirmation probe,
+  drops idle connections sooner than ``confirm_after``: from then on the probe is
+  written within half that quiet time.
 * **Unproductive connections.** ``max_unproductive`` connections in a row that
   ended without settling anything (stalled writes, unanswered probes, drops) fail the
   queue, so that a gateway that stopped reading cannot hold a run forever.
@@ -35,11 +40,13 @@ import attrs
 
 from ..wire import Command
 
-#: The window of a connection after one died without a word: a small batch and a probe.
-CAREFUL_WINDOW: Final = 64
+#: The window of a connection after one died without a word: one notification and a probe.
+CAREFUL_WINDOW: Final = 1
 # A silent close this soon after the handshake counts towards the wrong-environment rule.
 _QUICK_CLOSE: Final = 2.0
 _QUICK_CLOSES_FATAL: Final = 2
+# A close after at least this long without a write is taken for an idle drop.
+_IDLE_DROP: Final = 0.1
 
 
 class EndKind(enum.Enum):
@@ -78,6 +85,8 @@ class Ended:
     silent: bool
     #: It ran with the careful window.
     careful: bool
+    #: Seconds since our last write when it ended (0 while a write was under way).
+    quiet_for: float = 0.0
     #: In words, for logs and failure reasons.
     reason: str = ""
 
@@ -95,18 +104,27 @@ class GiveUp:
 class ConnectionPolicy:
     """Window sizes and give-up decisions for one sender, from its connections' ends."""
 
-    def __init__(self, *, command: Command, window_size: int, max_unproductive: int) -> None:
+    def __init__(
+        self,
+        *,
+        command: Command,
+        window_size: int,
+        max_unproductive: int,
+        confirm_after: float = 1.0,
+    ) -> None:
         self._command = command
         self._window_size = window_size
         self._max_unproductive = max_unproductive
         #: The window for the next connection.
         self.window = window_size
+        #: How long the next connection waits for more work before probing.
+        self.confirm_after = confirm_after
         self._quick_closes = 0
         self._unproductive = 0
 
     @property
     def careful(self) -> bool:
-        """The next connection writes a small batch and a probe (a window of at most 64)."""
+        """The next connection writes one notification and a probe."""
         return self.window <= CAREFUL_WINDOW
 
     def on_end(self, ended: Ended) -> GiveUp | None:
@@ -115,6 +133,8 @@ class ConnectionPolicy:
             self.window = min(self._window_size, CAREFUL_WINDOW)
         elif ended.progress:
             self.window = min(self._window_size, self.window * 2)
+        if ended.kind is EndKind.LOST and ended.unknown and ended.quiet_for >= _IDLE_DROP:
+            self.confirm_after = min(self.confirm_after, ended.quiet_for / 2)
         if ended.progress:
             self._quick_closes = 0
             self._unproductive = 0
@@ -134,7 +154,7 @@ class ConnectionPolicy:
                 return GiveUp(
                     "the gateway closed the connection right after the TLS handshake "
                     f"{self._quick_closes} times without an error response, even after a "
-                    "small batch and a confirmation probe; the certificate is probably for "
+                    "single notification and a confirmation probe; the certificate is probably for "
                     "the other environment (sandbox vs production), or the gateway does "
                     "not accept it",
                     permanent=True,

@@ -74,6 +74,7 @@ class Sender:
             command=config.command,
             window_size=config.window_size,
             max_unproductive=config.max_unproductive,
+            confirm_after=config.confirm_after,
         )
         # A stand-in window item for a confirmation probe; never reported.
         self.probe_job = Outcome(
@@ -454,7 +455,11 @@ class Sender:
             if opened > 1:
                 self.stats.reconnects += 1
             connection = Connection(
-                self, stream, self.stats.connections_opened, window_limit=self._policy.window
+                self,
+                stream,
+                self.stats.connections_opened,
+                window_limit=self._policy.window,
+                confirm_after=self._policy.confirm_after,
             )
             self._connections[slot] = connection
             try:
