@@ -8,8 +8,9 @@ loop), split into lines, checked and submitted one by one; the sender's queue ap
 back-pressure, and outcomes go straight to the ``--report`` file as they arrive, so
 memory stays bounded however long the input is.
 
-Exit codes: 0 all accepted; 1 some rejected or failed, or bad input lines skipped;
-2 bad usage or input (with ``--strict``: a bad input line stopped the run).
+Exit codes: 0 all accepted on the gateway's evidence; 1 some rejected or failed, some
+accepted only by assumption (``--assume-accepted``, command 0), or bad input lines
+skipped; 2 bad usage or input (with ``--strict``: a bad input line stopped the run).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "send",
         help="send notifications to a gateway",
         description="Send notifications over the legacy binary protocol and report what became "
-        "of each one. Exit 0 when all were accepted, 1 when some were rejected or failed "
-        "(or bad input lines were skipped), 2 for bad usage or input.",
+        "of each one. Exit 0 when the gateway confirmed all of them, 1 when some were "
+        "rejected, failed, or accepted only by assumption (or bad input lines were skipped), "
+        "2 for bad usage or input.",
     )
     add_connection_arguments(parser, production=PRODUCTION_GATEWAY, sandbox=SANDBOX_GATEWAY)
     what = parser.add_argument_group("what to send (--token ... or --input)")
@@ -82,7 +84,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--format", choices=list(_FORMATS), default="frame", help="command 0, 1 or 2 (default)")
     add("--connections", type=int, default=1, metavar="N", help="parallel connections")
     add("--payload-limit", type=int, default=PAYLOAD_LIMIT, metavar="N", help="default 2048")
-    add("--settle", type=float, default=1.0, metavar="SECONDS", help="quiet period (default 1)")
+    add("--probe-timeout", type=float, default=20.0, metavar="SECONDS",
+        help="wait this long for the answer to a confirmation probe; without one the "
+        "notifications it was to confirm fail as unconfirmed (default 20)")  # fmt: skip
+    add("--write-timeout", type=float, default=15.0, metavar="SECONDS",
+        help="end a connection whose write makes no progress this long (default 15)")  # fmt: skip
+    add("--assume-accepted", action="store_true",
+        help="for servers that never answer probes: count a notification accepted once the "
+        "server's TCP stack acknowledged it and --settle seconds passed without an error "
+        "(an assumption: reported, and exit code 1)")  # fmt: skip
+    add("--settle", type=float, default=1.0, metavar="SECONDS",
+        help="quiet period of --assume-accepted and --format simple (default 1)")  # fmt: skip
     add("--long-tokens", action="store_true", help="allow tokens of 32 to 100 bytes")
     add("--report", metavar="FILE", help="write one JSON outcome a line ('-': stdout)")
     add("--strict", action="store_true", help="stop at the first bad input line (exit 2)")
@@ -102,8 +114,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--connections must be at least 1, not {args.connections}")
     if not 1 <= args.payload_limit <= 0xFFFF:
         raise UsageError(f"--payload-limit must be 1 to 65535, not {args.payload_limit}")
-    if not (math.isfinite(args.settle) and args.settle > 0):
-        raise UsageError(f"--settle must be more than 0 seconds, not {args.settle}")
+    for flag, value in (
+        ("--settle", args.settle),
+        ("--probe-timeout", args.probe_timeout),
+        ("--write-timeout", args.write_timeout),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} must be more than 0 seconds, not {value}")
     if not 0 <= args.expiry <= UINT32_MAX:
         raise UsageError(f"--expiry must be 0 to {UINT32_MAX} (UNIX seconds), not {args.expiry}")
     payload = _command_line_payload(args)
@@ -122,6 +139,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         payload_limit=args.payload_limit,
         allow_long_tokens=args.long_tokens,
         settle_after=args.settle,
+        probe_timeout=args.probe_timeout,
+        write_timeout=args.write_timeout,
+        assume_accepted=args.assume_accepted,
     )
     return Plan(
         config=config,
@@ -235,12 +255,18 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     elif run.first_failure is not None:
         print(f"apns-legacy send: {stats.failed} failed; the first: {run.first_failure}",
               file=sys.stderr)  # fmt: skip
+    if stats.assumed:
+        print(
+            f"apns-legacy send: {stats.assumed} accepted without confirmation from the "
+            "gateway (assumed after a quiet period)",
+            file=sys.stderr,
+        )
     run.display.summary(summary(stats, run.skipped, trio.current_time() - started))
     if run.interrupted is not None:
         return 128 + run.interrupted  # the shell's convention for "killed by signal N"
     if run.stopped_at is not None:
         return EXIT_USAGE
-    if stats.rejected or stats.failed or run.skipped or stats.pending:
+    if stats.rejected or stats.failed or run.skipped or stats.pending or stats.assumed:
         return EXIT_FAILED
     return EXIT_OK
 

@@ -30,7 +30,13 @@ def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
             for status, count in sorted(stats.rejected_by_status.items())
         )
         rejected += f" ({counts})"
-    text = f"sent {stats.submitted}: {stats.accepted} accepted, {rejected}, {stats.failed} failed"
+    accepted = f"{stats.accepted} accepted"
+    if stats.assumed:
+        accepted += f" ({stats.assumed} assumed, not confirmed)"
+    failed = f"{stats.failed} failed"
+    if stats.unconfirmed:
+        failed += f" ({stats.unconfirmed} unconfirmed)"
+    text = f"sent {stats.submitted}: {accepted}, {rejected}, {failed}"
     if stats.pending:  # only if the sender broke its promise; never hide it
         text += f", {stats.pending} without outcome"
     if skipped:
