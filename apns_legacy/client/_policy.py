@@ -89,6 +89,8 @@ class Ended:
     quiet_for: float = 0.0
     #: In words, for logs and failure reasons.
     reason: str = ""
+    #: The TLS layer refused the session (a certificate problem), in words.
+    tls_refusal: str | None = None
 
 
 @attrs.frozen
@@ -129,6 +131,10 @@ class ConnectionPolicy:
 
     def on_end(self, ended: Ended) -> GiveUp | None:
         """Take one connection's end into account; a :class:`GiveUp` stops retrying."""
+        if ended.tls_refusal is not None:
+            return GiveUp(
+                f"the gateway refused the TLS session: {ended.tls_refusal}", permanent=True
+            )
         if ended.unknown and ended.kind in (EndKind.LOST, EndKind.STALLED):
             self.window = min(self._window_size, CAREFUL_WINDOW)
         elif ended.progress:
