@@ -23,7 +23,7 @@ from ..tls import (
     inspect_certificate,
     read_pem_certificates,
 )
-from ._main import EXIT_FAILED, EXIT_OK, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,7 +17,7 @@ import attrs
 from OpenSSL import SSL
 
 from ..tls import Credentials, CredentialsError, Environment, WrongPassphraseError, client_context
-from ._main import UsageError
+from ._exit import UsageError
 
 
 @attrs.frozen

@@ -39,7 +39,7 @@ from ..client import (
 )
 from ..simulator import Fault, FaultScope, Simulator, open_simulator
 from ..wire import DeviceToken, Notification, Status, build_payload, status_from_int
-from ._main import EXIT_FAILED, EXIT_OK, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 
 INVALID: Final = 10
 UNINSTALLED: Final = 50

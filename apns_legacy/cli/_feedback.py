@@ -22,7 +22,6 @@ import re
 import signal
 import sqlite3
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Final
 
@@ -37,7 +36,8 @@ from ..client import (
 )
 from ..wire import FeedbackItem
 from ._common import Target, add_connection_arguments, load_client_context
-from ._main import EXIT_FAILED, EXIT_OK, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, UsageError
+from ._signals import run_trio, watch_stop_signals
 from ._tokens import open_store
 
 _UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -151,17 +151,6 @@ async def _poll(
     return True
 
 
-async def _watch_signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if stop.is_set():
-                cancel.cancel()
-                return
-            name = signal.Signals(signum).name
-            print(f"got {name}: stopping after the current poll", file=sys.stderr)
-            stop.set()
-
-
 async def _run(
     target: Target,
     poll_timeout: float,
@@ -175,10 +164,13 @@ async def _run(
     failures = 0
     polls = 0
     stop = trio.Event()
+
+    def first_signal(signum: signal.Signals) -> None:
+        print(f"got {signum.name}: stopping after the current poll", file=sys.stderr)
+        stop.set()
+
     async with trio.open_nursery() as nursery:
-        # Signals can only be caught on the main thread (tests run us on another).
-        if threading.current_thread() is threading.main_thread():
-            nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+        await nursery.start(watch_stop_signals, first_signal)
         next_poll = trio.current_time()
         while not stop.is_set():
             if not await _poll(target, poll_timeout, printer, store):
@@ -211,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     # Opened before connecting: a wrong --db must not cost the (destructive) read.
     store = open_store(args.db, create=False) if args.db is not None else None
     try:
-        return trio.run(_run, target, args.timeout, Printer(args.format), store, every, args.count)
+        return run_trio(_run, target, args.timeout, Printer(args.format), store, every, args.count)
     finally:
         if store is not None:
             store.close()

@@ -2,8 +2,8 @@
 
 Each command module has ``register(subparsers)``, which adds its parser and sets
 ``handler`` to a function taking the parsed namespace and returning the exit code.
-Exit codes (DESIGN.md): 0 success, 1 some notifications rejected or failed (or the
-command's job failed), 2 bad usage or input.
+The exit codes and :class:`UsageError` live in ``_exit`` (which imports nothing from
+the commands, so the commands never import this module).
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+# Re-exported for command modules written against the old place (cli/_serve.py);
+# new code imports them from ._exit.
+from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 
-
-class UsageError(Exception):
-    """Bad arguments or input found after parsing; printed as one line, exit code 2."""
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "build_parser",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +52,8 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _command_registrars() -> list[Registrar]:
     # One line per command module; each module's register() adds its subparser.
-    # (Imported here: the command modules import UsageError and exit codes from us.)
+    # Imported here, not at the top, only because cli/_serve.py still imports the
+    # exit codes from this module (the re-export above).
     from . import _cert, _demo, _feedback, _send, _serve, _tokens
 
     return [
@@ -78,5 +85,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return code

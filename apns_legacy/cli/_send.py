@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import math
 import os
 import signal
 import stat
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Final
 
 import attrs
@@ -37,6 +35,7 @@ from ..client import (
     OutcomeKind,
     Sender,
     SenderConfig,
+    bulk_gc,
     open_sender,
 )
 from ..wire import (
@@ -51,9 +50,10 @@ from ..wire import (
     raw_payload,
 )
 from ._common import Target, add_connection_arguments, load_client_context
-from ._main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from ._send_display import Display, summary
 from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
+from ._signals import run_trio, watch_stop_signals
 
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
 
@@ -181,28 +181,18 @@ class _Run:
             self.stopped_at = number
             self.display.message(f"stopped at line {number} (--strict): nothing after it was sent")
 
-    async def watch_signals(
-        self, stop_input: trio.CancelScope, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        """On the first SIGINT or SIGTERM stop the input, and let what was submitted settle.
+    def stop_input(self, scope: trio.CancelScope) -> Callable[[signal.Signals], None]:
+        """What the first SIGINT or SIGTERM does: stop the input, let the rest settle."""
 
-        Without this, trio turns Ctrl-C into a KeyboardInterrupt raised wherever the
-        code happens to be, including inside the sender's tasks. After the first
-        signal the handlers are put back, so a second one stops at once.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            task_status.started()  # signals can only be caught in the main thread
-            return
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.interrupted = signum
-                break
-        self.display.message(
-            f"{signal.Signals(signum).name}: no more input; waiting for the outcomes of what "
-            "was submitted (again to stop at once)"
-        )
-        stop_input.cancel()
+        def first(signum: signal.Signals) -> None:
+            self.interrupted = signum
+            self.display.message(
+                f"{signum.name}: no more input; waiting for the outcomes of what "
+                "was submitted (again to stop at once)"
+            )
+            scope.cancel()
+
+        return first
 
 
 async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int:
@@ -211,7 +201,7 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     stop_input = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(run.watch_signals, stop_input)
+            await nursery.start(watch_stop_signals, run.stop_input(stop_input))
             async with open_sender(
                 target.context,
                 host=target.host,
@@ -333,19 +323,6 @@ def run(args: argparse.Namespace) -> int:
         display = Display.create(
             enabled=not args.quiet, total=len(plan.tokens) if source is None else None
         )
-        # A bulk send makes a few objects per notification that live until it
-        # settles; with the default thresholds the collector walks them over and over
-        # (a quarter of the run time in bench/). Collect young objects less often.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(50_000, 20, 20)
-        try:
-            return trio.run(send, plan, target, source, _Run(report, display))
-        except BaseExceptionGroup as group:
-            # A second Ctrl-C raises KeyboardInterrupt in whichever task is running,
-            # which trio hands back inside a group: unwrap it for main().
-            interrupts, rest = group.split(KeyboardInterrupt)
-            if interrupts is not None and rest is None:
-                raise KeyboardInterrupt from None
-            raise
-        finally:
-            gc.set_threshold(*thresholds)
+        # Few long-lived objects per notification: collect less often (client/_gc.py).
+        with bulk_gc():
+            return run_trio(send, plan, target, source, _Run(report, display))

@@ -20,7 +20,7 @@ from typing import IO
 
 from ..client import TokenStore
 from ..wire import DeviceToken, ProtocolError
-from ._main import EXIT_OK, UsageError
+from ._exit import EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,6 +10,7 @@ from ._config import (
     SenderConfig,
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
+from ._gc import BULK_GC_THRESHOLDS, bulk_gc
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
@@ -31,6 +32,8 @@ __all__ = [
     "BroadcastOutcome",
     "OutcomeKind",
     "SenderStats",
+    "bulk_gc",
+    "BULK_GC_THRESHOLDS",
     "InFlightWindow",
     "IdentifierAllocator",
     "Resolution",
