@@ -210,6 +210,29 @@ async def test_bad_input_lines_are_reported_and_skipped(pki, certs, tmp_path):
     assert "0 failed, 8 skipped (bad input); " in summary_line(done.stderr)
 
 
+async def test_deeply_nested_lines_are_skipped_not_a_crash(pki, certs):
+    deep = "[" * 100_000
+    lines = [
+        deep,  # line 1: at the top level
+        '{"token": "' + TOKEN_A + '", "payload": {"aps": ' + deep + "}}",  # in the payload
+        json.dumps({"token": TOKEN_A, "payload": '{"aps": ' + deep + "}"}),  # in a string
+        json.dumps({"token": TOKEN_B}),
+    ]
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--input", "-", "--alert", "hi",
+            stdin=("\n".join(lines) + "\n").encode(),
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    messages = done.stderr.strip().splitlines()
+    assert messages[0] == "line 1: not JSON this program reads: arrays or objects nested too deeply"
+    assert messages[1] == "line 2: not JSON this program reads: arrays or objects nested too deeply"
+    assert messages[2] == "line 3: payload: payload nests arrays or objects too deeply"
+    assert [r.token for r in sim.accepted] == [TOKEN_B]
+    assert "1 accepted, 0 rejected, 0 failed, 3 skipped (bad input)" in summary_line(done.stderr)
+
+
 async def test_strict_stops_at_the_first_bad_line(pki, certs, tmp_path):
     report = tmp_path / "report.jsonl"
     async with open_simulator(pki=pki) as sim:

@@ -18,7 +18,14 @@ def test_bulk_gc_sets_and_restores_the_thresholds():
 
 def test_bulk_gc_restores_the_thresholds_after_an_error():
     before = gc.get_threshold()
-    with pytest.raises(RuntimeError), bulk_gc((1234, 5, 6)):
-        assert gc.get_threshold() == (1234, 5, 6)
-        raise RuntimeError
+    seen = []
+
+    def fail_inside() -> None:
+        with bulk_gc((1234, 5, 6)):
+            seen.append(gc.get_threshold())
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fail_inside()
+    assert seen == [(1234, 5, 6)]
     assert gc.get_threshold() == before

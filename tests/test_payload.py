@@ -546,3 +546,27 @@ def test_unusual_values_fall_back_to_json_dumps():
         build_payload(custom={"m": {1, 2}})
     with pytest.raises(LocalProtocolError, match="cannot be encoded"):
         build_payload(custom={"m": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[" * 100_000,
+        '{"aps":' + "[" * 100_000,
+        ('{"a":' + "[" * 5000 + "]" * 5000 + "}").encode(),
+    ],
+    ids=["top-level", "inside-an-object", "closed-bytes"],
+)
+def test_raw_refuses_deep_nesting_as_a_protocol_error(data):
+    with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
+        raw_payload(data, limit=0xFFFF)
+
+
+def test_deeply_nested_mappings_are_refused_as_a_protocol_error():
+    value: list[object] = []
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
+        raw_payload({"aps": {}, "deep": value}, limit=0xFFFF)
+    with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
+        build_payload(custom={"deep": value}, limit=0xFFFF)

@@ -17,3 +17,7 @@ EXIT_INTERRUPTED: Final = 130
 
 class UsageError(Exception):
     """Bad arguments or input found after parsing; printed as one line, exit code 2."""
+
+
+class Failed(Exception):
+    """The command's job failed (a damaged store, say); printed as one line, exit code 1."""

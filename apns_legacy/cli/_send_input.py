@@ -61,6 +61,18 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
         BadLine: the message names the field and the rule it breaks.
     """
     try:
+        return _parse_line(raw, plan)
+    except RecursionError:
+        # JSON parsing and writing recurse; a line nested deeper than the stack allows
+        # (a thousand "[" do it) is a bad line like any other, never a crash.
+        raise BadLine(_TOO_DEEP) from None
+
+
+_TOO_DEEP: Final = "arrays or objects nested too deeply"
+
+
+def _parse_line(raw: bytes, plan: Plan) -> Notification:
+    try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadLine(f"not UTF-8 (byte {exc.start + 1})") from None
@@ -68,6 +80,8 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
         item = json.loads(text)
     except ValueError as exc:
         raise BadLine(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadLine(f"not JSON this program reads: {_TOO_DEEP}") from None
     if not isinstance(item, dict):
         raise BadLine("must be a JSON object with token and payload")
     for key in item:

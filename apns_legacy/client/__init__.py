@@ -14,7 +14,7 @@ from ._gc import BULK_GC_THRESHOLDS, bulk_gc
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
-from ._store import Device, FeedbackResult, StoreCounts, TokenStore
+from ._store import Device, FeedbackResult, StoreCounts, StoreError, TokenStore
 from ._sync import send_all
 from ._window import IdentifierAllocator, InFlightWindow, Resolution
 
@@ -45,4 +45,5 @@ __all__ = [
     "Device",
     "FeedbackResult",
     "StoreCounts",
+    "StoreError",
 ]

@@ -128,10 +128,17 @@ _ALERT_KEYS: Final = tuple(
 # --- encoding -------------------------------------------------------------------------
 
 
+#: The message for JSON nested deeper than Python's parser and writer can follow
+#: (both recurse, so a few hundred to a thousand levels, depending on the stack).
+_TOO_DEEP: Final = "payload nests arrays or objects too deeply"
+
+
 def _encode(obj: object) -> bytes:
     # allow_nan=False: NaN and Infinity are not JSON, and Python would write them anyway.
     try:
         text = _json(obj)
+    except RecursionError:
+        raise LocalProtocolError(_TOO_DEEP) from None
     except _Unusual:
         # Anything _compact does not know (non-str keys, str or dict subclasses with
         # their own behaviour, ...): json.dumps decides, and raises for what it refuses.
@@ -139,6 +146,8 @@ def _encode(obj: object) -> bytes:
             text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"payload cannot be encoded as JSON: {exc}") from exc
+        except RecursionError:
+            raise LocalProtocolError(_TOO_DEEP) from None
     return _utf8(text)
 
 
@@ -462,7 +471,8 @@ def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_L
 
     Raises:
         PayloadTooLargeError: The payload is over ``limit``.
-        LocalProtocolError: The text is not UTF-8, not JSON, or not a JSON object.
+        LocalProtocolError: The text is not UTF-8, not JSON, not a JSON object, or
+            nests arrays or objects deeper than Python's JSON parser can follow.
         TypeError: ``data`` has the wrong type.
     """
     _check_limit(limit)
@@ -482,6 +492,8 @@ def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_L
         value = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise LocalProtocolError(f"payload is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise LocalProtocolError(_TOO_DEEP) from None
     if not isinstance(value, dict):
         raise LocalProtocolError(f"payload must be a JSON object, not a JSON {_json_kind(value)}")
     return _check_size(raw, limit)
