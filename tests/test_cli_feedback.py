@@ -421,3 +421,70 @@ def test_a_sqlite_database_that_is_not_a_token_store_is_refused(tmp_path, capsys
     sql(db, "CREATE TABLE notes (text TEXT)")
     assert main(["tokens", "stats", "--db", str(db)]) == 2
     assert "a SQLite database, but not a token store" in capsys.readouterr().err
+
+
+def test_tokens_register_skips_bad_lines_by_default(tmp_path, capsys):
+    db = tmp_path / "devices.db"
+    listing = tmp_path / "tokens.txt"
+    listing.write_bytes(
+        b"\xef\xbb\xbf" + f"{token(1).hex()}\nnot-a-token\n{token(2).hex()}\n".encode()
+    )
+    assert main(["tokens", "register", "--db", str(db), "--input", str(listing)]) == 1
+    out, err = capsys.readouterr()
+    assert f"--input {listing} line 2: device token has 'n' at position 1" in err
+    assert "registered 2 tokens" in out
+    assert "skipped 1 bad line" in out
+    with TokenStore(db) as store:
+        assert store.counts().active == 2
+
+
+def test_tokens_messages_use_the_singular_for_one(tmp_path, capsys):
+    db = str(tmp_path / "devices.db")
+    assert main(["tokens", "register", "--db", db, token(1).hex()]) == 0
+    assert f"registered 1 token in {db} (1 active device)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [(".", "is a directory"), ("missing/out.csv", "cannot write (No such file or directory)")],
+)
+def test_tokens_export_output_errors_are_one_line(tmp_path, capsys, output, message):
+    db = str(tmp_path / "devices.db")
+    assert main(["tokens", "register", "--db", db, token(1).hex()]) == 0
+    capsys.readouterr()
+    target = str(tmp_path / output)
+    assert main(["tokens", "export", "--db", db, "--output", target]) == 2
+    assert capsys.readouterr().err == f"apns-legacy tokens: --output {target}: {message}\n"
+
+
+async def test_an_empty_list_with_a_single_environment_certificate_gets_a_note(
+    pki, cert_dir, capsys
+):
+    # The test certificate allows sandbox only: a production service drops it after the
+    # handshake, which from the client looks exactly like an empty list.
+    async with open_simulator(pki=pki, environment="production") as sim:
+        code = await run_cli(feedback_args(sim, cert_dir))
+        assert sim.stats.wrong_environment == 1
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "0 tokens listed" in err
+    assert "A certificate for the other environment gets the same answer" in err
+    assert "this one allows sandbox only" in err
+
+
+def test_feedback_refuses_an_apple_host_of_the_other_environment(cert_dir, capsys):
+    code = main(
+        [
+            "feedback",
+            "--cert",
+            str(cert_dir / "client.pem"),
+            "--key",
+            str(cert_dir / "client-key.pem"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "the certificate is for sandbox only, but feedback.push.apple.com is the production" in err
+    )
+    assert "Apple accepts it in the handshake and then closes without data" in err
