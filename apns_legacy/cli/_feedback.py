@@ -17,6 +17,7 @@ import argparse
 import csv
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import re
@@ -40,9 +41,12 @@ from ..client import (
 from ..wire import FeedbackItem
 from ._common import Target, add_connection_arguments, load_client_context
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
+from ._logging import CLI_LOGGER, say
 from ._signals import run_trio, watch_stop_signals
 from ._text import plural
 from ._tokens import open_store
+
+log = logging.getLogger(f"{CLI_LOGGER}.feedback")
 
 _UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _INTERVAL: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
@@ -140,11 +144,15 @@ class Poller:
             # cannot take it.
             problems = store.check()
             if problems:
-                print(
+                say(
+                    log,
+                    logging.ERROR,
                     f"apns-legacy feedback: --db {store.path}: the token store is damaged "
                     f"({problems[0]}); not reading the feedback service, which clears its list "
                     "when read. Restore the store from a backup, or try `sqlite3 FILE .recover`",
-                    file=sys.stderr,
+                    event="store-damaged",
+                    db=store.path,
+                    problem=problems[0],
                 )
                 return False
         target = self.target
@@ -153,12 +161,12 @@ class Poller:
                 target.context, host=target.host, port=target.port, timeout=self.poll_timeout
             )
         except FeedbackError as exc:
-            print(f"apns-legacy feedback: {exc}", file=sys.stderr)
+            say(log, logging.ERROR, f"apns-legacy feedback: {exc}", event="read-failed")
             return False
         self.printer.write(items)
         listed = f"feedback {self.where}: {plural(len(items), 'token')} listed"
         if store is None:
-            print(listed, file=sys.stderr)
+            say(log, logging.INFO, listed, event="listed", server=self.where, tokens=len(items))
             self._note_empty(items)
             return True
         try:
@@ -166,11 +174,19 @@ class Poller:
         except sqlite3.Error as exc:
             self._keep(items, store.path, exc)
             return False
-        print(
+        say(
+            log,
+            logging.INFO,
             f"{listed}; {result.deactivated} deactivated, {result.skipped_reregistered} skipped "
             f"(re-registered since), {result.unknown} unknown, {result.already_inactive} "
             "already inactive",
-            file=sys.stderr,
+            event="applied",
+            server=self.where,
+            tokens=len(items),
+            deactivated=result.deactivated,
+            skipped_reregistered=result.skipped_reregistered,
+            unknown=result.unknown,
+            already_inactive=result.already_inactive,
         )
         self._note_empty(items)
         return True
@@ -185,11 +201,13 @@ class Poller:
             return
         self._noted_empty = True
         (only,) = allowed
-        print(
+        say(
+            log,
+            logging.WARNING,
             f"note: the service closed without listing anything. A certificate for the other "
             f"environment gets the same answer (accepted, then closed without data); this one "
             f"allows {only.value} only",
-            file=sys.stderr,
+            event="empty-list-note",
         )
 
     def _keep(self, items: Sequence[FeedbackItem], db: str, exc: Exception) -> None:
@@ -213,10 +231,14 @@ class Poller:
             if saved is not None
             else "it could not be saved to a file either: keep the output above"
         )
-        print(
+        say(
+            log,
+            logging.ERROR,
             f"apns-legacy feedback: could not apply {plural(len(items), 'entry', 'entries')} to "
             f"{db} ({exc}); nothing was applied. The list (cleared on the server) is {where}",
-            file=sys.stderr,
+            event="apply-failed",
+            db=db,
+            saved=saved,
         )
 
 
@@ -232,7 +254,13 @@ async def _run(poller: Poller, every: float | None, count: int | None) -> int:
     stop = trio.Event()
 
     def first_signal(signum: signal.Signals) -> None:
-        print(f"got {signum.name}: stopping after the current poll", file=sys.stderr)
+        say(
+            log,
+            logging.INFO,
+            f"got {signum.name}: stopping after the current poll",
+            event="stopping",
+            signal=signum.name,
+        )
         stop.set()
 
     async with trio.open_nursery() as nursery:
@@ -248,11 +276,19 @@ async def _run(poller: Poller, every: float | None, count: int | None) -> int:
             when = _dt.datetime.now(_dt.UTC) + _dt.timedelta(
                 seconds=next_poll - trio.current_time()
             )
-            print(f"next poll at {when.isoformat(timespec='seconds')}", file=sys.stderr)
+            at = when.isoformat(timespec="seconds")
+            say(log, logging.INFO, f"next poll at {at}", event="next-poll", at=at)
             with trio.move_on_at(next_poll):
                 await stop.wait()
         nursery.cancel_scope.cancel()
-    print(f"stopped after {plural(polls, 'poll')} ({failures} failed)", file=sys.stderr)
+    say(
+        log,
+        logging.INFO,
+        f"stopped after {plural(polls, 'poll')} ({failures} failed)",
+        event="stopped",
+        polls=polls,
+        failed=failures,
+    )
     return EXIT_FAILED if failures else EXIT_OK
 
 

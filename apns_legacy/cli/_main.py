@@ -9,15 +9,18 @@ the commands, so the commands never import this module).
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._version import __version__
 
 # Re-exported for command modules written against the old place (cli/_serve.py);
 # new code imports them from ._exit.
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failed, UsageError
+from ._logging import LOG_FORMATS, configure
+from ._settings import CONFIGURABLE, prepare
 
 __all__ = [
     "EXIT_FAILED",
@@ -30,6 +33,48 @@ __all__ = [
 ]
 
 
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, top: bool, configurable: bool = True
+) -> None:
+    # On the top-level parser with defaults, and again on every command (defaults
+    # suppressed, so they only override what was given before the command): `-v`
+    # works before and after the command name.
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    group = parser.add_argument_group("output and settings (before or after the command)")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="more log output on stderr (-vv: debug)",
+        **({"default": 0} if top else default),
+    )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="stderr as plain text (default) or one JSON object a line",
+        **({"default": "text"} if top else default),
+    )
+    if configurable:
+        group.add_argument(
+            "--config",
+            metavar="FILE",
+            help=f"settings for {' and '.join(CONFIGURABLE)} (TOML; see the README, Operations)",
+            **default,
+        )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser, and the actions' parsers under them (``tokens stats``)."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:  # argparse has no public list of subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                for child in _subparsers(sub).values():
+                    found.setdefault(f"{name} {child.prog.rpartition(' ')[2]}", child)
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apns-legacy",
@@ -37,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "protocol (gateway port 2195, feedback port 2196).",
     )
     parser.add_argument("--version", action="version", version=f"apns-legacy {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)"
-    )
+    _add_global_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Commands register themselves here as they are built.
     for register in _command_registrars():
         register(subparsers)
+    for name, sub in _subparsers(parser).items():
+        _add_global_options(sub, top=False, configurable=name in CONFIGURABLE)
     return parser
 
 
@@ -68,16 +113,22 @@ def _command_registrars() -> list[Registrar]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        prepare(
+            {name: sub for name, sub in _subparsers(parser).items() if " " not in name},
+            arguments,
+            os.environ,
+        )
+    except UsageError as exc:
+        print(f"apns-legacy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(arguments)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure(args.verbose, args.log_format)
     try:
         code: int = handler(args)
     except UsageError as exc:
