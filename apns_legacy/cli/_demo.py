@@ -40,6 +40,7 @@ from ..client import (
 from ..simulator import Fault, FaultScope, Simulator, open_simulator
 from ..wire import DeviceToken, Notification, Status, build_payload, status_from_int
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
+from ._text import os_error
 
 INVALID: Final = 10
 UNINSTALLED: Final = 50
@@ -59,7 +60,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "accepted one exactly once.",
     )
     parser.add_argument(
-        "--devices", type=int, default=3000, metavar="N", help="demo devices (default 3000)"
+        "--devices",
+        type=int,
+        default=3000,
+        metavar="N",
+        help=f"demo devices, {INVALID + UNINSTALLED + 1} to 1000000 (default 3000; the "
+        f"{INVALID} invalid and {UNINSTALLED} uninstalled ones come first)",
     )
     parser.add_argument(
         "--keep", metavar="DIR", help="keep the token store and the simulator's record in DIR"
@@ -352,8 +358,10 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(args.keep)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise UsageError(f"--keep {workdir}: is a file, not a directory") from None
         except OSError as exc:
-            raise UsageError(f"--keep: {exc}") from None
+            raise UsageError(f"--keep {workdir}: cannot create ({os_error(exc)})") from None
         for name in ("devices.db", "accepted.jsonl"):
             (workdir / name).unlink(missing_ok=True)
         held = trio.run(_demo, console, devices, workdir)
