@@ -6,17 +6,18 @@ Two streams of records, both on stderr:
   ``-v`` and DEBUG with ``-vv``;
 * the commands' messages (logger ``apns_legacy.cli``), always shown: in text mode
   they are the plain lines the commands always printed; with ``--log-format json``
-  each is an object with ``time``, ``level``, ``logger``, ``message`` and the
-  record's structured fields (``tokens``, ``deactivated``, ...), for a log collector.
+  each is an object with ``time`` (ISO 8601 UTC), ``level``, ``logger``, ``message``
+  and the record's structured fields (``event``, ``tokens``, ``deactivated``, ...),
+  for a log collector.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import sys
 from typing import Any, Final
+
+from pythonjsonlogger.json import JsonFormatter
 
 #: The commands' own messages.
 CLI_LOGGER: Final = "apns_legacy.cli"
@@ -24,24 +25,14 @@ LOG_FORMATS: Final = ("text", "json")
 _LIBRARY_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line; ``extra={"fields": {...}}`` adds structured fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": _dt.datetime.fromtimestamp(record.created, _dt.UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+def _json_formatter() -> logging.Formatter:
+    # python-json-logger: the record's extra fields become keys of the object.
+    return JsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+    )
 
 
 def configure(verbosity: int, log_format: str) -> None:
@@ -51,8 +42,8 @@ def configure(verbosity: int, log_format: str) -> None:
     library = logging.getLogger("apns_legacy")
     cli = logging.getLogger(CLI_LOGGER)
     for logger, formatter in (
-        (library, JsonFormatter() if json_lines else logging.Formatter(_LIBRARY_FORMAT)),
-        (cli, JsonFormatter() if json_lines else logging.Formatter("%(message)s")),
+        (library, _json_formatter() if json_lines else logging.Formatter(_LIBRARY_FORMAT)),
+        (cli, _json_formatter() if json_lines else logging.Formatter("%(message)s")),
     ):
         for old in list(logger.handlers):
             logger.removeHandler(old)
@@ -66,4 +57,4 @@ def configure(verbosity: int, log_format: str) -> None:
 
 def say(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """A command's message, with structured fields for the JSON format."""
-    logger.log(level, "%s", message, extra={"fields": fields})
+    logger.log(level, "%s", message, extra=fields)
