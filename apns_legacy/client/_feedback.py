@@ -1,6 +1,6 @@
 """The feedback client: connect to port 2196, read every tuple until the server closes.
 
-PROTOCOL.md section 8: the service starts writing as soon as the TLS handshake is
+docs/PROTOCOL.md section 8: the service starts writing as soon as the TLS handshake is
 done (no command is sent), writes each ``timestamp | length | token`` tuple for the
 certificate's topic, and closes. The list is cleared once read, so what this
 returns is the only copy: callers should record it (print it, apply it to a store)

@@ -1,6 +1,6 @@
 """A SQLite token store that applies the feedback service's re-registration rule.
 
-Apple (PROTOCOL.md section 8): "Use the timestamp to verify that the device tokens
+Apple (docs/PROTOCOL.md section 8): "Use the timestamp to verify that the device tokens
 haven't been reregistered since the feedback entry was generated. For each device
 that has not been reregistered, stop sending notifications." So a feedback entry
 deactivates a device only when its time is *later* than the device's last
