@@ -110,3 +110,14 @@ def test_the_example_settings_are_valid(command):
     assert command in read_file(str(path))
     _, parser = subparser(command)
     apply(command, parser, str(path), {})  # raises UsageError for a key it does not know
+
+
+def test_the_readme_settings_example_is_valid(tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Operations") :]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "settings.toml"
+    path.write_text("\n".join(line.strip() for line in block.splitlines()))
+    _, parser = subparser("feedback")
+    apply("feedback", parser, str(path), {})
+    assert parser.get_default("every") == "24h"

@@ -3,9 +3,23 @@ directory with no conftest.py, finding ``apns_simulator`` through the entry poin
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    """The test file the README shows under "Testing your code with the simulator"."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Testing your code with the simulator") :]
+    match = re.search(r"```python\n(# test_push.py.*?)\n```", section, re.DOTALL)
+    assert match is not None
+    return match.group(1)
+
 
 USER_TESTS = """
 import trio
@@ -42,6 +56,7 @@ def test_the_p12_has_the_default_passphrase(apns_cert_files, apns_p12_passphrase
 def test_the_plugin_gives_a_user_the_fixtures_without_a_conftest(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
+    (tmp_path / "test_push.py").write_text(readme_example())
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
         cwd=tmp_path,
@@ -51,4 +66,4 @@ def test_the_plugin_gives_a_user_the_fixtures_without_a_conftest(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
