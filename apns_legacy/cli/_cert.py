@@ -25,7 +25,7 @@ from ..tls import (
     read_pem_certificates,
 )
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
-from ._text import os_error
+from ._text import os_error, plural
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,7 +91,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(info.to_text())
         if credentials is not None:
             print(f"{'Private key:':<14}matches the certificate")
-            print(f"{'Chain:':<14}{chain} more certificate(s)")
+            print(f"{'Chain:':<14}{plural(chain or 0, 'more certificate')}")
     when = f"{info.not_after:%Y-%m-%d %H:%M} UTC"
     if not info.is_push_certificate:
         print(

@@ -40,7 +40,7 @@ from ..client import (
 from ..simulator import Fault, FaultScope, Simulator, open_simulator
 from ..wire import DeviceToken, Notification, Status, build_payload, status_from_int
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
-from ._text import os_error
+from ._text import os_error, plural
 
 INVALID: Final = 10
 UNINSTALLED: Final = 50
@@ -254,7 +254,7 @@ async def _demo(console: Console, devices: int, workdir: Path) -> bool:
             say(
                 "   error frames from the gateway: "
                 + ", ".join(f"{_status_text(code)} x{n}" for code, n in sorted(frames.items()))
-                + f", and {probes} answer(s) to the confirmation probe (status 2)"
+                + f", and {plural(probes, 'answer')} to the confirmation probe (status 2)"
             )
             say(
                 f"   replayed {stats.replayed} after rejections and the shutdown, "
