@@ -488,3 +488,31 @@ def test_feedback_refuses_an_apple_host_of_the_other_environment(cert_dir, capsy
         "the certificate is for sandbox only, but feedback.push.apple.com is the production" in err
     )
     assert "Apple accepts it in the handshake and then closes without data" in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_tokens_export_write_errors_are_one_line(tmp_path, capsys):
+    db = str(tmp_path / "devices.db")
+    assert main(["tokens", "register", "--db", db, token(1).hex()]) == 0
+    capsys.readouterr()
+    assert main(["tokens", "export", "--db", db, "--output", "/dev/full"]) == 1
+    err = capsys.readouterr().err
+    assert err == "apns-legacy tokens: --output /dev/full: cannot write (No space left on device)\n"
+
+
+def test_tokens_export_into_a_closed_pipe_ends_quietly(tmp_path):
+    db = tmp_path / "devices.db"
+    with TokenStore(db) as store:
+        store.register_many([n.to_bytes(4, "big") * 8 for n in range(20000)])
+    with subprocess.Popen(
+        [sys.executable, "-m", "apns_legacy", "tokens", "export", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"token,")
+        process.stdout.close()  # like `| head -1`
+        err = process.stderr.read() if process.stderr else b""
+        code = process.wait(timeout=30)
+    assert code == 1
+    assert b"Traceback" not in err

@@ -247,23 +247,35 @@ def run_register(args: argparse.Namespace) -> int:
     return EXIT_FAILED if lines is not None and lines.skipped else EXIT_OK
 
 
+def _open_output(path: str) -> IO[str]:
+    try:
+        return Path(path).open("w", encoding="utf-8", newline="")
+    except IsADirectoryError:
+        raise UsageError(f"--output {path}: is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"--output {path}: cannot write ({os_error(exc)})") from None
+
+
 def run_export(args: argparse.Namespace) -> int:
-    with (
-        open_store(args.db, create=False) as store,
-        damage_is_one_line(args.db),
-        contextlib.ExitStack() as stack,
-    ):
-        out: IO[str] = sys.stdout
-        if args.output:
-            try:
-                out = stack.enter_context(Path(args.output).open("w", encoding="utf-8", newline=""))
-            except IsADirectoryError:
-                raise UsageError(f"--output {args.output}: is a directory") from None
-            except OSError as exc:
-                raise UsageError(
-                    f"--output {args.output}: cannot write ({os_error(exc)})"
-                ) from None
-        count = store.export(args.kind, out, format=args.format)
+    with open_store(args.db, create=False) as store, damage_is_one_line(args.db):
+        file = _open_output(args.output) if args.output else None
+        out = file if file is not None else sys.stdout
+        try:
+            count = store.export(args.kind, out, format=args.format)
+            out.flush()
+            if file is not None:
+                file.close()
+        except OSError as exc:
+            if file is None and isinstance(exc, BrokenPipeError):
+                raise  # `tokens export | head`: main() ends quietly
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()  # flushing again fails the same way
+            where = args.output or "standard output"
+            raise Failed(f"--output {where}: cannot write ({os_error(exc)})") from None
+        finally:
+            if file is not None and not file.closed:
+                file.close()
     print(f"exported {plural(count, 'device')} ({args.kind})", file=sys.stderr)
     return EXIT_OK
 
