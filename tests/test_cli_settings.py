@@ -4,6 +4,9 @@ after the command: ``main`` in a worker thread against the simulator over TLS.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -151,3 +154,25 @@ async def test_json_logs_of_feedback_every(pki, cert_dir, capsys, monkeypatch):
     assert listed["message"] == f"feedback {host}:{port}: 1 token listed"
     assert listed["time"].endswith("+00:00")
     assert entries[-1]["polls"] == 2
+
+
+def test_serve_reads_its_settings_from_the_environment_and_a_file(tmp_path):
+    settings = tmp_path / "settings.toml"
+    settings.write_text('[serve]\ngateway-port = 0\nfeedback-port = 0\nfor = "0.1"\n')
+    environment = {
+        **os.environ,
+        "APNS_LEGACY_CONFIG": str(settings),
+        "APNS_LEGACY_SERVE_CERT_DIR": str(tmp_path / "certs"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "apns_legacy", "serve"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    ready = json.loads(done.stdout)
+    assert ready["cert_dir"] == str(tmp_path / "certs")
+    assert not ready["gateway"].endswith(":2195")  # port 0 from the file: a free port
