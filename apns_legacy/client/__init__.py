@@ -10,10 +10,11 @@ from ._config import (
     SenderConfig,
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
+from ._gc import BULK_GC_THRESHOLDS, bulk_gc
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
-from ._store import Device, FeedbackResult, StoreCounts, TokenStore
+from ._store import Device, FeedbackResult, StoreCounts, StoreError, TokenStore
 from ._sync import send_all
 from ._window import IdentifierAllocator, InFlightWindow, Resolution
 
@@ -32,6 +33,8 @@ __all__ = [
     "OutcomeKind",
     "Evidence",
     "SenderStats",
+    "bulk_gc",
+    "BULK_GC_THRESHOLDS",
     "InFlightWindow",
     "IdentifierAllocator",
     "Resolution",
@@ -43,4 +46,5 @@ __all__ = [
     "Device",
     "FeedbackResult",
     "StoreCounts",
+    "StoreError",
 ]
