@@ -14,11 +14,11 @@ import math
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import trio
 
-from ..simulator import Fault, FaultScope, open_simulator
+from ..simulator import Fault, FaultScope, SimulatorConfig, open_simulator
 from ..tls import Environment, TestPKI, make_test_pki
 from ..wire import MAX_LONG_TOKEN_LENGTH, PAYLOAD_LIMIT, TOKEN_LENGTH, DeviceToken, ProtocolError
 from ._main import EXIT_OK, UsageError
@@ -96,8 +96,8 @@ def _tokens(flag: str, texts: list[str], allow_long: bool) -> list[bytes]:
     return tokens
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The open_simulator keyword arguments, or UsageError naming the flag and its limit."""
+def _config(args: argparse.Namespace) -> SimulatorConfig:
+    """The simulator's settings, or UsageError naming the flag and its limit."""
     _check_port("--gateway-port", args.gateway_port)
     _check_port("--feedback-port", args.feedback_port)
     for flag, value in (
@@ -126,24 +126,22 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         faults.append(Fault.slow_reader(args.read_rate))
     if args.idle_timeout is not None:
         faults.append(Fault.idle_timeout(args.idle_timeout))
-    return {
-        "host": args.host,
-        "gateway_port": args.gateway_port,
-        "feedback_port": args.feedback_port,
-        "environment": Environment(args.environment),
-        "invalid_tokens": _tokens("--invalid-token", args.invalid_token, args.long_tokens),
-        "uninstalled_tokens": _tokens(
-            "--uninstalled-token", args.uninstalled_token, args.long_tokens
-        ),
-        "payload_limit": args.payload_limit,
-        "max_token_length": MAX_LONG_TOKEN_LENGTH if args.long_tokens else TOKEN_LENGTH,
-        "protocol_error_frames": args.protocol_error_frames,
-        "allow_tls13": args.tls13,
-        "faults": faults,
-        "record_path": args.record,
+    return SimulatorConfig(
+        host=args.host,
+        gateway_port=args.gateway_port,
+        feedback_port=args.feedback_port,
+        environment=Environment(args.environment),
+        invalid_tokens=_tokens("--invalid-token", args.invalid_token, args.long_tokens),
+        uninstalled_tokens=_tokens("--uninstalled-token", args.uninstalled_token, args.long_tokens),
+        payload_limit=args.payload_limit,
+        max_token_length=MAX_LONG_TOKEN_LENGTH if args.long_tokens else TOKEN_LENGTH,
+        protocol_error_frames=args.protocol_error_frames,
+        allow_tls13=args.tls13,
+        faults=faults,
+        record_path=args.record,
         # A long-running server must not grow without bound: the file is the record.
-        "keep_records": False,
-    }
+        keep_records=False,
+    )
 
 
 def _load_or_write_pki(directory: Path, environment: Environment, passphrase: str) -> TestPKI:
@@ -166,11 +164,11 @@ def _host_port(address: tuple[str, int]) -> str:
 
 
 async def _serve(
-    options: dict[str, Any], cert_dir: Path, passphrase: str, duration: float | None
+    config: SimulatorConfig, cert_dir: Path, passphrase: str, duration: float | None
 ) -> int:
-    pki = _load_or_write_pki(cert_dir, options["environment"], passphrase)
+    pki = _load_or_write_pki(cert_dir, config.environment, passphrase)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_simulator(pki=pki, **options) as sim:
+        async with open_simulator(config, pki=pki) as sim:
             ready = {
                 "gateway": _host_port(sim.gateway_address),
                 "feedback": _host_port(sim.feedback_address),
@@ -194,10 +192,10 @@ async def _serve(
 
 
 def run(args: argparse.Namespace) -> int:
-    options = _options(args)
+    config = _config(args)
     passphrase = args.p12_passphrase if args.p12_passphrase is not None else DEFAULT_P12_PASSPHRASE
     try:
-        return trio.run(_serve, options, Path(args.cert_dir), passphrase, args.duration)
+        return trio.run(_serve, config, Path(args.cert_dir), passphrase, args.duration)
     except OSError as exc:
         # Port in use, unwritable certificate directory, ...: one line, not a traceback.
         raise UsageError(str(exc)) from None
