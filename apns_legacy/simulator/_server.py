@@ -161,9 +161,9 @@ async def _open_listeners(
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason = "address already in use (another server is listening there)"
-        raise ListenError(
-            exc.errno or 0, f"cannot listen on {shown} for the {service.value}: {reason}"
-        ) from exc
+        error = ListenError(f"cannot listen on {shown} for the {service.value}: {reason}")
+        error.errno = exc.errno
+        raise error from exc
 
 
 async def _listen(
