@@ -12,6 +12,8 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apns_legacy.simulator import Fault, SimulatorService, open_simulator
 from apns_legacy.simulator._latency import open_latency_stream
@@ -242,3 +244,47 @@ async def test_latency_only_for_one_service(pki):
                 await trio.aclose_forcefully(stream)
     assert handshakes["gateway"] < 2.0
     assert handshakes["feedback"] >= 2.0  # two round trips of 1 s
+
+
+@given(
+    delay=st.sampled_from([0.0, 0.02, 0.7, 3.0]),
+    writes=st.lists(
+        st.tuples(st.sampled_from([0.0, 0.0, 0.01, 0.5, 2.0]), st.integers(1, 3000)),
+        min_size=1,
+        max_size=20,
+    ),
+    window=st.sampled_from([1, 1000, 1 << 20]),
+)
+@settings(max_examples=60)
+def test_every_byte_arrives_exactly_delay_late_in_order(delay, writes, window):
+    async def run() -> None:
+        client, server_end = trio.testing.memory_stream_pair()
+        sent_at: list[float] = []  # the time each byte was handed to the layer
+        arrived_at: list[float] = []
+        payload = bytearray()
+        transport = MemoryTransport(server_end)
+        async with (
+            open_latency_stream(transport, delay, window=window) as d,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def reader() -> None:
+                while data := await client.receive_some(65536):
+                    payload.extend(data)
+                    arrived_at.extend([trio.current_time()] * len(data))
+
+            nursery.start_soon(reader)
+            counter = 0
+            for gap, size in writes:
+                await trio.sleep(gap)
+                chunk = bytes((counter + i) % 251 for i in range(size))
+                counter += size
+                await d.send_all(chunk)
+                # send_all returns once the bytes are queued: stamp them now (with
+                # a full window it waited, and the bytes were queued at its end).
+                sent_at.extend([trio.current_time()] * size)
+            await d.aclose()
+        assert bytes(payload) == bytes(i % 251 for i in range(counter))
+        assert arrived_at == pytest.approx([t + delay for t in sent_at])
+
+    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -22,11 +22,9 @@ a plain ``aclose`` (graceful) or ``aclose_forcefully`` (reset).
 from __future__ import annotations
 
 import enum
-import fcntl
 import logging
 import socket
 import struct
-import termios
 from typing import Final, Protocol, runtime_checkable
 
 import trio
@@ -121,9 +119,14 @@ async def discard_for(stream: trio.abc.Stream, seconds: float) -> None:
 
 
 def _unread_bytes(sock: trio.socket.SocketType) -> int:
+    # FIONREAD (SIOCINQ for TCP): bytes in the receive queue. POSIX only; elsewhere 0,
+    # and the kernel's own rule (a reset on close with unread data) still applies.
     try:
+        import fcntl
+        import termios
+
         answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
+    except (ImportError, OSError):
         return 0
     return int(struct.unpack("i", answer)[0])
 
