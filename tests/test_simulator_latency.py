@@ -15,7 +15,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apns_legacy.simulator import Fault, SimulatorService, open_simulator
+from apns_legacy.simulator import Fault, Simulator, SimulatorService, open_simulator
 from apns_legacy.simulator._latency import open_latency_stream
 from apns_legacy.simulator._streams import CloseMode
 from apns_legacy.tls import TLSStream, client_context, server_context
@@ -288,3 +288,25 @@ def test_every_byte_arrives_exactly_delay_late_in_order(delay, writes, window):
         assert arrived_at == pytest.approx([t + delay for t in sent_at])
 
     trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_gateway_over_a_delayed_memory_stream(pki, autojump_clock):
+    # What a sender test under the autojump clock can do: the simulator's gateway behind
+    # a 350 ms path, over memory streams, with exact times.
+    sim = Simulator(pki=pki, invalid_tokens=[b"\x08" * 32])
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def serve() -> None:
+            async with open_latency_stream(server, 0.35) as delayed:
+                await sim.serve_gateway_stream(
+                    delayed, topic=pki.client.topic, environments=pki.client.environments
+                )
+
+        nursery.start_soon(serve)
+        start = trio.current_time()
+        await client.send_all(enhanced(1) + enhanced(2, token=b"\x08" * 32))
+        assert await client.receive_some() == bytes.fromhex("0808 00000002")
+        assert trio.current_time() - start == pytest.approx(0.7)
+        assert await client.receive_some() == b""
+    assert [r.identifier for r in sim.accepted] == [1]

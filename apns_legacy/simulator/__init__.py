@@ -26,6 +26,7 @@ from ._faults import (
     SplitErrors,
     StopReading,
 )
+from ._latency import LatencyStream, open_latency_stream
 from ._records import AcceptedRecord, ErrorRecord, SimulatorStats
 from ._server import ListenError, ServerCertificates, open_simulator, serve_simulator
 from ._simulator import Simulator
@@ -41,6 +42,8 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "ServerCertificates",
     "ListenError",
+    "open_latency_stream",
+    "LatencyStream",
     "SimulatorStats",
     "AcceptedRecord",
     "ErrorRecord",

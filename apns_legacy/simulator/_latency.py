@@ -42,15 +42,15 @@ class LatencyStream(trio.abc.Stream):
     """
 
     def __init__(self, transport: trio.abc.Stream, delay: float, *, window: int) -> None:
-        if not isinstance(transport, Transport):
-            raise TypeError("the latency layer needs a transport (e.g. SocketTransport)")
         if not delay >= 0:
             raise ValueError(f"delay must be 0 or more, not {delay}")
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         self.transport_stream = transport
         self.close_mode = CloseMode.GRACEFUL
-        self._transport: Transport = transport
+        # A Transport knows how to end a TCP connection; any other stream (a memory
+        # stream in tests) is closed, or closed forcefully for a reset.
+        self._transport: Transport | None = transport if isinstance(transport, Transport) else None
         self._delay = delay
         self._window = window
         self._incoming: deque[tuple[float, _Incoming]] = deque()
@@ -71,7 +71,8 @@ class LatencyStream(trio.abc.Stream):
 
     def pending_input(self) -> int:
         """Client bytes not yet read: queued here, plus those in the socket."""
-        return self._incoming_bytes + self._transport.pending_input()
+        below = self._transport.pending_input() if self._transport is not None else 0
+        return self._incoming_bytes + below
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         limit = READ_SIZE if max_bytes is None else max_bytes
@@ -215,8 +216,16 @@ class LatencyStream(trio.abc.Stream):
         if mode is CloseMode.GRACEFUL and self._incoming_bytes:
             # Client bytes arrived that the server never read: its kernel would reset.
             mode = CloseMode.RESET
-        self._transport.close_mode = mode
-        await self._transport.aclose()
+        if self._transport is not None:
+            self._transport.close_mode = mode
+            await self._transport.aclose()
+        elif mode is CloseMode.RESET:
+            await trio.aclose_forcefully(self.transport_stream)
+        else:
+            try:
+                await self.transport_stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
 
 @asynccontextmanager
@@ -225,8 +234,10 @@ async def open_latency_stream(
 ) -> AsyncIterator[LatencyStream]:
     """A :class:`LatencyStream` over ``transport`` with its pumps, for the block.
 
-    Leaving the block closes the stream if it is still open and waits (for at most
-    the delay plus the drain and flush limits) until its end reached the transport.
+    ``transport`` is the simulator's TCP transport, or any stream (a trio memory
+    stream, to run a gateway with latency under the autojump clock). Leaving the
+    block closes the stream if it is still open and waits (for at most the delay
+    plus the drain and flush limits) until its end reached the transport.
     """
     stream = LatencyStream(transport, delay, window=window)
     try:
