@@ -120,7 +120,7 @@ class CollectingSink:
         return Status.INVALID_TOKEN if notification.token[0] == 0xFF else None
 
     def accept(
-        self, notification: ReceivedNotification, *, connection: int, topic: str, now: float
+        self, notification: ReceivedNotification, connection: int, topic: str, now: float, /
     ) -> None:
         self.accepted.append((connection, notification.identifier, topic))
 

@@ -64,9 +64,10 @@ class GatewaySink(Protocol):
         ...
 
     def accept(
-        self, notification: ReceivedNotification, *, connection: int, topic: str, now: float
+        self, notification: ReceivedNotification, connection: int, topic: str, now: float, /
     ) -> None:
-        """Take one accepted notification (``now``: UNIX time of the read that brought it)."""
+        """Take one accepted notification from ``connection`` (its number) with the
+        certificate's ``topic``; ``now`` is the UNIX time of the read that brought it."""
         ...
 
     def error_sent(self, record: ErrorRecord) -> None:
@@ -272,7 +273,7 @@ class GatewayConnection:
                 stats.accepted += 1
                 self.last_identifier = event.identifier
                 self.last_command = event.command
-                accept(event, connection=number, topic=topic, now=now)
+                accept(event, number, topic, now)
                 if faults.per_notification:
                     after = faults.check_accepted(self.accepted)
                     if isinstance(after, ShutdownAfter):

@@ -165,7 +165,7 @@ class Simulator:
         return Status.INVALID_TOKEN if notification.token in self.invalid_tokens else None
 
     def accept(
-        self, notification: ReceivedNotification, *, connection: int, topic: str, now: float
+        self, notification: ReceivedNotification, connection: int, topic: str, now: float, /
     ) -> None:
         """Record one accepted notification (called by the gateway)."""
         if self._writer is not None or self._keeps:
