@@ -12,18 +12,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "apns_legacy"
-
-#: Circles known to be removed on another branch of issue 10, each with the branch.
-#: An entry that no longer exists fails the test, so the list only shrinks.
-ELSEWHERE: dict[frozenset[str], str] = {
-    frozenset({"apns_legacy.simulator._gateway", "apns_legacy.simulator._simulator"}): "sim",
-    # cli/_serve.py (owned by the simulator branch) still imports EXIT_OK and UsageError
-    # from ._main; the fix is `from ._exit import EXIT_OK, UsageError` there.
-    frozenset({"apns_legacy.cli._main", "apns_legacy.cli._serve"}): "sim (cli/_serve.py)",
-}
 
 
 def module_names(root: Path) -> dict[str, Path]:
@@ -154,12 +143,5 @@ def test_a_package_and_its_children_are_not_a_circle(tmp_path):
 
 
 def test_no_import_circles_in_the_package():
-    found = circles(import_graph(PACKAGE))
-    unexpected = [sorted(c) for c in found if c not in ELSEWHERE]
-    assert unexpected == [], "import circles: " + "; ".join(" <-> ".join(c) for c in unexpected)
-
-
-@pytest.mark.parametrize("circle", list(ELSEWHERE), ids=lambda c: " ".join(sorted(c)))
-def test_circles_left_to_other_branches_still_exist(circle):
-    # Once the other branch is merged, this fails: delete the entry from ELSEWHERE.
-    assert circle in circles(import_graph(PACKAGE)), f"fixed: remove {sorted(circle)}"
+    found = [sorted(c) for c in circles(import_graph(PACKAGE))]
+    assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)

@@ -31,7 +31,7 @@ from ..simulator import (
 )
 from ..tls import PKI_FILES, CredentialsError, Environment, make_test_pki
 from ..wire import MAX_LONG_TOKEN_LENGTH, PAYLOAD_LIMIT, TOKEN_LENGTH, DeviceToken, ProtocolError
-from ._main import EXIT_OK, UsageError
+from ._exit import EXIT_OK, UsageError
 
 #: The passphrase of the client.p12 written into a fresh --cert-dir (not a secret).
 DEFAULT_P12_PASSPHRASE: Final = "apns-legacy-test"
