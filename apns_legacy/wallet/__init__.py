@@ -19,6 +19,13 @@ from ._pkpass import (
     read_pass_directory,
 )
 from ._sample import write_sample_pass
+from ._store import (
+    MAX_IDENTIFIER_LENGTH,
+    PassStore,
+    Registration,
+    StoredPass,
+    UpdatedSerials,
+)
 
 __all__ = [
     # passes
@@ -33,4 +40,10 @@ __all__ = [
     "PKPASS_MEDIA_TYPE",
     "GENERATED_FILES",
     "MIN_AUTH_TOKEN_LENGTH",
+    # store
+    "PassStore",
+    "StoredPass",
+    "Registration",
+    "UpdatedSerials",
+    "MAX_IDENTIFIER_LENGTH",
 ]
