@@ -2,9 +2,16 @@
 
 An application built on the layers below (tls, client); nothing but the CLI imports
 it. See README "Wallet passes".
+
+The web service needs Starlette and Hypercorn (the ``wallet`` extra:
+``pip install 'apns-legacy[wallet]'``). They are imported only when one of the web
+names is used, so building passes and pushing updates work without them.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._pkpass import (
     GENERATED_FILES,
@@ -27,6 +34,33 @@ from ._store import (
     UpdatedSerials,
 )
 
+if TYPE_CHECKING:
+    from ._server import WalletServer, open_wallet_server
+    from ._web import MAX_BODY, WalletService
+
+# Names from modules that need the ``wallet`` extra, imported on first use (PEP 562).
+_WEB_NAMES = {
+    "WalletService": "_web",
+    "MAX_BODY": "_web",
+    "WalletServer": "_server",
+    "open_wallet_server": "_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WEB_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"{name} needs the web service packages ({exc.name}): pip install 'apns-legacy[wallet]'"
+        ) from exc
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     # passes
     "PassError",
@@ -46,4 +80,9 @@ __all__ = [
     "Registration",
     "UpdatedSerials",
     "MAX_IDENTIFIER_LENGTH",
+    # web service
+    "WalletService",
+    "WalletServer",
+    "open_wallet_server",
+    "MAX_BODY",
 ]
