@@ -33,6 +33,18 @@ from ._store import (
     StoredPass,
     UpdatedSerials,
 )
+from ._update import (
+    DEFAULT_PUSH_EXPIRY,
+    BinaryGateway,
+    PushReport,
+    UpdateResult,
+    changed_passes,
+    pass_directories,
+    publish_pass,
+    push_pass_update,
+    read_pass_folder,
+    update_pass,
+)
 
 if TYPE_CHECKING:
     from ._server import WalletServer, open_wallet_server
@@ -80,6 +92,17 @@ __all__ = [
     "Registration",
     "UpdatedSerials",
     "MAX_IDENTIFIER_LENGTH",
+    # updates
+    "BinaryGateway",
+    "PushReport",
+    "UpdateResult",
+    "publish_pass",
+    "push_pass_update",
+    "update_pass",
+    "pass_directories",
+    "read_pass_folder",
+    "changed_passes",
+    "DEFAULT_PUSH_EXPIRY",
     # web service
     "WalletService",
     "WalletServer",
