@@ -3,6 +3,14 @@
 Subcommands:
 
 * ``wallet build PASS_DIR --cert ... --wwdr ... --output FILE.pkpass``: one signed pass.
+* ``wallet serve --config FILE``: the PassKit web service; one JSON line on stdout when
+  ready (``{"url": ..., "listen": ..., "store": ..., "pass_type_id": ...}``), then
+  serves until Ctrl-C, SIGTERM or ``--for SECONDS``.
+* ``wallet update --config FILE [SERIAL ...]``: rebuild, sign and store the named passes
+  (default: every pass folder that is new or changed), then push to their devices;
+  one JSON line per pass on stdout; exit 1 if a push was not accepted.
+* ``wallet passes --config FILE`` / ``wallet devices --config FILE [SERIAL]``: what the
+  store holds, as JSON lines.
 
 Every problem found before any work (unreadable credentials, a pass directory that is
 not a valid pass, a certificate that is not a Pass Type ID certificate) is one line
@@ -12,14 +20,34 @@ on stderr naming the file or field, exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 
+import trio
+
 from ..tls import Credentials, CredentialsError, WrongPassphraseError
-from ..wallet import PassError, PassSigner, build_pkpass, load_wwdr, read_pass_directory
+from ..wallet import (
+    ConfigError,
+    PassError,
+    PassSigner,
+    PassSource,
+    PassStore,
+    WalletConfig,
+    build_pkpass,
+    changed_passes,
+    load_wwdr,
+    pass_directories,
+    read_pass_directory,
+    read_pass_folder,
+    update_pass,
+)
 from ._common import read_passphrase
-from ._main import EXIT_OK, UsageError
+from ._main import EXIT_FAILED, EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,10 +71,65 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--output", "-o", required=True, metavar="FILE", help="the .pkpass to write")
     build.set_defaults(handler=_run_build)
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the PassKit web service",
+        description="Serve the five /v1 endpoints Wallet calls (register, serial numbers "
+        "since a tag, latest pass, unregister, log). Prints one JSON line when ready.",
+    )
+    _add_config_argument(serve)
+    serve.add_argument(
+        "--for", dest="duration", type=float, metavar="SECONDS", help="stop after SECONDS"
+    )
+    serve.set_defaults(handler=_run_serve)
+
+    update = commands.add_parser(
+        "update",
+        help="rebuild, sign and store passes, and push the update to their devices",
+        description="Give each pass a new tag, rebuild and sign it from its folder, and "
+        "push an empty notification to every device registered for it. Without SERIAL, "
+        "every pass folder that is new or whose files changed.",
+    )
+    _add_config_argument(update)
+    update.add_argument(
+        "serials", nargs="*", metavar="SERIAL", help="serial numbers (folder names)"
+    )
+    update.add_argument("--no-push", action="store_true", help="store the new versions only")
+    update.set_defaults(handler=_run_update)
+
+    passes = commands.add_parser("passes", help="list the stored passes (JSON lines)")
+    _add_config_argument(passes)
+    passes.set_defaults(handler=_run_passes)
+
+    devices = commands.add_parser("devices", help="list the registered devices (JSON lines)")
+    _add_config_argument(devices)
+    devices.add_argument("serial", nargs="?", metavar="SERIAL", help="only this pass")
+    devices.set_defaults(handler=_run_devices)
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, metavar="FILE", help="the wallet configuration (TOML)"
+    )
+
+
+def _load_config(args: argparse.Namespace) -> WalletConfig:
+    try:
+        return WalletConfig.load(args.config)
+    except ConfigError as exc:
+        raise UsageError(f"--config: {exc}") from None
+
+
+def _open_store(config: WalletConfig) -> PassStore:
+    try:
+        return PassStore(config.store)
+    except sqlite3.Error as exc:
+        raise UsageError(f"--config: store {config.store}: {exc}") from None
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    raise UsageError("give a wallet command: build")
+    raise UsageError("give a wallet command: build, serve, update, passes or devices")
 
 
 def _add_signing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,4 +193,154 @@ def _run_build(args: argparse.Namespace) -> int:
         f"{source.serial_number}, {len(source.files)} files signed",
         file=sys.stderr,
     )
+    return EXIT_OK
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _serve(config: WalletConfig, store: PassStore, duration: float | None) -> None:
+    try:
+        from ..wallet import open_wallet_server
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_wallet_server(
+            store, host=config.host, port=config.port, base_path=config.base_path
+        ) as server:
+            ready = {
+                "url": server.url,
+                "listen": _host_port(server.address),
+                "store": str(config.store),
+                "pass_type_id": config.pass_type_id,
+            }
+            print(json.dumps(ready), flush=True)
+            print("serving; stop with Ctrl-C or SIGTERM", file=sys.stderr)
+            with trio.move_on_after(duration if duration is not None else math.inf):
+                async for signum in signals:
+                    print(f"got {signal.Signals(signum).name}, stopping", file=sys.stderr)
+                    break
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise UsageError(f"--for must be more than 0, not {args.duration}")
+    config = _load_config(args)
+    with _open_store(config) as store:
+        try:
+            trio.run(_serve, config, store, args.duration)
+        except OSError as exc:
+            # Port in use, unknown address: one line, not a traceback.
+            raise UsageError(
+                f"--config: listen {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from None
+    return EXIT_OK
+
+
+def _sources(config: WalletConfig, store: PassStore, serials: list[str]) -> list[PassSource]:
+    try:
+        if serials:
+            return [read_pass_folder(config.passes, serial) for serial in serials]
+        if not config.passes.is_dir():
+            raise UsageError(f"--config: passes {config.passes}: not a directory")
+        folders = pass_directories(config.passes).values()
+        return changed_passes(store, config.pass_type_id, folders)
+    except PassError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _update(
+    config: WalletConfig,
+    store: PassStore,
+    signer: PassSigner,
+    sources: list[PassSource],
+    push: bool,
+) -> int:
+    route = config.route_for_push() if push else None
+    context = route.context(signer) if route is not None else None
+    code = EXIT_OK
+    for source in sources:
+        result = await update_pass(store, signer, source, route, context=context)
+        line: dict[str, object] = {
+            "serial_number": result.serial_number,
+            "tag": str(result.tag),
+        }
+        if result.push is not None:
+            report = result.push
+            line.update(
+                devices=report.tokens,
+                accepted=report.accepted,
+                rejected=report.rejected,
+                failed=report.failed,
+                removed_registrations=report.removed_registrations,
+                problems=[{"token": token, "problem": what} for token, what in report.problems],
+            )
+            if report.accepted != report.tokens:
+                code = EXIT_FAILED
+        print(json.dumps(line), flush=True)
+    return code
+
+
+def _run_update(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    try:
+        signer = config.signer()
+    except ConfigError as exc:
+        raise UsageError(f"--config: {exc}") from None
+    with _open_store(config) as store:
+        sources = _sources(config, store, args.serials)
+        for source in sources:
+            try:
+                signer.check(source)  # every pass is checked before any is changed
+            except PassError as exc:
+                raise UsageError(f"{source.serial_number}/{exc}") from None
+        if not sources:
+            print("no pass is new or changed", file=sys.stderr)
+            return EXIT_OK
+        try:
+            code = trio.run(_update, config, store, signer, sources, not args.no_push)
+        except CredentialsError as exc:  # an unreadable push.ca
+            raise UsageError(f"--config: push.ca: {exc}") from None
+    print(f"updated {len(sources)} pass(es)", file=sys.stderr)
+    return code
+
+
+def _run_passes(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    with _open_store(config) as store:
+        for stored in store.passes():
+            print(
+                json.dumps(
+                    {
+                        "pass_type_id": stored.pass_type_id,
+                        "serial_number": stored.serial_number,
+                        "tag": str(stored.tag),
+                        "last_modified": stored.last_modified.isoformat().replace("+00:00", "Z"),
+                        "devices": stored.devices,
+                        "content_digest": stored.content_digest,
+                    }
+                )
+            )
+    return EXIT_OK
+
+
+def _run_devices(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    with _open_store(config) as store:
+        for registration in store.registrations(serial_number=args.serial):
+            print(
+                json.dumps(
+                    {
+                        "device_library_id": registration.device_library_id,
+                        "push_token": registration.push_token,
+                        "pass_type_id": registration.pass_type_id,
+                        "serial_number": registration.serial_number,
+                        "registered_at": registration.registered_at.isoformat().replace(
+                            "+00:00", "Z"
+                        ),
+                    }
+                )
+            )
     return EXIT_OK

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._config import PLANNED_ROUTES, ROUTES, ConfigError, WalletConfig, parse_listen
 from ._pkpass import (
     GENERATED_FILES,
     MIN_AUTH_TOKEN_LENGTH,
@@ -103,6 +104,12 @@ __all__ = [
     "read_pass_folder",
     "changed_passes",
     "DEFAULT_PUSH_EXPIRY",
+    # configuration
+    "WalletConfig",
+    "ConfigError",
+    "parse_listen",
+    "ROUTES",
+    "PLANNED_ROUTES",
     # web service
     "WalletService",
     "WalletServer",
