@@ -96,7 +96,8 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
         host, port = sim.gateway_address
         config = write_config(
             issuer,
-            push=f'[push]\nroute = "binary"\nhost = "{host}"\nport = {port}\nca = "gateway-ca.pem"\n',
+            push=f'[push]\nroute = "binary"\nhost = "{host}"\nport = {port}\n'
+            'ca = "gateway-ca.pem"\n',
         )
         # First publication: no devices yet, nothing pushed.
         first = await cli("wallet", "update", "--config", str(config))
