@@ -152,3 +152,32 @@ def test_a_newer_wallet_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(sqlite3.DatabaseError, match="wallet schema version 99 is newer"):
         PassStore(path)
+
+
+def test_one_store_used_from_several_threads(tmp_path):
+    # The web service calls in from worker threads while the caller may use the same
+    # store: transactions must not interleave ("cannot start a transaction within a
+    # transaction" without the store's lock).
+    import threading
+
+    errors: list[BaseException] = []
+    with PassStore(tmp_path / "w.db") as store:
+
+        def work(n: int) -> None:
+            try:
+                for i in range(50):
+                    put(store, f"S{n}-{i}", 1000)
+                    register(store, f"dev{n}", f"S{n}-{i}", token=f"{n:02x}" * 32)
+                    store.updated_since(f"dev{n}", PT, None)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        assert len(store.passes()) == 200
+        assert len(store.registrations()) == 200
+        assert len({p.tag for p in store.passes()}) == 200

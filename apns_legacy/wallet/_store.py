@@ -29,8 +29,9 @@ import datetime as _dt
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -156,8 +157,10 @@ class PassStore:
         self.path = os.fspath(path)
         self.allow_long_tokens = allow_long_tokens
         # isolation_level=None: no implicit transactions; _transaction() is explicit.
-        # check_same_thread=False: the web service calls in from worker threads, one
-        # at a time (it serializes them).
+        # check_same_thread=False: the web service calls in from worker threads. One
+        # lock around every statement and transaction keeps callers in different
+        # threads from interleaving inside each other's transactions.
+        self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
@@ -207,15 +210,20 @@ class PassStore:
         self.close()
 
     def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+    def _query(self, sql: str, parameters: tuple[object, ...]) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
 
     def _token_hex(self, token: str | bytes | DeviceToken) -> str:
         if isinstance(token, DeviceToken):
@@ -263,14 +271,15 @@ class PassStore:
         self, pass_type_id: str, serial_number: str, *, with_pkpass: bool = True
     ) -> StoredPass | None:
         """The pass, or None if the store does not have it."""
-        row = self._db.execute(
+        rows = self._query(
             "SELECT authentication_token, tag, content_digest"
             + (", pkpass" if with_pkpass else "")
             + " FROM wallet_passes WHERE pass_type_id = ? AND serial_number = ?",
             (pass_type_id, serial_number),
-        ).fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
+        row = rows[0]
         return StoredPass(
             pass_type_id=pass_type_id,
             serial_number=serial_number,
@@ -282,14 +291,14 @@ class PassStore:
 
     def passes(self, pass_type_id: str | None = None) -> list[StoredPass]:
         """Every pass (of ``pass_type_id``), without the archive, with device counts."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT p.pass_type_id, p.serial_number, p.authentication_token, p.tag,"
             " p.content_digest, COUNT(r.device_library_id) FROM wallet_passes AS p"
             " LEFT JOIN wallet_registrations AS r USING (pass_type_id, serial_number)"
             " WHERE ?1 IS NULL OR p.pass_type_id = ?1"
             " GROUP BY p.pass_type_id, p.serial_number ORDER BY p.pass_type_id, p.serial_number",
             (pass_type_id,),
-        ).fetchall()
+        )
         return [
             StoredPass(
                 pass_type_id=row[0],
@@ -386,14 +395,14 @@ class PassStore:
         self, pass_type_id: str | None = None, serial_number: str | None = None
     ) -> list[Registration]:
         """Registrations (of one pass type, or one pass), with each device's push token."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT r.device_library_id, d.push_token, r.pass_type_id, r.serial_number,"
             " r.registered_at FROM wallet_registrations AS r"
             " JOIN wallet_devices AS d USING (device_library_id)"
             " WHERE (?1 IS NULL OR r.pass_type_id = ?1) AND (?2 IS NULL OR r.serial_number = ?2)"
             " ORDER BY r.pass_type_id, r.serial_number, r.device_library_id",
             (pass_type_id, serial_number),
-        ).fetchall()
+        )
         return [
             Registration(
                 device_library_id=row[0],
@@ -416,13 +425,13 @@ class PassStore:
 
         Returns None when there are none (the web service answers 204).
         """
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT p.serial_number, p.tag FROM wallet_registrations AS r"
             " JOIN wallet_passes AS p USING (pass_type_id, serial_number)"
             " WHERE r.device_library_id = ? AND r.pass_type_id = ? AND p.tag > ?"
             " ORDER BY p.serial_number",
             (device_library_id, pass_type_id, -1 if tag is None else tag),
-        ).fetchall()
+        )
         if not rows:
             return None
         return UpdatedSerials(
