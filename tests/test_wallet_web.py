@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -318,3 +320,23 @@ async def test_port_in_use_is_an_oserror(tmp_path):
             with pytest.raises(OSError):
                 async with open_wallet_server(store, port=server.address[1]):
                     pass  # pragma: no cover
+
+
+def test_without_the_wallet_extra_only_the_web_names_are_missing():
+    # Starlette made unimportable in a fresh interpreter: building passes and the CLI
+    # still load; the web names say which extra to install.
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['hypercorn'] = None\n"
+        "import apns_legacy.wallet as w\n"
+        "from apns_legacy.cli import main\n"
+        "assert w.PassSigner and w.update_pass\n"
+        "try:\n"
+        "    w.open_wallet_server\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'apns-legacy[wallet]'" in result.stdout
