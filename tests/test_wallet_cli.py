@@ -267,3 +267,42 @@ def test_serve_refuses_a_port_in_use(issuer, capsys):
 def test_wallet_without_a_command_is_usage(capsys):
     assert main(["wallet"]) == 2
     assert "give a wallet command" in capsys.readouterr().err
+
+
+async def test_feedback_command_forgets_listed_devices(issuer, wallet_pki):
+    from apns_legacy.wallet import PassStore
+
+    with PassStore(issuer / "wallet.db") as store:
+        for device, token in (("phone", GOOD), ("tablet", BAD)):
+            store.register(
+                device_library_id=device,
+                push_token=token,
+                pass_type_id=wallet_pki.pass_type_id,
+                serial_number="S1",
+                now=1_700_000_000,
+            )
+    async with open_simulator(pki=wallet_pki.pki, environment=Environment.PRODUCTION) as sim:
+        sim.add_feedback(bytes.fromhex(BAD), 1_700_000_100, topic=wallet_pki.pass_type_id)
+        sim.add_feedback(bytes.fromhex(GOOD), 1_600_000_000, topic=wallet_pki.pass_type_id)
+        sim.add_feedback(bytes(32), 1_700_000_100, topic="com.example.other-app")
+        host, port = sim.feedback_address
+        config = write_config(
+            issuer,
+            push=f'[push]\nfeedback_host = "{host}"\nfeedback_port = {port}\n'
+            'ca = "gateway-ca.pem"\n',
+        )
+        done = await cli("wallet", "feedback", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    listed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(entry["token"] for entry in listed) == sorted([BAD, GOOD])
+    assert "2 tokens listed; 1 devices forgotten (1 registrations), 1 kept" in done.stderr
+    devices = await cli("wallet", "devices", "--config", str(config))
+    assert [json.loads(x)["device_library_id"] for x in devices.stdout.splitlines()] == ["phone"]
+
+
+async def test_feedback_command_unreachable_is_exit_1(issuer):
+    config = write_config(issuer, push='[push]\nfeedback_host = "127.0.0.1"\nfeedback_port = 1\n')
+    done = await cli("wallet", "feedback", "--config", str(config))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("apns-legacy wallet feedback: ")

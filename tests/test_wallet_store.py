@@ -181,3 +181,29 @@ def test_one_store_used_from_several_threads(tmp_path):
         assert len(store.passes()) == 200
         assert len(store.registrations()) == 200
         assert len({p.tag for p in store.passes()}) == 200
+
+
+def test_feedback_forgets_devices_unless_registered_again_since():
+    from apns_legacy.wire import FeedbackItem
+
+    with PassStore(":memory:") as store:
+        for device, token, at in (("d1", TOKEN_A, 100), ("d2", TOKEN_B, 300)):
+            for serial in ("S1", "S2"):
+                store.register(
+                    device_library_id=device,
+                    push_token=token,
+                    pass_type_id=PT,
+                    serial_number=serial,
+                    now=at,
+                )
+        items = [
+            FeedbackItem(timestamp=200, token=bytes.fromhex(TOKEN_A)),  # after d1's: gone
+            FeedbackItem(timestamp=300, token=bytes.fromhex(TOKEN_B)),  # tie: kept
+            FeedbackItem(timestamp=500, token=bytes(32)),  # nobody's
+        ]
+        result = store.apply_feedback(items)
+        assert (result.removed_devices, result.removed_registrations) == (1, 2)
+        assert (result.kept_reregistered, result.unknown) == (1, 1)
+        assert {r.device_library_id for r in store.registrations()} == {"d2"}
+        again = store.apply_feedback(items)  # the same list twice changes nothing more
+        assert (again.removed_devices, again.kept_reregistered, again.unknown) == (0, 1, 2)

@@ -9,6 +9,9 @@ Subcommands:
 * ``wallet update --config FILE [SERIAL ...]``: rebuild, sign and store the named passes
   (default: every pass folder that is new or changed), then push to their devices;
   one JSON line per pass on stdout; exit 1 if a push was not accepted.
+* ``wallet feedback --config FILE``: read the feedback service with the pass
+  certificate, print the entries (JSON lines), forget the devices it lists unless
+  they registered again since.
 * ``wallet passes --config FILE`` / ``wallet devices --config FILE [SERIAL]``: what the
   store holds, as JSON lines.
 
@@ -26,10 +29,12 @@ import os
 import signal
 import sqlite3
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
 
+from ..client import FeedbackError
 from ..tls import Credentials, CredentialsError, WrongPassphraseError
 from ..wallet import (
     ConfigError,
@@ -43,6 +48,7 @@ from ..wallet import (
     load_wwdr,
     pass_directories,
     read_pass_directory,
+    read_pass_feedback,
     read_pass_folder,
     update_pass,
 )
@@ -97,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     update.add_argument("--no-push", action="store_true", help="store the new versions only")
     update.set_defaults(handler=_run_update)
 
+    feedback = commands.add_parser(
+        "feedback",
+        help="read the feedback service and forget the devices it lists",
+        description="Read the feedback service with the pass certificate, print every entry "
+        "(JSON lines) and forget the listed devices that did not register again since.",
+    )
+    _add_config_argument(feedback)
+    feedback.set_defaults(handler=_run_feedback)
+
     passes = commands.add_parser("passes", help="list the stored passes (JSON lines)")
     _add_config_argument(passes)
     passes.set_defaults(handler=_run_passes)
@@ -129,7 +144,7 @@ def _open_store(config: WalletConfig) -> PassStore:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    raise UsageError("give a wallet command: build, serve, update, passes or devices")
+    raise UsageError("give a wallet command: build, serve, update, feedback, passes or devices")
 
 
 def _add_signing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -305,6 +320,46 @@ def _run_update(args: argparse.Namespace) -> int:
             raise UsageError(f"--config: push.ca: {exc}") from None
     print(f"updated {len(sources)} pass(es)", file=sys.stderr)
     return code
+
+
+def _run_feedback(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    try:
+        signer = config.signer()
+    except ConfigError as exc:
+        raise UsageError(f"--config: {exc}") from None
+    route = config.route_for_push()
+    try:
+        context = route.context(signer)
+    except CredentialsError as exc:
+        raise UsageError(f"--config: push.ca: {exc}") from None
+    with _open_store(config) as store:
+        try:
+            items = trio.run(partial(read_pass_feedback, signer, route, context=context))
+        except FeedbackError as exc:
+            print(f"apns-legacy wallet feedback: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        # The list is cleared once read: print it before anything else can fail.
+        for item in items:
+            print(
+                json.dumps(
+                    {
+                        "token": item.token.hex(),
+                        "timestamp": item.timestamp,
+                        "time": item.time.isoformat().replace("+00:00", "Z"),
+                    }
+                ),
+                flush=True,
+            )
+        result = store.apply_feedback(items)
+    print(
+        f"feedback {route.feedback_host}:{route.feedback_port}: {len(items)} tokens listed; "
+        f"{result.removed_devices} devices forgotten ({result.removed_registrations} "
+        f"registrations), {result.kept_reregistered} kept (registered again since), "
+        f"{result.unknown} unknown",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def _run_passes(args: argparse.Namespace) -> int:

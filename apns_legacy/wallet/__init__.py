@@ -29,6 +29,7 @@ from ._pkpass import (
 from ._sample import write_sample_pass
 from ._store import (
     MAX_IDENTIFIER_LENGTH,
+    PassFeedbackResult,
     PassStore,
     Registration,
     StoredPass,
@@ -41,8 +42,10 @@ from ._update import (
     UpdateResult,
     changed_passes,
     pass_directories,
+    prune_from_feedback,
     publish_pass,
     push_pass_update,
+    read_pass_feedback,
     read_pass_folder,
     update_pass,
 )
@@ -89,6 +92,7 @@ __all__ = [
     "MIN_AUTH_TOKEN_LENGTH",
     # store
     "PassStore",
+    "PassFeedbackResult",
     "StoredPass",
     "Registration",
     "UpdatedSerials",
@@ -100,6 +104,8 @@ __all__ = [
     "publish_pass",
     "push_pass_update",
     "update_pass",
+    "read_pass_feedback",
+    "prune_from_feedback",
     "pass_directories",
     "read_pass_folder",
     "changed_passes",

@@ -16,6 +16,8 @@ Example (every relative path is relative to the file's own folder)::
     route = "binary"                # the only route so far
     host = "gateway.push.apple.com" # default: Apple's production gateway
     port = 2195
+    feedback_host = "feedback.push.apple.com"  # the default (wallet feedback)
+    feedback_port = 2196
     # ca = "gateway-ca.pem"         # trust anchors (default: the system store)
     expiry = 86400                  # seconds an offline device's push is kept
 
@@ -32,7 +34,7 @@ from typing import Any, Final
 
 import attrs
 
-from ..client import PRODUCTION_GATEWAY
+from ..client import PRODUCTION_FEEDBACK, PRODUCTION_GATEWAY
 from ..tls import Credentials, CredentialsError, WrongPassphraseError
 from ._pkpass import PassError, PassSigner, load_wwdr
 from ._update import DEFAULT_PUSH_EXPIRY, BinaryGateway
@@ -54,7 +56,9 @@ _TOP_KEYS: Final = frozenset(
         "push",
     }
 )
-_PUSH_KEYS: Final = frozenset({"route", "host", "port", "ca", "expiry"})
+_PUSH_KEYS: Final = frozenset(
+    {"route", "host", "port", "feedback_host", "feedback_port", "ca", "expiry"}
+)
 
 
 class ConfigError(ValueError):
@@ -114,6 +118,8 @@ class WalletConfig:
     route: str = "binary"
     gateway_host: str = PRODUCTION_GATEWAY[0]
     gateway_port: int = PRODUCTION_GATEWAY[1]
+    feedback_host: str = PRODUCTION_FEEDBACK[0]
+    feedback_port: int = PRODUCTION_FEEDBACK[1]
     gateway_ca: Path | None = None
     expiry: int = DEFAULT_PUSH_EXPIRY
 
@@ -185,6 +191,12 @@ class WalletConfig:
             route=route,
             gateway_host=_string(push, "host", f"{label}: push", default=PRODUCTION_GATEWAY[0]),
             gateway_port=_integer(push, "port", f"{label}: push", 1, 0xFFFF, PRODUCTION_GATEWAY[1]),
+            feedback_host=_string(
+                push, "feedback_host", f"{label}: push", default=PRODUCTION_FEEDBACK[0]
+            ),
+            feedback_port=_integer(
+                push, "feedback_port", f"{label}: push", 1, 0xFFFF, PRODUCTION_FEEDBACK[1]
+            ),
             gateway_ca=optional("ca", push, f"{label}: push"),
             expiry=_integer(
                 push, "expiry", f"{label}: push", 0, 30 * 24 * 3600, DEFAULT_PUSH_EXPIRY
@@ -233,5 +245,10 @@ class WalletConfig:
         """Where ``wallet update`` pushes (the binary gateway: the only route so far)."""
         ca = None if self.gateway_ca is None else str(self.gateway_ca)
         return BinaryGateway(
-            host=self.gateway_host, port=self.gateway_port, ca=ca, expiry=self.expiry
+            host=self.gateway_host,
+            port=self.gateway_port,
+            feedback_host=self.feedback_host,
+            feedback_port=self.feedback_port,
+            ca=ca,
+            expiry=self.expiry,
         )

@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from ..wire import DeviceToken
+from ..wire import DeviceToken, FeedbackItem
 
 _T = TypeVar("_T")
 
@@ -136,6 +136,20 @@ class UpdatedSerials:
     serial_numbers: list[str]
     #: The tag to ask with next time (the newest tag among them), as Wallet stores it.
     last_updated: str
+
+
+@attrs.frozen(kw_only=True)
+class PassFeedbackResult:
+    """What :meth:`PassStore.apply_feedback` did."""
+
+    #: Devices forgotten (the entry was later than their last registration).
+    removed_devices: int = 0
+    #: Their registrations, removed with them.
+    removed_registrations: int = 0
+    #: Devices kept: registered again at or after the entry's time.
+    kept_reregistered: int = 0
+    #: Entries whose token no device holds.
+    unknown: int = 0
 
 
 class PassStore:
@@ -388,6 +402,43 @@ class PassStore:
                 removed += cursor.rowcount
                 db.execute("DELETE FROM wallet_devices WHERE push_token = ?", (token,))
             return removed
+
+        return self._transaction(work)
+
+    def apply_feedback(self, items: Iterable[FeedbackItem]) -> PassFeedbackResult:
+        """Apply the feedback service's list with Apple's re-registration rule.
+
+        A device whose push token is listed is forgotten, with its registrations, only
+        when the entry is *later* than the device's last registration (whole seconds;
+        a tie keeps it), as for the token store. One transaction for the whole list.
+        """
+        entries = [(item.token.hex(), item.timestamp) for item in items]
+
+        def work(db: sqlite3.Connection) -> PassFeedbackResult:
+            removed_devices = removed = kept = unknown = 0
+            for token, timestamp in entries:
+                devices = db.execute(
+                    "SELECT device_library_id, updated_at FROM wallet_devices WHERE push_token = ?",
+                    (token,),
+                ).fetchall()
+                if not devices:
+                    unknown += 1
+                for device, updated_at in devices:
+                    if timestamp <= updated_at:
+                        kept += 1
+                        continue
+                    cursor = db.execute(
+                        "DELETE FROM wallet_registrations WHERE device_library_id = ?", (device,)
+                    )
+                    removed += cursor.rowcount
+                    db.execute("DELETE FROM wallet_devices WHERE device_library_id = ?", (device,))
+                    removed_devices += 1
+            return PassFeedbackResult(
+                removed_devices=removed_devices,
+                removed_registrations=removed,
+                kept_reregistered=kept,
+                unknown=unknown,
+            )
 
         return self._transaction(work)
 

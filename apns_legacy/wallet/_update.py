@@ -26,11 +26,19 @@ from typing import Final
 import attrs
 from OpenSSL import SSL
 
-from ..client import PRODUCTION_GATEWAY, Outcome, OutcomeKind, SenderConfig, open_sender
+from ..client import (
+    PRODUCTION_FEEDBACK,
+    PRODUCTION_GATEWAY,
+    Outcome,
+    OutcomeKind,
+    SenderConfig,
+    open_sender,
+    read_feedback,
+)
 from ..tls import client_context
-from ..wire import DeviceToken, Notification, Status, pass_payload
+from ..wire import DeviceToken, FeedbackItem, Notification, Status, pass_payload
 from ._pkpass import PassError, PassSigner, PassSource, build_pkpass, read_pass_directory
-from ._store import PassStore
+from ._store import PassFeedbackResult, PassStore
 
 logger = logging.getLogger("apns_legacy.wallet")
 
@@ -44,6 +52,8 @@ class BinaryGateway:
 
     Args:
         host, port: the gateway; pass updates work only in production.
+        feedback_host, feedback_port: the feedback service ("You still need to
+            regularly query the feedback service" for pass pushes, too).
         ca: PEM trust anchors for the gateway's certificate (bytes or a file path);
             None uses the system store.
         server_hostname: the name to verify the gateway's certificate against.
@@ -54,6 +64,8 @@ class BinaryGateway:
 
     host: str = PRODUCTION_GATEWAY[0]
     port: int = PRODUCTION_GATEWAY[1]
+    feedback_host: str = PRODUCTION_FEEDBACK[0]
+    feedback_port: int = PRODUCTION_FEEDBACK[1]
     ca: bytes | str | None = None
     server_hostname: str | None = None
     config: SenderConfig = attrs.Factory(SenderConfig)
@@ -262,3 +274,37 @@ def changed_passes(
         if stored is None or stored.content_digest != source.content_digest():
             changed.append(source)
     return changed
+
+
+async def read_pass_feedback(
+    signer: PassSigner, route: BinaryGateway, *, context: SSL.Context | None = None
+) -> list[FeedbackItem]:
+    """Read the feedback service's list for the pass type (the certificate's topic).
+
+    The list is cleared once read: keep what this returns (apply it with
+    :meth:`PassStore.apply_feedback`).
+
+    Raises:
+        FeedbackError: the read failed; nothing was read.
+    """
+    return await read_feedback(
+        context if context is not None else route.context(signer),
+        host=route.feedback_host,
+        port=route.feedback_port,
+        server_hostname=route.server_hostname,
+    )
+
+
+async def prune_from_feedback(
+    store: PassStore, signer: PassSigner, route: BinaryGateway
+) -> tuple[list[FeedbackItem], PassFeedbackResult]:
+    """Read the feedback service and forget the devices it lists (re-registration rule).
+
+    Returns:
+        The entries read, and what applying them did.
+
+    Raises:
+        FeedbackError: the read failed; nothing was changed.
+    """
+    items = await read_pass_feedback(signer, route)
+    return items, store.apply_feedback(items)
