@@ -1,6 +1,6 @@
 """Updating a pass: a new tag, a rebuilt and re-signed archive, and the update push.
 
-Apple's loop (PassKit Web Service Reference; HTTP2.md section 11): the issuer pushes
+Apple's loop (*PassKit Web Service Reference*, *Adding a Web Service to Update Passes*): the issuer pushes
 to every device registered for the pass, with the Pass Type ID certificate (its
 subject UID is the topic), to the **production** gateway, with a payload the device
 ignores; Wallet then asks the web service which serial numbers changed since its tag
