@@ -1,10 +1,11 @@
 """Updating a pass: a new tag, a rebuilt and re-signed archive, and the update push.
 
-Apple's loop (*PassKit Web Service Reference*, *Adding a Web Service to Update Passes*): the issuer pushes
-to every device registered for the pass, with the Pass Type ID certificate (its
-subject UID is the topic), to the **production** gateway, with a payload the device
-ignores; Wallet then asks the web service which serial numbers changed since its tag
-and fetches each of those passes. "On an invalid-token error, delete the device."
+Apple's loop (*PassKit Web Service Reference*; *Adding a Web Service to Update
+Passes*): the issuer pushes to every device registered for the pass, with the Pass
+Type ID certificate (its subject UID is the topic), to the **production** gateway,
+with a payload the device ignores; Wallet then asks the web service which serial
+numbers changed since its tag and fetches each of those passes. "On an invalid-token
+error, delete the device."
 
 The payload is ``{"aps":{}}`` (:func:`apns_legacy.pass_payload`, grocer's form). The
 binary gateway's sender gives each push one outcome; a rejection with status 8
