@@ -373,6 +373,9 @@ def test_cli_build_refusals(pass_dir, signing_files, tmp_path, capsys, monkeypat
          "--passphrase-env: the environment variable NOT_SET_ANYWHERE is not set"),
         ([str(pass_dir), *pem, "--wwdr", str(signing_files["key"]), "--output", "x"],
          "--wwdr: "),
+        ([str(pass_dir), *pem, "--wwdr", str(signing_files["wwdr"]), "--output",
+          str(tmp_path / "no-such-dir" / "x.pkpass")],
+         "--output: " + str(tmp_path / "no-such-dir" / "x.pkpass") + ": No such file"),
     ]  # fmt: skip
     for arguments, message in cases:
         assert main(["wallet", "build", *arguments]) == 2, arguments

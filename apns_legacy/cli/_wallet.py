@@ -197,12 +197,14 @@ def _run_build(args: argparse.Namespace) -> int:
     except PassError as exc:
         raise UsageError(str(exc)) from None
     output = Path(args.output)
+    # Written beside the target and renamed: a reader never sees half a pass.
+    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
-        temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
         temporary.replace(output)
     except OSError as exc:
-        raise UsageError(f"--output: {exc.filename}: {exc.strerror}") from None
+        temporary.unlink(missing_ok=True)
+        raise UsageError(f"--output: {output}: {exc.strerror}") from None
     print(
         f"wrote {output} ({len(data)} bytes): {source.pass_type_id} serial "
         f"{source.serial_number}, {len(source.files)} files signed",
