@@ -135,7 +135,11 @@ def _load_config(args: argparse.Namespace) -> WalletConfig:
         raise UsageError(f"--config: {exc}") from None
 
 
-def _open_store(config: WalletConfig) -> PassStore:
+def _open_store(config: WalletConfig, *, create: bool = False) -> PassStore:
+    if not create and not config.store.exists():
+        raise UsageError(
+            f"--config: store {config.store} does not exist (wallet update or serve makes it)"
+        )
     try:
         return PassStore(config.store)
     except sqlite3.Error as exc:
@@ -245,7 +249,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise UsageError(f"--for must be more than 0, not {args.duration}")
     config = _load_config(args)
-    with _open_store(config) as store:
+    with _open_store(config, create=True) as store:
         try:
             trio.run(_serve, config, store, args.duration)
         except OSError as exc:
@@ -306,7 +310,7 @@ def _run_update(args: argparse.Namespace) -> int:
         signer = config.signer()
     except ConfigError as exc:
         raise UsageError(f"--config: {exc}") from None
-    with _open_store(config) as store:
+    with _open_store(config, create=True) as store:
         sources = _sources(config, store, args.serials)
         for source in sources:
             try:
