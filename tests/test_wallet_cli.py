@@ -301,7 +301,13 @@ async def test_feedback_command_forgets_listed_devices(issuer, wallet_pki):
 
 
 async def test_feedback_command_unreachable_is_exit_1(issuer):
+    from apns_legacy.wallet import PassStore
+
     config = write_config(issuer, push='[push]\nfeedback_host = "127.0.0.1"\nfeedback_port = 1\n')
+    missing = await cli("wallet", "feedback", "--config", str(config))
+    assert missing.returncode == 2
+    assert "wallet.db does not exist (wallet update or serve makes it)" in missing.stderr
+    PassStore(issuer / "wallet.db").close()
     done = await cli("wallet", "feedback", "--config", str(config))
     assert done.returncode == 1
     assert done.stdout == ""
