@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import zipfile
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from apns_legacy.cli import main
 from apns_legacy.simulator import open_simulator
 from apns_legacy.tls import Environment
-from apns_legacy.wallet import write_sample_pass
+from apns_legacy.wallet import PassStore, write_sample_pass
 
 AUTH = "0123456789abcdef0123456789abcdef"
 TEAM = "ABCDE12345"
@@ -251,8 +252,6 @@ def test_update_refusals(issuer, capsys, monkeypatch, wallet_pki):
 
 
 def test_serve_refuses_a_port_in_use(issuer, capsys):
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -270,8 +269,6 @@ def test_wallet_without_a_command_is_usage(capsys):
 
 
 async def test_feedback_command_forgets_listed_devices(issuer, wallet_pki):
-    from apns_legacy.wallet import PassStore
-
     with PassStore(issuer / "wallet.db") as store:
         for device, token in (("phone", GOOD), ("tablet", BAD)):
             store.register(
@@ -301,8 +298,6 @@ async def test_feedback_command_forgets_listed_devices(issuer, wallet_pki):
 
 
 async def test_feedback_command_unreachable_is_exit_1(issuer):
-    from apns_legacy.wallet import PassStore
-
     config = write_config(issuer, push='[push]\nfeedback_host = "127.0.0.1"\nfeedback_port = 1\n')
     missing = await cli("wallet", "feedback", "--config", str(config))
     assert missing.returncode == 2

@@ -4,6 +4,7 @@ own schema beside the token store's in one SQLite file."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from apns_legacy.client import TokenStore
 from apns_legacy.wallet import PassStore
-from apns_legacy.wire import LocalProtocolError
+from apns_legacy.wire import FeedbackItem, LocalProtocolError
 
 PT = "pass.com.example.card"
 TOKEN_A = "a1" * 32
@@ -158,8 +159,6 @@ def test_one_store_used_from_several_threads(tmp_path):
     # The web service calls in from worker threads while the caller may use the same
     # store: transactions must not interleave ("cannot start a transaction within a
     # transaction" without the store's lock).
-    import threading
-
     errors: list[BaseException] = []
     with PassStore(tmp_path / "w.db") as store:
 
@@ -184,8 +183,6 @@ def test_one_store_used_from_several_threads(tmp_path):
 
 
 def test_feedback_forgets_devices_unless_registered_again_since():
-    from apns_legacy.wire import FeedbackItem
-
     with PassStore(":memory:") as store:
         for device, token, at in (("d1", TOKEN_A, 100), ("d2", TOKEN_B, 300)):
             for serial in ("S1", "S2"):
