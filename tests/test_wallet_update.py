@@ -16,10 +16,11 @@ import trio
 
 from apns_legacy.client import PRODUCTION_GATEWAY, SenderConfig
 from apns_legacy.simulator import open_simulator
-from apns_legacy.tls import Environment
+from apns_legacy.tls import Credentials, Environment
 from apns_legacy.wallet import (
     BinaryGateway,
     PassError,
+    PassSigner,
     PassStore,
     changed_passes,
     open_wallet_server,
@@ -171,3 +172,34 @@ def test_pass_folder_must_carry_its_serial_number(tmp_path, wallet_pki):
     with pytest.raises(PassError, match="cannot be a folder name"):
         read_pass_folder(tmp_path, "../S1")
     assert list(pass_directories(tmp_path)) == ["S1"]
+
+
+async def test_pass_certificate_without_a_chain_still_sends_the_wwdr(tmp_path, wallet_pki):
+    # Like a Keychain .p12 that holds only the certificate and key: the pushes send the
+    # WWDR certificate from the signer, or the simulator (trusting only the root) would
+    # refuse the handshake.
+    bare = Credentials(
+        wallet_pki.pass_credentials.certificate, wallet_pki.pass_credentials.private_key
+    )
+    assert bare.chain == ()
+    signer = PassSigner.create(bare, wallet_pki.wwdr.certificate)
+    folder = write_sample_pass(
+        tmp_path / "S1", pass_type_id=wallet_pki.pass_type_id, serial_number="S1", team_id=TEAM
+    )
+    with PassStore(":memory:") as store:
+        source = read_pass_folder(folder.parent, "S1")
+        publish_pass(store, signer, source)
+        store.register(
+            device_library_id="phone",
+            push_token=GOOD,
+            pass_type_id=wallet_pki.pass_type_id,
+            serial_number="S1",
+        )
+        async with open_simulator(pki=wallet_pki.pki, environment=Environment.PRODUCTION) as sim:
+            host, port = sim.gateway_address
+            route = BinaryGateway(host=host, port=port, ca=wallet_pki.pki.ca_pem())
+            with trio.fail_after(30):
+                result = await update_pass(store, signer, source, route)
+            assert result.push is not None
+            assert result.push.accepted == 1
+            assert sim.stats.handshake_failures == 0

@@ -73,8 +73,13 @@ class BinaryGateway:
     expiry: int = DEFAULT_PUSH_EXPIRY
 
     def context(self, signer: PassSigner) -> SSL.Context:
-        """The client TLS context: the pass certificate (and its chain) as identity."""
-        return client_context(signer.credentials, ca=self.ca)
+        """The client TLS context: the pass certificate as identity, sent with the WWDR
+        certificate (a Keychain .p12 often holds no chain; a server that trusts only
+        the root, like the simulator or a relay, needs the intermediate)."""
+        credentials = signer.credentials
+        if signer.wwdr not in credentials.chain:
+            credentials = attrs.evolve(credentials, chain=(*credentials.chain, signer.wwdr))
+        return client_context(credentials, ca=self.ca)
 
 
 @attrs.frozen(kw_only=True)
