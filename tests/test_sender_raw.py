@@ -3,8 +3,8 @@
 These tests do not use our simulator or our decoders on the gateway side: frames are
 taken apart here with struct, straight from the byte layout, and error responses are
 written as hex. So the sender and the simulator cannot agree on a shared mistake.
-Streams are trio memory streams; time is trio's autojump clock, so quiet periods
-pass instantly.
+Streams are trio memory streams; time is trio's autojump clock, so waits for answers
+that never come pass instantly.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import trio.testing
 from apns_legacy import (
     Command,
     DeviceToken,
+    Evidence,
     LocalProtocolError,
     Notification,
     OutcomeKind,
     SenderConfig,
+    encode_batch,
     encode_frame,
     encode_probe,
     open_sender,
@@ -94,6 +96,20 @@ class ServerEnd:
     async def close(self) -> None:
         await self.stream.aclose()
 
+    async def answer_probe(self) -> None:
+        """Read the confirmation probe and answer it as real gateways did, then close."""
+        probe = await self.read_frame()
+        assert probe[1] == b""  # a zero-length token
+        await self.reply("080200000000")  # status 2, identifier 0
+        await self.close()
+
+
+async def flush_confirmed(sender, server: ServerEnd) -> None:
+    """``sender.flush()`` while the gateway answers the probe it brings."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.flush)
+        await server.answer_probe()
+
 
 def ident(items: dict[int, bytes]) -> int:
     return struct.unpack("!I", items[3])[0]
@@ -106,7 +122,7 @@ async def run_with(gateway, config, body):
     return outcomes, s.stats
 
 
-CONFIG = SenderConfig(settle_after=1.0, backoff_initial=0.01)
+CONFIG = SenderConfig(backoff_initial=0.01)
 
 
 async def test_first_frame_matches_protocol_layout(autojump_clock):
@@ -125,12 +141,13 @@ async def test_first_frame_matches_protocol_layout(autojump_clock):
             + "0200167b22617073223a7b22616c657274223a224869227d7d"
             "03000400000001" "04000400000000" "0500010a"
         )  # fmt: skip
-        await sender.flush()  # quiet period
+        await flush_confirmed(sender, server)
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED]
-    assert outcomes[0].reason == "quiet"
-    assert stats.probes == 0 or stats.accepted == 1
+    assert outcomes[0].evidence is Evidence.CONFIRMED
+    assert outcomes[0].reason is None
+    assert stats.probes == 1
 
 
 async def test_rejection_pinpoints_and_replays_the_rest(autojump_clock):
@@ -169,7 +186,7 @@ async def test_rejection_pinpoints_and_replays_the_rest(autojump_clock):
     assert by_tag[2].kind is OutcomeKind.REJECTED
     assert by_tag[2].status == 8
     assert all(by_tag[n].kind is OutcomeKind.ACCEPTED for n in (0, 1, 3, 4))
-    assert by_tag[3].reason == by_tag[4].reason == "confirmed"
+    assert by_tag[3].evidence is by_tag[4].evidence is Evidence.CONFIRMED
     assert not any(o.possible_duplicate for o in outcomes)
     assert stats.replayed == 2
     assert stats.possible_duplicates == 0
@@ -192,7 +209,7 @@ async def test_error_response_in_pieces_then_close(autojump_clock):
         await server.close()
         second = await gateway.accept()
         assert (await second.read_frame())[1] == token(2).value
-        await sender.flush()
+        await flush_confirmed(sender, second)
 
     outcomes, _ = await run_with(gateway, CONFIG, body)
     kinds = {o.tag: o.kind for o in outcomes}
@@ -213,12 +230,14 @@ async def test_shutdown_status_accepts_named_and_replays_after(autojump_clock):
         second = await gateway.accept()
         again = await second.read_frames(2)
         assert [f[1] for f in again] == [token(2).value, token(3).value]
-        await sender.flush()
+        await flush_confirmed(sender, second)
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert sorted(o.tag for o in outcomes) == [0, 1, 2, 3]
     assert all(o.kind is OutcomeKind.ACCEPTED for o in outcomes)
-    assert {o.tag: o.reason for o in outcomes}[1] == "shutdown"
+    evidence = {o.tag: o.evidence for o in outcomes}
+    assert evidence[0] is evidence[1] is Evidence.SHUTDOWN
+    assert evidence[2] is evidence[3] is Evidence.CONFIRMED
     assert stats.replayed == 2
     assert stats.possible_duplicates == 0
 
@@ -233,14 +252,24 @@ async def test_silent_close_resends_as_possible_duplicates(autojump_clock):
         await server.read_frames(3)
         await trio.sleep(0.5)  # virtual time: the gateway holds the connection a while
         await server.close()  # no error response: fate unknown
+        # Careful replay: one notification and a probe, then a window of two.
         second = await gateway.accept()
-        assert len(await second.read_frames(3)) == 3
-        await sender.flush()
+        assert [f[1] for f in await server_frames_until_probe(second)] == [token(0).value]
+        await second.reply("080200000000")
+        await second.close()
+        third = await gateway.accept()
+        assert [f[1] for f in await server_frames_until_probe(third)] == [
+            token(1).value,
+            token(2).value,
+        ]
+        await third.reply("080200000000")
+        await third.close()
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert all(o.kind is OutcomeKind.ACCEPTED and o.possible_duplicate for o in outcomes)
     assert stats.possible_duplicates == 3
     assert stats.replayed == 3
+    assert stats.probes == 2
 
 
 async def test_unknown_identifier_resends_everything_as_possible_duplicates(autojump_clock):
@@ -255,7 +284,7 @@ async def test_unknown_identifier_resends_everything_as_possible_duplicates(auto
         await server.close()
         second = await gateway.accept()
         await second.read_frames(2)
-        await sender.flush()
+        await flush_confirmed(sender, second)
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert stats.unknown_identifiers == 1
@@ -286,7 +315,7 @@ async def test_silent_closes_after_handshake_fail_fast_as_wrong_environment(auto
 
 async def test_connection_lost_repeatedly_ends_failed_after_max_losses(autojump_clock):
     gateway = ScriptedGateway()
-    config = SenderConfig(max_losses=2, backoff_initial=0.01, settle_after=10.0)
+    config = SenderConfig(max_losses=2, backoff_initial=0.01)
 
     async def body(sender):
         await sender.submit(note(1))
@@ -339,79 +368,160 @@ async def test_legacy_commands_layout(autojump_clock, command):
             expected = "000020" + bytes(range(32)).hex() + payload
         raw = await server._read_exactly(len(expected) // 2)
         assert raw.hex() == expected
-        await sender.flush()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.flush)
+            if command is Command.ENHANCED:
+                probe = await server._read_exactly(len(encode_probe(command, 2)))
+                assert probe == encode_probe(command, 2)
+                await server.reply("080200000000")
+                await server.close()
 
     outcomes, _ = await run_with(gateway, config, body)
     assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED]
+    # Command 0 has no error response and no probe: acceptance can only be assumed.
+    expected = Evidence.ASSUMED if command is Command.SIMPLE else Evidence.CONFIRMED
+    assert outcomes[0].evidence is expected
 
 
-async def test_window_full_applies_back_pressure_without_forgetting(autojump_clock):
+async def test_window_full_is_confirmed_before_anything_more_is_written(autojump_clock):
     gateway = ScriptedGateway()
-    config = SenderConfig(window_size=4, settle_after=1.0, probe_when_full=False)
+    config = SenderConfig(window_size=4)
 
     async def body(sender):
         for n in range(10):
             await sender.submit(note(n), tag=n)
         server = await gateway.accept()
         first = await server.read_frames(4)
-        # Nothing more is written until the window settles (quiet period).
-        with trio.move_on_after(0.5):
+        # A full window ends with a probe; nothing more is written on this connection.
+        probe = await server.read_frame()
+        assert probe[1] == b""
+        with trio.move_on_after(10):
             await server.read_frame()
             raise AssertionError("wrote past a full window")
-        rest = await server.read_frames(6)
-        assert ident(rest[0]) == ident(first[-1]) + 1
+        await server.reply("080200000000")
+        await server.close()
+        second = await gateway.accept()
+        rest = await server_frames_until_probe(second)
+        assert ident(rest[0]) > ident(first[-1])
+        await second.reply("080200000000")
+        await second.close()
+        third = await gateway.accept()
+        assert len(await server_frames_until_probe(third)) == 2
+        await third.reply("080200000000")
+        await third.close()
         await sender.flush()
 
     outcomes, stats = await run_with(gateway, config, body)
     assert sorted(o.tag for o in outcomes) == list(range(10))
     assert stats.accepted == 10
+    assert stats.probes == 3
+
+
+async def server_frames_until_probe(server: ServerEnd) -> list[dict[int, bytes]]:
+    frames = []
+    while (frame := await server.read_frame())[1] != b"":
+        frames.append(frame)
+    return frames
 
 
 async def test_idle_connection_closes_and_reopens_on_demand(autojump_clock):
+    # Only command 0 keeps a connection open once its window is settled (with
+    # commands 1 and 2 the probe's answer ends it), so idling is tested there.
     gateway = ScriptedGateway()
-    config = SenderConfig(idle_timeout=60.0, settle_after=1.0)
+    config = SenderConfig(command=Command.SIMPLE, idle_timeout=60.0, settle_after=1.0)
+    size = len(encode_batch(Command.SIMPLE, 1, [note(1)]))
 
     async def body(sender):
         await sender.submit(note(1))
         first = await gateway.accept()
-        await first.read_frame()
-        await sender.flush()  # settles by quiet period
+        await first._read_exactly(size)
+        await sender.flush()  # assumed after the quiet period
         # After idle_timeout with nothing to send, the sender closes its side.
         with trio.fail_after(120):
             assert await first.stream.receive_some() == b""
         assert gateway.connections == 1
         await sender.submit(note(2))
         second = await gateway.accept()
-        assert (await second.read_frame())[1] == token(2).value
+        assert (await second._read_exactly(size))[3:35] == token(2).value
         await sender.flush()
 
     outcomes, stats = await run_with(gateway, config, body)
     assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED] * 2
     assert stats.connections_opened == 2
+    assert stats.assumed == 2
 
 
-async def test_unanswered_probe_falls_back_to_quiet_period(autojump_clock):
-    # A server that accepts anything, even a zero-length token, never answers the probe.
+async def test_probe_answered_late_still_settles_and_the_connection_waits(autojump_clock):
     gateway = ScriptedGateway()
 
     async def body(sender):
-        await sender.submit(note(1))
+        for n in range(3):
+            await sender.submit(note(n), tag=n)
         server = await gateway.accept()
-        await server.read_frame()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(sender.flush, confirm=True))
-            probe = await server.read_frame()
-            assert probe[1] == b""
-        # Settled by quiet period; the connection was closed with nothing in flight.
-        assert sender.stats.pending == 0
-        await sender.submit(note(2))
-        second = await gateway.accept()
-        assert (await second.read_frame())[1] == token(2).value
+        await server.read_frames(3)
+        probe = await server.read_frame()  # after confirm_after
+        assert probe[1] == b""
+        await trio.sleep(10)  # a slow network, or a slow reader
+        await server.reply("080200000000")
+        await server.close()
         await sender.flush()
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
-    assert [(o.kind, o.reason) for o in outcomes] == [(OutcomeKind.ACCEPTED, "quiet")] * 2
-    assert stats.possible_duplicates == 0
+    assert [(o.kind, o.evidence) for o in outcomes] == [
+        (OutcomeKind.ACCEPTED, Evidence.CONFIRMED)
+    ] * 3
+    assert stats.probes_unanswered == 0
+    assert gateway.connections == 1
+
+
+async def test_unanswered_probe_is_never_acceptance(autojump_clock):
+    # A server that takes anything, even a zero-length token, never answers the probe.
+    gateway = ScriptedGateway()
+    config = SenderConfig(probe_timeout=30.0)
+
+    async def body(sender):
+        await sender.submit(note(1), tag=1)
+        server = await gateway.accept()
+        await server.read_frame()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.flush)
+            assert (await server.read_frame())[1] == b""
+            started = trio.current_time()
+            # The connection stays open while a late answer can still come...
+            with trio.move_on_after(29.9):
+                await server.stream.receive_some()
+                raise AssertionError("closed before probe_timeout")
+            # ...and only then closes, with the notification's fate unknown.
+            assert await server.stream.receive_some() == b""
+            assert trio.current_time() - started == pytest.approx(30.0, abs=0.01)
+        assert sender.stats.pending == 0
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
+    assert outcomes[0].reason.startswith("unconfirmed: ")
+    assert stats.unconfirmed == 1
+    assert stats.probes_unanswered == 1
+    assert stats.accepted == 0
+    assert not outcomes[0].possible_duplicate  # written once, never again
+
+
+async def test_assume_accepted_is_an_opt_in_and_says_so(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(assume_accepted=True, settle_after=2.0)
+
+    async def body(sender):
+        await sender.submit(note(1), tag=1)
+        server = await gateway.accept()
+        await server.read_frame()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.flush)
+            assert (await server.read_frame())[1] == b""
+            assert await server.stream.receive_some() == b""  # closed once settled
+        assert trio.current_time() >= 2.0
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert [(o.kind, o.evidence) for o in outcomes] == [(OutcomeKind.ACCEPTED, Evidence.ASSUMED)]
+    assert stats.assumed == stats.accepted == 1
 
 
 async def test_leaving_by_an_exception_fails_what_is_unsettled_at_once(autojump_clock):
@@ -435,7 +545,7 @@ async def test_leaving_by_an_exception_fails_what_is_unsettled_at_once(autojump_
 
 async def test_full_window_is_settled_by_probe_and_a_fresh_connection(autojump_clock):
     gateway = ScriptedGateway()
-    config = SenderConfig(window_size=4, settle_after=100.0)
+    config = SenderConfig(window_size=4)
 
     async def body(sender):
         for n in range(6):
@@ -453,11 +563,10 @@ async def test_full_window_is_settled_by_probe_and_a_fresh_connection(autojump_c
             assert (await second.read_frame())[1] == b""
             await second.reply("080200000000")
             await second.close()
-        # No quiet period was waited for (settle_after is 100 s of virtual time).
-        assert trio.current_time() < 100
+        assert trio.current_time() < 1  # no timer decided anything
 
     outcomes, stats = await run_with(gateway, config, body)
-    assert {o.tag: o.reason for o in outcomes} == dict.fromkeys(range(6), "confirmed")
+    assert {o.tag: o.evidence for o in outcomes} == dict.fromkeys(range(6), Evidence.CONFIRMED)
     assert stats.probes == 2
     assert stats.possible_duplicates == 0
 
@@ -474,7 +583,7 @@ async def test_submit_nowait_queues_until_full_then_would_block(autojump_clock):
         assert sender.stats.submitted == 2
         server = await gateway.accept()
         await server.read_frames(2)
-        await sender.flush()
+        await flush_confirmed(sender, server)
 
     outcomes, _ = await run_with(gateway, config, body)
     assert sorted(o.tag for o in outcomes) == [1, 2]
@@ -515,7 +624,7 @@ async def read_bytes(stream, n):
 
 async def test_error_response_read_after_the_write_failed(autojump_clock):
     gateway = OneWayGateway()
-    config = SenderConfig(error_wait=5.0, settle_after=100.0)
+    config = SenderConfig(error_wait=5.0)
     outcomes = []
     async with open_sender(
         connect=gateway.connect, config=config, on_outcome=outcomes.append
@@ -553,7 +662,7 @@ async def test_write_failure_without_error_response_resends_as_possible_duplicat
     autojump_clock,
 ):
     gateway = OneWayGateway()
-    config = SenderConfig(error_wait=2.0, settle_after=1.0)
+    config = SenderConfig(error_wait=2.0)
     outcomes = []
     async with open_sender(
         connect=gateway.connect, config=config, on_outcome=outcomes.append
@@ -563,10 +672,15 @@ async def test_write_failure_without_error_response_resends_as_possible_duplicat
         await read_bytes(incoming, FRAME)
         await incoming.aclose()  # reads nothing more and says nothing
         await sender.submit(note(2), tag=2)
-        second_in, _ = await gateway.accept()
-        assert trio.current_time() >= 2.0  # the sender waited error_wait for an answer
-        await read_bytes(second_in, 2 * FRAME)
-        await sender.flush()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.flush)
+            # Careful replay: one notification and a probe per connection, at first.
+            for _ in range(2):
+                second_in, second_out = await gateway.accept()
+                assert trio.current_time() >= 2.0  # the sender waited error_wait
+                await read_bytes(second_in, FRAME + PROBE)
+                await second_out.send_all(bytes.fromhex("080200000000"))
+                await second_out.aclose()
         await outgoing.aclose()
     assert sorted((o.tag, o.kind, o.possible_duplicate) for o in outcomes) == [
         (1, OutcomeKind.ACCEPTED, True),
@@ -586,7 +700,7 @@ async def test_submit_many_takes_an_async_iterable(autojump_clock):
         assert await sender.submit_many(produce()) == 3
         server = await gateway.accept()
         await server.read_frames(3)
-        await sender.flush()
+        await flush_confirmed(sender, server)
 
     outcomes, _ = await run_with(gateway, CONFIG, body)
     assert len(outcomes) == 3
@@ -637,7 +751,7 @@ async def test_broadcast_frames_rejection_and_lazy_notifications(autojump_clock)
         second = await gateway.accept()
         again = await second.read_frames(2)
         assert [f[1] for f in again] == tokens[2:]
-        await sender.flush()
+        await flush_confirmed(sender, second)
 
     outcomes, stats = await run_with(gateway, CONFIG, body)
     assert all(type(o).__name__ == "BroadcastOutcome" and o.tag == "news" for o in outcomes)
@@ -666,7 +780,7 @@ async def test_broadcast_checks_payload_once_and_names_a_bad_token(autojump_cloc
         assert sender.stats.submitted == 2  # those before the bad one are queued
         server = await gateway.accept()
         await server.read_frames(2)
-        await sender.flush()
+        await flush_confirmed(sender, server)
 
     outcomes, _ = await run_with(gateway, config, body)
     assert len(outcomes) == 2
@@ -683,7 +797,7 @@ async def test_submit_many_queues_those_before_a_bad_notification(autojump_clock
         assert sender.stats.submitted == 2
         server = await gateway.accept()
         assert [f[1] for f in await server.read_frames(2)] == [token(1).value, token(2).value]
-        await sender.flush()
+        await flush_confirmed(sender, server)
 
     outcomes, _ = await run_with(gateway, config, body)
     assert len(outcomes) == 2

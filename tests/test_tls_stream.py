@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import array
 import contextlib
+import functools
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -445,3 +447,45 @@ def test_context_arguments(pki, tmp_path):
         client_context(None, ca=b"not a certificate")
     with pytest.raises(UnreadableCredentialsError, match="no PEM certificate"):
         server_context(pki.server, client_ca=b"")
+
+
+async def test_answer_before_a_reset_is_still_read_after_our_write_fails(contexts):
+    # Apple's gateway: an error response, then a close with our data unread, which the
+    # kernel turns into a TCP reset. Our next write fails first; the 6 bytes that came
+    # before the reset must still be readable (TN2265: read before giving up).
+    client_ctx, server_ctx = contexts
+    answered = trio.Event()
+
+    async def gateway(tcp: trio.SocketStream) -> None:
+        server = TLSStream(tcp, server_ctx, server_side=True)
+        await server.receive_some()  # the first bytes
+        await server.send_all(b"\x08\x08\x00\x00\x00\x07")
+        answered.set()
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        await trio.aclose_forcefully(tcp)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, gateway, 0, host="127.0.0.1")
+            )
+            port = listeners[0].socket.getsockname()[1]
+            tcp = await trio.open_tcp_stream("127.0.0.1", port)
+            client = TLSStream(tcp, client_ctx, server_side=False, server_hostname="localhost")
+            await client.send_all(b"x" * 100)
+            await answered.wait()
+            failed = False
+            for _ in range(1000):  # until the reset shows
+                try:
+                    await client.send_all(b"x" * 65536)
+                except trio.BrokenResourceError:
+                    failed = True
+                    break
+            assert failed
+            assert await client.receive_some() == b"\x08\x08\x00\x00\x00\x07"
+            with pytest.raises(trio.BrokenResourceError):
+                await client.receive_some()
+            with pytest.raises(trio.BrokenResourceError):
+                await client.send_all(b"more")
+            await client.aclose()
+            nursery.cancel_scope.cancel()

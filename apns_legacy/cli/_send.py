@@ -122,8 +122,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
         payload_limit=args.payload_limit,
         allow_long_tokens=args.long_tokens,
         settle_after=args.settle,
-        # Command 0 has no error response, so no confirmation probe: quiet period only.
-        confirm_on_close=command is not Command.SIMPLE,
     )
     return Plan(
         config=config,

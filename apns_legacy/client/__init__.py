@@ -11,7 +11,7 @@ from ._config import (
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
 from ._open import open_sender
-from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
+from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
 from ._store import Device, FeedbackResult, StoreCounts, TokenStore
 from ._sync import send_all
@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "BroadcastOutcome",
     "OutcomeKind",
+    "Evidence",
     "SenderStats",
     "InFlightWindow",
     "IdentifierAllocator",

@@ -33,21 +33,34 @@ class SenderConfig:
     payload_limit: int = attrs.field(default=PAYLOAD_LIMIT, validator=_positive)
     #: Accept tokens of 33 to 100 bytes (Apple's 2018 text); 32 only by default.
     allow_long_tokens: bool = False
-    #: Seconds without an error response after a write before it counts as accepted.
-    #: Apple's error response "can take as long as 200 ms" (node-apn); PushSharp 4
-    #: waited 750 ms, node-apn 2.5 s at shutdown. One second is five times the
-    #: measured worst case and short enough to keep windows small.
+    #: With nothing more to write, end the window with a confirmation probe this many
+    #: seconds after the last write (at once on ``flush`` and on close). The gateway's
+    #: answer to the probe is what proves the notifications before it were taken; the
+    #: price is one reconnect per quiet spell, since the gateway closes after answering.
+    confirm_after: float = attrs.field(default=1.0, validator=_positive_time)
+    #: How long to wait for the answer to a confirmation probe. Without one, the
+    #: notifications it was to confirm end ``failed`` ("unconfirmed"): the gateway may
+    #: or may not have taken them, and nothing else can tell. Apple answered within
+    #: about 200 ms; the default leaves room for slow networks and slow readers.
+    probe_timeout: float = attrs.field(default=20.0, validator=_positive_time)
+    #: A write that does not finish in this many seconds (the gateway stopped reading)
+    #: ends the connection; what was in flight is resent or fails after ``max_losses``.
+    write_timeout: float = attrs.field(default=15.0, validator=_positive_time)
+    #: Opt-in, for servers that never answer probes (they take a zero-length token):
+    #: count a notification as accepted, with ``Evidence.ASSUMED``, once the kernel
+    #: reports its bytes acknowledged by the server's TCP stack and ``settle_after``
+    #: more seconds pass without an error response. That is an assumption, not
+    #: evidence: the summary, the report and the command line's exit code say so.
+    #: Command 0, which has no error responses, always settles this way.
+    assume_accepted: bool = False
+    #: The quiet period of ``assume_accepted`` (and command 0), counted from the
+    #: moment the server's TCP stack had acknowledged the bytes, not from our write.
     settle_after: float = attrs.field(default=1.0, validator=_positive_time)
-    #: Most notifications written and unsettled on one connection; when full, the
-    #: writer waits for settling (back-pressure) instead of forgetting anything.
+    #: Most notifications written and unconfirmed on one connection. A full window is
+    #: ended with a confirmation probe, and the slot opens a fresh connection for the
+    #: rest. After a connection dies without a word, the next one writes a single
+    #: notification and a probe, and the window doubles with each confirmed one.
     window_size: int = attrs.field(default=200_000, validator=_positive)
-    #: When a window fills, end it with a confirmation probe instead of waiting out
-    #: the quiet period: one round trip and one reconnect per ``window_size``
-    #: notifications instead of ``settle_after`` seconds of idle writer, and the
-    #: window's outcomes are confirmed, not inferred. (One reconnect per 200,000
-    #: notifications is far from the rapid reconnecting Apple treated as an attack.)
-    #: Not possible with command 0.
-    probe_when_full: bool = True
     #: Most notifications waiting to be written; ``submit`` waits when it is full.
     queue_size: int = attrs.field(default=50_000, validator=_positive)
     #: Coalesce frames into writes of about this many bytes (TN2265: batch writes).
@@ -67,8 +80,9 @@ class SenderConfig:
     idle_timeout: float = attrs.field(default=300.0, validator=_positive_time)
     #: After a failed write, wait this long for the error response that explains it.
     error_wait: float = attrs.field(default=1.0, validator=_positive_time)
-    #: A graceful close ends with a confirmation probe, so every outcome is known
-    #: for certain rather than by quiet period (not possible with command 0).
-    confirm_on_close: bool = True
+    #: Connections in a row that end without settling anything (stalled writes,
+    #: unanswered probes, drops) before the queued notifications fail; later work
+    #: then gets one attempt at a time until a connection makes progress again.
+    max_unproductive: int = attrs.field(default=4, validator=_positive)
     #: Longest a graceful close waits for outstanding outcomes before failing them.
     close_timeout: float = attrs.field(default=60.0, validator=_positive_time)

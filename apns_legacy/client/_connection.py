@@ -1,36 +1,47 @@
-"""One gateway connection of the sender: a writer, a reader and a settler over one stream.
+"""One gateway connection of the sender: a writer and a reader over one stream.
 
 Theory of operation
 -------------------
-Three tasks share one stream and one :class:`InFlightWindow`:
+The gateway never says "yes". It answers one bad notification per connection with a
+6-byte error response that names it, and then closes. So "accepted" has to be earned:
+a notification counts as accepted only when the gateway has answered something
+written *after* it on the same connection (a later notification's rejection, or our
+deliberately bad confirmation probe), or when a status-10 answer names it or a later
+one. Never because time passed since our write: bytes can sit unread in socket buffers,
+or answers can still be on the wire, for as long as the network likes.
 
-* the **writer** takes jobs from the sender's shared queue, gives them a contiguous
-  range of identifiers, records the batch in the window *before* writing it (so an
-  error response can never name something the window does not know), and writes the
-  whole batch with one ``send_all``. When the window is full it either ends the
-  connection with a confirmation probe (``probe_when_full``: the gateway's answer
-  settles the whole window at once and the slot reconnects) or waits for room. The
-  window's size shrinks after connections die with their window's fate unknown and
-  grows back with progress (see ``Sender.window_limit``).
-* the **reader** reads the gateway's side of the stream. The gateway only ever
-  writes one thing, a 6-byte error response, and then closes. The decoder copes with
-  the 6 bytes arriving in pieces or together with the close. The reader is the
-  authority on how the connection ended: an error response resolves the window
-  (accepted before, rejected at, resent after the named one); a close or a reset
-  without one means the window's fate is unknown, so all of it is resent and marked
-  as possible duplicates.
-* the **settler** accepts batches that have been on the wire for ``settle_after``
-  seconds with no error response (the quiet-period rule). While a write is blocked
-  (the gateway is not reading) it accepts nothing, and after a long block it restarts
-  the clock, since bytes may have sat in socket buffers all that while.
+Two tasks share the stream and one :class:`InFlightWindow`:
 
-A failed write does not end the connection by itself: TN2265 says to read what the
-gateway sent before giving up, so the writer waits up to ``error_wait`` for the
-reader to find the error response, and only then treats the window as lost.
+* the **writer** takes jobs from the sender's queue, gives each batch a contiguous
+  range of identifiers, records it in the window *before* writing it (so an error
+  response can never name something the window does not know) and writes it with one
+  ``send_all``. It ends the window with a confirmation probe (a zero-length token,
+  which any real gateway rejects) when the window is full, when asked to (``flush``,
+  closing), or when nothing more has come to write for ``confirm_after`` seconds. It
+  then writes nothing more on this connection (the gateway will close after its
+  answer) and waits up to ``probe_timeout`` for the answer. No answer: the window's
+  notifications end ``failed`` ("unconfirmed"); their fate is unknown and resending
+  them could duplicate them.
+* the **reader** reads the gateway's side. It is the authority on how the connection
+  ended: an error response resolves the window (accepted before the named one,
+  rejected at it, resent after it); a close or a reset without one means the window's
+  fate is unknown, so all of it is resent and marked as possible duplicates.
+
+A write that fails (the gateway closed or reset first, as it does right after an
+error response) is not the end by itself: the reader goes on reading what arrived
+before the close (TN2265), and the writer waits up to ``error_wait`` for its verdict.
+A write that makes no progress for ``write_timeout`` (the gateway stopped reading)
+ends the connection with the window's fate unknown.
+
+With command 0 (no error responses, no probes) or the opt-in ``assume_accepted``, a
+**settler** also accepts batches by assumption: once the kernel reports the bytes
+acknowledged by the server's TCP stack, and ``settle_after`` more seconds pass with no
+error response. Those outcomes carry ``Evidence.ASSUMED``.
 
 Whoever ends the connection calls :meth:`Connection.end`, which cancels the other
-two tasks. Every job that was in the window leaves it with an outcome or back in the
-queue before that, so nothing is lost when the tasks are cancelled.
+tasks. Every job in the window leaves it with an outcome or back in the queue before
+that, so nothing is lost when the tasks are cancelled. :meth:`Connection.run`
+returns an :class:`Ended` record for the sender's :class:`ConnectionPolicy`.
 """
 
 from __future__ import annotations
@@ -52,8 +63,10 @@ from ..wire import (
     encode_broadcast,
     encode_probe,
 )
-from ._diagnosis import causes
-from ._outcomes import BroadcastOutcome, Outcome
+from ._diagnosis import causes, describe_error
+from ._outcomes import BroadcastOutcome, Evidence, Outcome
+from ._policy import CAREFUL_WINDOW, Ended, EndKind
+from ._transport import unacknowledged_bytes
 from ._window import InFlightWindow
 
 if TYPE_CHECKING:
@@ -61,55 +74,67 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("apns_legacy.sender")
 
-# A send_all that takes longer than this was held up by the peer (back-pressure).
-_BLOCKED: Final = 0.05
 _RECEIVE_SIZE: Final = 65_536
 # Frames per write, at most; write_size usually stops a batch first.
 _MAX_BATCH: Final = 4096
+# How often the assumption settler asks the kernel whether the bytes were acknowledged.
+_ACK_POLL: Final = 0.02
 
 
 class Connection:
     """One connection's tasks and window. Internal: the :class:`Sender` drives it."""
 
-    def __init__(self, sender: Sender, stream: trio.abc.Stream, number: int) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        stream: trio.abc.Stream,
+        number: int,
+        *,
+        window_limit: int,
+        confirm_after: float,
+    ) -> None:
         self.sender = sender
         self.stream = stream
         self.number = number
         self.window: InFlightWindow[Outcome] = InFlightWindow()
+        self.window_limit = window_limit
+        self._careful = window_limit <= CAREFUL_WINDOW
+        self._confirm_after = confirm_after
+        self._writing = False
         self.opened_at = trio.current_time()
-        #: Something on this connection was accepted or rejected.
-        self.made_progress = False
-        #: How it ended: "error", "lost", "idle" or "closed".
-        self.end_kind: str | None = None
-        #: The gateway closed it (EOF, or a TLS stream cut short) without a word, as
-        #: opposed to a reset: what Apple did with the other environment's certificate.
-        self.closed_silently = False
-        #: How many notifications were in flight when it died without a word.
-        self.lost = 0
-        self.probe_identifier: int | None = None
-        self._send_started: float | None = None
+        config = sender.config
+        self._can_probe = config.command is not Command.SIMPLE
+        self._assume = config.assume_accepted or not self._can_probe
+        self._kind: EndKind | None = None
+        self._reason = ""
+        self._progress = False
+        self._silent = False
+        self._unknown = 0
+        self._written = 0
+        self._probe_identifier: int | None = None
         self._last_write = self.opened_at
-        self._clock_floor = -math.inf
         self._window_grew = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._cancel_scope = trio.CancelScope()
 
-    async def run(self) -> None:
+    async def run(self) -> Ended:
         """Run until the connection ends; the window is empty afterwards."""
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader)
-                    nursery.start_soon(self._settler)
                     nursery.start_soon(self._writer)
+                    if self._assume:
+                        nursery.start_soon(self._settler)
         finally:
-            # Also when the sender itself is being cancelled: close the stream and
-            # leave no job behind in a window nobody will look at again.
-            if self.end_kind is None:
-                self.end_kind = "closed"
-            leftovers = self.window.take_all()
+            # Also when the sender itself is being cancelled: leave no job behind in a
+            # window nobody will look at again, and close the stream.
+            if self._kind is None:
+                self._kind = EndKind.CLOSED
+            leftovers = self._take_window()
             if leftovers:
                 # Written (perhaps partly) as the connection ended: fate unknown.
+                self._unknown += len(leftovers)
                 self.sender.requeue(
                     leftovers, certain=False, reason="the connection ended mid-write"
                 )
@@ -120,11 +145,27 @@ class Connection:
                     pass
             if scope.cancelled_caught:
                 await trio.aclose_forcefully(self.stream)
+        return Ended(
+            kind=self._kind,
+            duration=trio.current_time() - self.opened_at,
+            written=self._written,
+            unknown=self._unknown,
+            progress=self._progress,
+            silent=self._silent,
+            careful=self._careful,
+            quiet_for=0.0 if self._writing else trio.current_time() - self._last_write,
+            reason=self._reason,
+        )
 
-    def end(self, kind: str) -> None:
-        if self.end_kind is None:
-            self.end_kind = kind
+    def end(self, kind: EndKind, reason: str = "") -> None:
+        if self._kind is None:
+            self._kind = kind
+            self._reason = reason
         self._cancel_scope.cancel()
+
+    def _take_window(self) -> list[Outcome]:
+        probe = self.sender.probe_job
+        return [job for job in self.window.take_all() if job is not probe]
 
     # -- writer ------------------------------------------------------------------------
 
@@ -133,105 +174,130 @@ class Connection:
         config = sender.config
         queue = sender.queue
         window = self.window
-        while self.end_kind is None:
+        # A wake-up (new work) can come in the same scheduling round as the reader's
+        # end(): check before taking anything from the queue, so nothing is taken onto
+        # a connection that is already over.
+        while self._kind is None:
             if not len(queue):
-                if (
-                    sender.probe_wanted
-                    and len(window)
-                    and self.probe_identifier is None
-                    and config.command is not Command.SIMPLE
-                ):
-                    if await self._write_probe():
-                        await self._await_probe_answer()
+                if len(window) and self._can_probe:
+                    # Nothing to write and something to confirm: wait a little for more
+                    # work (each probe costs a reconnect), then probe.
+                    # A careful connection (after one died without a word) probes at
+                    # once: its point is to learn quickly whether the gateway answers.
+                    oldest = window.oldest_time
+                    deadline = (
+                        -math.inf
+                        if sender.probe_wanted or self._careful or oldest is None
+                        else oldest + self._confirm_after
+                    )
+                    with trio.move_on_at(deadline):
+                        await queue.wait()
+                    if not len(queue) and (sender.probe_wanted or trio.current_time() >= deadline):
+                        await self._probe()
                         return
-                    await self._room.park()  # no identifier free yet: wait for settling
                     continue
-                # Nothing to write. Close once idle for idle_timeout with nothing in
-                # flight; wake early for new work, a probe request or the sender closing.
+                # Close once idle for idle_timeout with nothing in flight; wake early
+                # for new work, a probe request or the sender closing.
                 with trio.move_on_at(self._last_write + config.idle_timeout) as idle:
                     await queue.wait()
                 if idle.cancelled_caught and not len(queue):
                     if not len(window):
                         logger.info("connection %d idle for %ss: closing", self.number,
                                     config.idle_timeout)  # fmt: skip
-                        self.end("idle")
+                        self.end(EndKind.IDLE, "idle")
                         return
                     await self._room.park()  # the settler wakes us as the window drains
                 continue
-            room = sender.window_limit - len(window)
+            room = self.window_limit - len(window)
             if room <= 0:
-                if (
-                    config.probe_when_full
-                    and config.command is not Command.SIMPLE
-                    and sender.window_limit == config.window_size
-                    and await self._write_probe()
-                ):
-                    # Settle the full window for certain; the gateway's answer ends
-                    # this connection and the slot opens a fresh one for the rest.
-                    await self._await_probe_answer()
+                if self._can_probe:
+                    # Settle the full window for certain; the gateway's answer ends this
+                    # connection and the slot opens a fresh one for the rest.
+                    await self._probe()
                     return
-                await self._room.park()
+                await self._room.park()  # command 0: the settler makes room
                 continue
             jobs = queue.take(min(room, _MAX_BATCH), config.write_size)
             first = sender.allocator.take(len(jobs), sender.is_live)
             if first is None:  # identifiers wrapped onto live ones: wait for settling
                 queue.put_front(jobs)
-                await self._room.park()
+                await sender.wait_settled()
                 continue
             data = _encode_jobs(config.command, first, jobs)
             for offset, job in enumerate(jobs, first):
                 job.identifier = offset
             sender.stats.written += len(jobs)
+            self._written += len(jobs)
             window.record(first, jobs, math.inf)  # timed once the write completes
             await self._send(data)
+        await trio.lowlevel.checkpoint()
 
-    async def _write_probe(self) -> bool:
+    async def _probe(self) -> None:
+        """Write the confirmation probe, then wait for its answer (the reader's)."""
         sender = self.sender
-        first = sender.allocator.take(1, sender.is_live)
-        if first is None:
-            return False
-        self.probe_identifier = first
+        while (first := sender.allocator.take(1, sender.is_live)) is None:
+            await sender.wait_settled()
+        self._probe_identifier = first
         sender.stats.probes += 1
         self.window.record(first, [sender.probe_job], math.inf)
         logger.debug("connection %d: confirmation probe %d", self.number, first)
-        await self._send(encode_probe(self.sender.config.command, first))
-        return True
-
-    async def _await_probe_answer(self) -> None:
-        # A real gateway answers the probe and closes, and the reader ends this
-        # connection. A server that takes zero-length tokens never answers: then the
-        # settler accepts the window (probe included) by quiet period, and we close
-        # the connection here, with nothing left in flight, so the slot can go on.
-        while len(self.window):
-            await self._room.park()
-        if self.end_kind is None:
-            logger.warning(
-                "connection %d: the confirmation probe was not answered (the gateway took a "
-                "zero-length token); settled by quiet period instead",
-                self.number,
-            )
-            self.end("closed")
+        await self._send(encode_probe(sender.config.command, first))
+        timeout = sender.config.probe_timeout
+        with trio.move_on_after(timeout):
+            # The reader ends the connection (and cancels this) when the answer comes.
+            # With assume_accepted the settler may empty the window first: then a server
+            # that takes zero-length tokens has had its chance, and we are done.
+            while len(self.window) > 1 or not self._assume:
+                await self._room.park()
+            self.end(EndKind.CLOSED, "settled by assumption; the probe was not answered")
+            return
+        sender.stats.probes_unanswered += 1
+        jobs = self._take_window()
+        reason = (
+            f"unconfirmed: the gateway did not answer the confirmation probe within "
+            f"{timeout:g} s, so whether it took this notification is unknown"
+        )
+        logger.warning("connection %d: %s (%d notifications)", self.number, reason, len(jobs))
+        sender.fail_unconfirmed(jobs, reason)
+        self.end(EndKind.UNCONFIRMED, "the confirmation probe was not answered")
 
     async def _send(self, data: bytes) -> None:
-        self._send_started = started = trio.current_time()
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # TN2265: the gateway may have explained itself before closing. Give the
-            # reader a moment to find the error response; if it does, it ends the
-            # connection and cancels this sleep.
-            logger.debug("connection %d: write failed (%s); reading what is left",
-                         self.number, exc)  # fmt: skip
-            await trio.sleep(self.sender.config.error_wait)
-            self._lose(f"write failed ({exc}) and no error response followed")
+        config = self.sender.config
+        failure: BaseException | None = None
+        self._writing = True
+        with trio.move_on_after(config.write_timeout) as stall:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failure = exc
+        self._writing = False
+        if failure is None and not stall.cancelled_caught:
+            now = trio.current_time()
+            self._last_write = now
+            self.window.set_last_time(now)
+            self._window_grew.unpark_all()
             return
-        now = trio.current_time()
-        self._send_started = None
-        self._last_write = now
-        if now - started > _BLOCKED:
-            self._clock_floor = now
-        self.window.set_last_time(now)
-        self._window_grew.unpark_all()
+        # TN2265: the gateway may have explained itself before the close that broke
+        # this write, or may answer although it stopped reading. The reader goes on
+        # reading; if it finds the error response it ends the connection, and this
+        # wait with it.
+        if failure is not None:
+            logger.debug("connection %d: write failed (%s); reading what is left",
+                         self.number, failure)  # fmt: skip
+        await trio.sleep(config.error_wait)
+        if failure is not None:
+            self._lose(
+                EndKind.LOST,
+                f"write failed ({describe_error(failure)}) and no error response followed",
+            )
+        else:
+            self.sender.stats.stalled_writes += 1
+            self._lose(
+                EndKind.STALLED,
+                f"a write made no progress for {config.write_timeout:g} s "
+                "(the gateway stopped reading)",
+            )
+        await trio.sleep_forever()  # end() has cancelled us
 
     # -- reader ------------------------------------------------------------------------
 
@@ -249,31 +315,34 @@ class Connection:
                     self._on_error_response(event)
                     return
                 if isinstance(event, ConnectionClosed):
-                    self.closed_silently = True
-                    self._lose("the gateway closed the connection without an error response")
+                    self._silent = True
+                    self._lose(
+                        EndKind.LOST, "the gateway closed the connection without an error response"
+                    )
                     return
         except RemoteProtocolError as exc:
-            self._lose(f"the gateway sent something other than an error response: {exc}")
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.closed_silently = not any(
-                isinstance(cause, ConnectionResetError) for cause in causes(exc)
+            self._lose(
+                EndKind.LOST, f"the gateway sent something other than an error response: {exc}"
             )
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._silent = not any(isinstance(cause, ConnectionResetError) for cause in causes(exc))
             self.sender.note_connection_error(exc)
-            self._lose(f"connection lost: {exc}")
+            self._lose(EndKind.LOST, f"connection lost: {describe_error(exc)}")
 
     def _on_error_response(self, event: ErrorResponse) -> None:
         status, identifier = event.status, event.identifier
         if (
-            self.probe_identifier is not None
+            self._probe_identifier is not None
             and status == Status.MISSING_DEVICE_TOKEN
             and identifier == 0
         ):
             # Real gateways answered a zero-length token with identifier 0.
-            identifier = self.probe_identifier
+            identifier = self._probe_identifier
         logger.debug("connection %d: error response status %s identifier %d",
                      self.number, status, identifier)  # fmt: skip
         resolution = self.window.on_error(status, identifier)
         sender = self.sender
+        probe = sender.probe_job
         if not resolution.certain:
             sender.stats.unknown_identifiers += 1
             logger.warning(
@@ -281,29 +350,26 @@ class Connection:
                 "not in flight; resending all %d in flight as possible duplicates",
                 self.number, status, identifier, len(resolution.resend),
             )  # fmt: skip
-        reason = "shutdown" if status == Status.SHUTDOWN else "confirmed"
+            self._unknown += sum(1 for job in resolution.resend if job is not probe)
+        evidence = Evidence.SHUTDOWN if status == Status.SHUTDOWN else Evidence.CONFIRMED
         if resolution.accepted or resolution.rejected is not None:
-            self.made_progress = True
-        sender.accept(resolution.accepted, reason)
-        if resolution.accepted:
-            sender.widen_window()
+            self._progress = True
+        sender.accept(resolution.accepted, evidence)
         if resolution.rejected is not None:
             sender.reject(resolution.rejected, status)
         sender.requeue(resolution.resend, certain=resolution.certain, reason="")
-        self.end("error")
+        self.end(EndKind.ANSWERED, f"error response: status {int(status)}")
 
-    def _lose(self, reason: str) -> None:
-        jobs = self.window.take_all()
-        self.lost = len(jobs)
+    def _lose(self, kind: EndKind, reason: str) -> None:
+        jobs = self._take_window()
+        self._unknown += len(jobs)
         if jobs:
             logger.info("connection %d: %s; %d in flight will be resent", self.number, reason,
                         len(jobs))  # fmt: skip
         self.sender.requeue(jobs, certain=False, reason=reason)
-        if jobs:
-            self.sender.narrow_window(len(jobs))
-        self.end("lost")
+        self.end(kind, reason)
 
-    # -- settler -----------------------------------------------------------------------
+    # -- settler (command 0 and assume_accepted only) ----------------------------------
 
     async def _settler(self) -> None:
         settle_after = self.sender.config.settle_after
@@ -313,20 +379,17 @@ class Connection:
             if oldest is None or oldest == math.inf:
                 await self._window_grew.park()
                 continue
-            await trio.sleep_until(max(oldest, self._clock_floor) + settle_after)
-            now = trio.current_time()
-            if self._send_started is not None and now - self._send_started > _BLOCKED:
-                # The gateway is not reading; what we wrote may still be in buffers.
-                self._clock_floor = now
-                continue
-            cutoff = now - settle_after
-            if self._clock_floor > cutoff:
-                continue
-            accepted = window.settle_written_before(cutoff)
+            # Wait until the server's TCP stack has acknowledged everything written so
+            # far; the quiet period counts from then, not from our write. The kernel
+            # has no notification for that, so ask it now and then.
+            while (unacked := unacknowledged_bytes(self.stream)) is not None and unacked > 0:  # noqa: ASYNC110
+                await trio.sleep(_ACK_POLL)
+            acknowledged_at = trio.current_time()
+            await trio.sleep(settle_after)
+            accepted = window.settle_written_before(acknowledged_at)
             if accepted:
-                self.made_progress = True
-                self.sender.accept(accepted, "quiet")
-                self.sender.widen_window()
+                self._progress = True
+                self.sender.accept(accepted, Evidence.ASSUMED)
                 self._room.unpark_all()
 
 

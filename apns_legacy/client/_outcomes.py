@@ -16,13 +16,28 @@ class OutcomeKind(enum.Enum):
 
     #: Not settled yet. Only seen on an outcome you kept a reference to early.
     PENDING = "pending"
-    #: No rejection came for it, and a later rejection, a confirmation probe or a
-    #: quiet period after its write showed that the gateway took it.
+    #: The gateway took it; ``evidence`` says how we know.
     ACCEPTED = "accepted"
     #: The gateway named it in an error response; ``status`` says why.
     REJECTED = "rejected"
     #: The sender gave up on it; ``reason`` says why.
     FAILED = "failed"
+
+
+class Evidence(enum.Enum):
+    """How the sender knows a notification was accepted."""
+
+    #: The gateway answered something written after it on the same connection (our
+    #: confirmation probe, or a later notification it rejected): it read this one
+    #: and did not refuse it.
+    CONFIRMED = "confirmed"
+    #: The gateway's status-10 (shutdown) response named it, or a later one, as the
+    #: last notification it accepted.
+    SHUTDOWN = "shutdown"
+    #: No evidence: the server's TCP stack acknowledged the bytes and no error
+    #: response came for ``settle_after`` seconds (``assume_accepted``, or command 0,
+    #: which has no error responses). An assumption, reported as one.
+    ASSUMED = "assumed"
 
 
 class Outcome:
@@ -37,6 +52,7 @@ class Outcome:
 
     __slots__ = (
         "_notification",
+        "evidence",
         "identifier",
         "kind",
         "losses",
@@ -52,9 +68,10 @@ class Outcome:
         self.kind = OutcomeKind.PENDING
         #: The gateway's status code, for rejections.
         self.status: Status | int | None = None
-        #: Why it failed, for failures; how it was accepted (``"quiet"``,
-        #: ``"confirmed"``, ``"shutdown"``) for acceptances.
+        #: Why it failed, for failures (None otherwise).
         self.reason: str | None = None
+        #: How we know the gateway took it, for acceptances (None otherwise).
+        self.evidence: Evidence | None = None
         #: The identifier it carried on its last write (None if never written).
         self.identifier: int | None = None
         #: How many connections it was in flight on that died without saying what
@@ -79,6 +96,7 @@ class Outcome:
     def __repr__(self) -> str:
         detail = f" status={self.status!r}" if self.status is not None else ""
         detail += f" reason={self.reason!r}" if self.reason else ""
+        detail += f" evidence={self.evidence.value}" if self.evidence is not None else ""
         return (
             f"<Outcome {self.kind.value}{detail} token={self.notification.token!r} "
             f"identifier={self.identifier} tag={self.tag!r}>"
@@ -93,6 +111,7 @@ class Outcome:
             "status": None if self.status is None else int(self.status),
             "status_name": None if self.status is None else status_name(self.status),
             "reason": self.reason,
+            "evidence": None if self.evidence is None else self.evidence.value,
             "possible_duplicate": self.possible_duplicate,
         }
 
@@ -105,9 +124,13 @@ class SenderStats:
     #: Frames written, counting each write of a replayed notification again.
     written: int = 0
     accepted: int = 0
+    #: Of ``accepted``: settled by assumption (``Evidence.ASSUMED``), not evidence.
+    assumed: int = 0
     rejected: int = 0
     rejected_by_status: collections.Counter[int] = attrs.Factory(collections.Counter)
     failed: int = 0
+    #: Of ``failed``: the confirmation probe went unanswered, so their fate is unknown.
+    unconfirmed: int = 0
     #: Writes of notifications that had been written before (after an error or a loss).
     replayed: int = 0
     #: Replays that may have been delivered already (the connection died silently).
@@ -117,6 +140,10 @@ class SenderStats:
     reconnects: int = 0
     connect_failures: int = 0
     probes: int = 0
+    #: Confirmation probes that got no answer within ``probe_timeout``.
+    probes_unanswered: int = 0
+    #: Connections ended because a write made no progress for ``write_timeout``.
+    stalled_writes: int = 0
     #: Error responses naming an identifier the sender did not have in flight.
     unknown_identifiers: int = 0
 
@@ -156,6 +183,7 @@ class BroadcastOutcome(Outcome):
         self.kind = OutcomeKind.PENDING
         self.status = None
         self.reason = None
+        self.evidence = None
         self.identifier = None
         self.losses = 0
 

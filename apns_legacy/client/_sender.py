@@ -8,11 +8,12 @@ pending``.
 
 Connections are "slots": each slot connects when there is work, runs a
 :class:`~apns_legacy.client._connection.Connection` until it ends, and connects
-again (with exponential backoff and full jitter after failures). Two failure modes
-are not worth retrying and end the run fast with a clear reason instead: the TLS
-handshake refused for a certificate problem, and a gateway that closes every new
-connection right after the handshake without a word, which is what Apple's gateway
-did with a certificate for the other environment.
+again (with exponential backoff and full jitter after failed connects). How each
+connection ended goes to the :class:`ConnectionPolicy`, which sizes the next window
+(careful after a silent death) and decides when retrying is pointless: a TLS
+handshake refused for a certificate problem, a gateway that closes every connection
+right after the handshake without a word (Apple's gateway with a certificate for the
+other environment), or connection after connection that settles nothing.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import math
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from ..wire import (
     MAX_LONG_TOKEN_LENGTH,
     TOKEN_LENGTH,
-    Command,
     DeviceToken,
     LocalProtocolError,
     Notification,
@@ -38,7 +38,8 @@ from ..wire import (
 from ._config import SenderConfig
 from ._connection import Connection
 from ._diagnosis import describe_error, is_tls_refusal, token_bytes
-from ._outcomes import BroadcastOutcome, Outcome, OutcomeKind, SenderStats
+from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
+from ._policy import ConnectionPolicy, GiveUp
 from ._queue import JobQueue
 from ._window import IdentifierAllocator
 
@@ -48,13 +49,6 @@ logger = logging.getLogger("apns_legacy.sender")
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 OutcomeCallback = Callable[[Outcome], None]
 T = TypeVar("T")
-
-# A connection closed without a word this soon after its handshake, with nothing
-# settled on it, counts towards the wrong-environment diagnosis.
-_SILENT_CLOSE_WINDOW: Final = 2.0
-_SILENT_CLOSES_FATAL: Final = 2
-# The smallest window the sender narrows to after losses.
-_MIN_WINDOW: Final = 64
 
 
 class Sender:
@@ -76,11 +70,12 @@ class Sender:
         self.queue = JobQueue(config.queue_size)
         self.allocator = IdentifierAllocator()
         self.probe_wanted = False
-        #: The window size in force: config.window_size, halved after each connection
-        #: that died with its window's fate unknown and doubled back after each
-        #: settled batch, so that a gateway that keeps resetting connections loses
-        #: ever fewer notifications at a time (TCP's multiplicative decrease, in spirit).
-        self.window_limit = config.window_size
+        self._policy = ConnectionPolicy(
+            command=config.command,
+            window_size=config.window_size,
+            max_unproductive=config.max_unproductive,
+            confirm_after=config.confirm_after,
+        )
         # A stand-in window item for a confirmation probe; never reported.
         self.probe_job = Outcome(
             Notification(token=DeviceToken(bytes(TOKEN_LENGTH)), payload=b"{}"), None
@@ -94,7 +89,6 @@ class Sender:
         self._connections: list[Connection | None] = [None] * config.connections
         self._fatal: str | None = None
         self._closed = False
-        self._silent_closes = 0
         for slot in range(config.connections):
             nursery.start_soon(self._run_slot, slot)
 
@@ -259,14 +253,14 @@ class Sender:
 
     # -- waiting and closing -----------------------------------------------------------
 
-    async def flush(self, *, confirm: bool = False) -> None:
+    async def flush(self, *, confirm: bool = True) -> None:
         """Wait until every notification submitted so far has its outcome.
 
-        With ``confirm=True`` each connection that has notifications in flight ends
-        with a deliberately bad probe (a zero-length token); the gateway's answer to
-        it proves that everything written before it was accepted, so the wait is
-        one round trip instead of the quiet period. (Command 0 has no error response:
-        there it always waits for the quiet period.)
+        With ``confirm=True`` (the default) each connection that has notifications in
+        flight ends with a confirmation probe at once; with False, only after
+        ``confirm_after``. The gateway's answer to the probe is what proves that
+        everything written before it was accepted. (Command 0 has no error response:
+        there outcomes are assumed after the quiet period.)
         """
         if confirm:
             self.probe_wanted = True
@@ -292,7 +286,7 @@ class Sender:
         self._closed = True
         if graceful:
             with trio.move_on_after(self.config.close_timeout) as scope:
-                await self.flush(confirm=self.config.confirm_on_close)
+                await self.flush(confirm=True)
             if scope.cancelled_caught:
                 logger.warning("close timed out with %d outcomes outstanding", self.stats.pending)
         leftovers = self.queue.take_all()
@@ -328,7 +322,7 @@ class Sender:
             for connection in self._connections
         )
 
-    def accept(self, jobs: list[Outcome], reason: str) -> None:
+    def accept(self, jobs: list[Outcome], evidence: Evidence) -> None:
         emit = self._emit
         accepted = OutcomeKind.ACCEPTED
         probe = self.probe_job
@@ -338,10 +332,21 @@ class Sender:
                 continue
             n += 1
             job.kind = accepted
-            job.reason = reason
+            job.evidence = evidence
             emit(job)
         self.stats.accepted += n
+        if evidence is Evidence.ASSUMED:
+            self.stats.assumed += n
         self._settled.unpark_all()
+
+    def fail_unconfirmed(self, jobs: list[Outcome], reason: str) -> None:
+        self.stats.unconfirmed += len(jobs)
+        for job in jobs:
+            self._fail(job, reason)
+
+    async def wait_settled(self) -> None:
+        """Wait until some outcome settles (identifiers free up)."""
+        await self._settled.park()
 
     def reject(self, job: Outcome, status: Status | int) -> None:
         if job is self.probe_job:
@@ -374,13 +379,6 @@ class Sender:
             self.stats.replayed += len(keep)
             self.queue.put_front(keep)
         self._settled.unpark_all()
-
-    def narrow_window(self, lost: int) -> None:
-        self.window_limit = max(_MIN_WINDOW, min(self.window_limit, lost) // 2)
-
-    def widen_window(self) -> None:
-        if self.window_limit < self.config.window_size:
-            self.window_limit = min(self.config.window_size, self.window_limit * 2)
 
     def note_connection_error(self, exc: BaseException) -> None:
         """A connection broke; if the cause is a TLS certificate problem, stop retrying."""
@@ -456,38 +454,26 @@ class Sender:
             self.stats.connections_opened += 1
             if opened > 1:
                 self.stats.reconnects += 1
-            connection = Connection(self, stream, self.stats.connections_opened)
+            connection = Connection(
+                self,
+                stream,
+                self.stats.connections_opened,
+                window_limit=self._policy.window,
+                confirm_after=self._policy.confirm_after,
+            )
             self._connections[slot] = connection
             try:
-                await connection.run()
+                ended = await connection.run()
             finally:
                 self._connections[slot] = None
-            self._diagnose_silent_close(connection)
+            verdict = self._policy.on_end(ended)
+            if verdict is not None:
+                self._give_up(verdict)
 
-    def _diagnose_silent_close(self, connection: Connection) -> None:
-        # Apple's gateway accepted a certificate for the other environment in the TLS
-        # handshake and then closed at once, without an error response (node-apn
-        # 1.6.1). Twice in a row, with nothing settled, is not bad luck. With command 0
-        # a silent close is how the gateway rejects a notification, so the pattern
-        # means nothing there; max_losses bounds that case instead. A connection that
-        # had nothing in flight when it closed (a gateway dropping idle connections
-        # early) is no evidence either.
-        quick = trio.current_time() - connection.opened_at < _SILENT_CLOSE_WINDOW
-        if (
-            connection.end_kind == "lost"
-            and self.config.command is not Command.SIMPLE  # there, silence is the error signal
-            and connection.closed_silently
-            and connection.lost > 0
-            and quick
-            and not connection.made_progress
-        ):
-            self._silent_closes += 1
-            if self._silent_closes >= _SILENT_CLOSES_FATAL:
-                self._set_fatal(
-                    "the gateway closed the connection right after the TLS handshake "
-                    f"{self._silent_closes} times without an error response; the "
-                    "certificate is probably for the other environment (sandbox vs "
-                    "production), or the gateway does not accept it"
-                )  # this also fails the queue, where the lost ones were put back
-        elif connection.made_progress:
-            self._silent_closes = 0
+    def _give_up(self, verdict: GiveUp) -> None:
+        if verdict.permanent:
+            self._set_fatal(verdict.reason)
+            return
+        logger.error("giving up on what is queued for %s: %s", self._describe, verdict.reason)
+        for job in self.queue.take_all():
+            self._fail(job, verdict.reason)

@@ -50,7 +50,7 @@ def send_all(
         ) as sender:
             for index, notification in enumerate(items):
                 await sender.submit(notification, tag=index)
-            await sender.flush(confirm=sender.config.confirm_on_close)
+            await sender.flush()
         return sender.stats
 
     stats = trio.run(main)

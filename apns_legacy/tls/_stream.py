@@ -205,6 +205,11 @@ class TLSStream(trio.abc.Stream):
                 self._connection.set_tlsext_host_name(idna(server_hostname).encode("ascii"))
         self._state = _State.OK
         self._broken_reason = "the TLS stream is broken"
+        # Set when only our sending side broke (a failed or cancelled transport
+        # write): records already received can still be read and decrypted, and
+        # must be, since a peer that answers and then closes (Apple's gateway
+        # with its error response) often makes our next write fail first.
+        self._send_broken: str | None = None
         self._handshake_started = False
         self._handshake_finished = trio.Event()
         self._delayed_outgoing = b""
@@ -251,6 +256,8 @@ class TLSStream(trio.abc.Stream):
         """
         with self._send_guard:
             self._check_status()
+            if self._send_broken is not None:
+                raise trio.BrokenResourceError(self._send_broken)
             await trio.lowlevel.checkpoint_if_cancelled()
             await self._ensure_handshake()
             view = memoryview(data)
@@ -304,8 +311,13 @@ class TLSStream(trio.abc.Stream):
         if self._state is _State.CLOSED:
             await trio.lowlevel.checkpoint()
             return
-        if self._state is _State.BROKEN or not self._handshake_finished.is_set():
-            # Nothing can be said securely before the handshake has finished.
+        if (
+            self._state is _State.BROKEN
+            or self._send_broken is not None
+            or not self._handshake_finished.is_set()
+        ):
+            # Nothing can be said securely before the handshake has finished, or
+            # after a write was cut short.
             self._state = _State.CLOSED
             await self.transport_stream.aclose()
             return
@@ -487,9 +499,14 @@ class TLSStream(trio.abc.Stream):
                 await self.transport_stream.send_all(data)
             finally:
                 lock.release()
-        except BaseException:
-            # Records produced by OpenSSL were (partly) lost: the stream is doomed.
-            self._mark_broken("the TLS stream broke while sending")
+        except BaseException as exc:
+            # Records produced by OpenSSL were (partly) lost: nothing more can be
+            # sent. What the peer already sent can still be read (see __init__).
+            if self._state is _State.OK and self._send_broken is None:
+                detail = "" if isinstance(exc, trio.Cancelled) else f": {exc or type(exc).__name__}"
+                self._send_broken = f"the TLS stream broke while sending{detail}"
+            if not self._handshake_finished.is_set():
+                self._mark_broken("the TLS stream broke while sending")
             raise
 
     async def _receive_raw(self, *, broken_on_cancel: bool) -> None:
@@ -512,8 +529,10 @@ class TLSStream(trio.abc.Stream):
             finally:
                 lock.release()
         except trio.Cancelled:
-            if broken_on_cancel:
-                self._mark_broken("a send on this TLS stream was cancelled")
+            if broken_on_cancel and self._send_broken is None:
+                # A cancelled send_all may have left a record half-encrypted in
+                # OpenSSL: the sending side is unusable, the receiving side is not.
+                self._send_broken = "a send on this TLS stream was cancelled"
             raise
         except trio.BrokenResourceError as exc:
             self._mark_broken(f"the TLS transport broke: {exc or type(exc).__name__}")

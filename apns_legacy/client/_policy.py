@@ -1,0 +1,173 @@
+"""What the sender does after a connection ends: pure decisions over plain records.
+
+A connection reports how it ended as an :class:`Ended` record; :class:`ConnectionPolicy`
+turns the stream of those records into the window size for the next connection and,
+when the evidence says retrying is pointless, a reason to give up. No I/O and no
+clock here (durations arrive in the records), so every rule is tested directly
+with hand-made records.
+
+The rules:
+
+* **Careful replay.** A connection that died without a word (reset, silent close,
+  stalled write) leaves its window's fate unknown. The next connection writes one
+  notification and a confirmation probe (:data:`CAREFUL_WINDOW`), so that a gateway
+  that answers at all is seen to answer, and a notification that kills connections
+  is isolated instead of taking a whole window down with it each time; the window
+  then doubles with each confirmed one (TCP's slow start, in spirit: 18 doublings
+  from 1 to 200,000).
+* **Wrong environment.** Apple's gateway accepted a certificate for the other
+  environment in the handshake and then closed at once without an error response.
+  That is the diagnosis only when the evidence says so: quick silent closes with
+  nothing settled, the last of them on a careful connection (one notification and a
+  probe, which any working gateway answers). A gateway that drops connections
+  mid-stream answers the careful probe, and never earns the diagnosis. With command 0 a silent
+  close is how the gateway rejects, so the rule does not apply.
+* **Idle drops.** A gateway (or a middlebox) that drops a connection we had been
+  quiet on for a while, with notifications waiting for their confirmation probe,
+  drops idle connections sooner than ``confirm_after``: from then on the probe is
+  written within half that quiet time.
+* **Unproductive connections.** ``max_unproductive`` connections in a row that
+  ended without settling anything (stalled writes, unanswered probes, drops) fail the
+  queue, so that a gateway that stopped reading cannot hold a run forever.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import attrs
+
+from ..wire import Command
+
+#: The window of a connection after one died without a word: one notification and a probe.
+CAREFUL_WINDOW: Final = 1
+# A silent close this soon after the handshake counts towards the wrong-environment rule.
+_QUICK_CLOSE: Final = 2.0
+_QUICK_CLOSES_FATAL: Final = 2
+# A close after at least this long without a write is taken for an idle drop.
+_IDLE_DROP: Final = 0.1
+
+
+class EndKind(enum.Enum):
+    """How a connection ended."""
+
+    #: The gateway's error response settled the window (a rejection, the answer to a
+    #: confirmation probe, or status 10), and the gateway closed.
+    ANSWERED = "answered"
+    #: Closed or reset by the gateway without an error response: fate unknown.
+    LOST = "lost"
+    #: A write made no progress for ``write_timeout``: the gateway stopped reading.
+    STALLED = "stalled"
+    #: The confirmation probe got no answer within ``probe_timeout``.
+    UNCONFIRMED = "unconfirmed"
+    #: Nothing in flight for ``idle_timeout``: we closed it.
+    IDLE = "idle"
+    #: We closed it (the sender closing, or a server that never answers probes
+    #: settled by assumption).
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class Ended:
+    """The record a connection leaves behind."""
+
+    kind: EndKind
+    #: Seconds from the end of the TLS handshake to the end.
+    duration: float
+    #: Notifications written on it (replays included, the probe not).
+    written: int
+    #: Notifications in flight whose fate it left unknown (resent as possible duplicates).
+    unknown: int
+    #: Something was accepted or rejected on it on the gateway's word.
+    progress: bool
+    #: The gateway closed it cleanly (EOF, or TLS cut short), not with a reset.
+    silent: bool
+    #: It ran with the careful window.
+    careful: bool
+    #: Seconds since our last write when it ended (0 while a write was under way).
+    quiet_for: float = 0.0
+    #: In words, for logs and failure reasons.
+    reason: str = ""
+
+
+@attrs.frozen
+class GiveUp:
+    """Stop retrying: fail what is queued, with ``reason``."""
+
+    reason: str
+    #: True: every later submission fails too (a certificate problem). False: later
+    #: work gets one attempt at a time until a connection makes progress again.
+    permanent: bool
+
+
+class ConnectionPolicy:
+    """Window sizes and give-up decisions for one sender, from its connections' ends."""
+
+    def __init__(
+        self,
+        *,
+        command: Command,
+        window_size: int,
+        max_unproductive: int,
+        confirm_after: float = 1.0,
+    ) -> None:
+        self._command = command
+        self._window_size = window_size
+        self._max_unproductive = max_unproductive
+        #: The window for the next connection.
+        self.window = window_size
+        #: How long the next connection waits for more work before probing.
+        self.confirm_after = confirm_after
+        self._quick_closes = 0
+        self._unproductive = 0
+
+    @property
+    def careful(self) -> bool:
+        """The next connection writes one notification and a probe."""
+        return self.window <= CAREFUL_WINDOW
+
+    def on_end(self, ended: Ended) -> GiveUp | None:
+        """Take one connection's end into account; a :class:`GiveUp` stops retrying."""
+        if ended.unknown and ended.kind in (EndKind.LOST, EndKind.STALLED):
+            self.window = min(self._window_size, CAREFUL_WINDOW)
+        elif ended.progress:
+            self.window = min(self._window_size, self.window * 2)
+        if ended.kind is EndKind.LOST and ended.unknown and ended.quiet_for >= _IDLE_DROP:
+            self.confirm_after = min(self.confirm_after, ended.quiet_for / 2)
+        if ended.progress:
+            self._quick_closes = 0
+            self._unproductive = 0
+            return None
+        if ended.kind in (EndKind.IDLE, EndKind.CLOSED, EndKind.ANSWERED):
+            return None
+        silence_rejects = self._command is Command.SIMPLE
+        if (
+            ended.kind is EndKind.LOST
+            and ended.silent
+            and ended.unknown
+            and ended.duration < _QUICK_CLOSE
+            and not silence_rejects
+        ):
+            self._quick_closes += 1
+            if self._quick_closes >= _QUICK_CLOSES_FATAL and ended.careful:
+                return GiveUp(
+                    "the gateway closed the connection right after the TLS handshake "
+                    f"{self._quick_closes} times without an error response, even after a "
+                    "single notification and a confirmation probe; the certificate is probably for "
+                    "the other environment (sandbox vs production), or the gateway does "
+                    "not accept it",
+                    permanent=True,
+                )
+        if ended.kind is EndKind.LOST and silence_rejects:
+            return None  # command 0: max_losses bounds a notification that keeps closing
+        self._unproductive += 1
+        if self._unproductive >= self._max_unproductive:
+            count = self._unproductive
+            self._unproductive = self._max_unproductive - 1  # later work: one attempt
+            return GiveUp(
+                f"{count} connections in a row ended without the gateway settling "
+                f"anything (last: {ended.reason})",
+                permanent=False,
+            )
+        return None

@@ -1,0 +1,122 @@
+"""ConnectionPolicy: window sizes and give-up decisions from hand-made Ended records."""
+
+from __future__ import annotations
+
+from apns_legacy.client._policy import CAREFUL_WINDOW, ConnectionPolicy, Ended, EndKind
+from apns_legacy.wire import Command
+
+
+def policy(command: Command = Command.FRAME, window: int = 1000, unproductive: int = 3):
+    return ConnectionPolicy(command=command, window_size=window, max_unproductive=unproductive)
+
+
+def ended(kind: EndKind = EndKind.LOST, **overrides) -> Ended:
+    values = {
+        "kind": kind,
+        "duration": 0.1,
+        "written": 10,
+        "unknown": 10,
+        "progress": False,
+        "silent": True,
+        "careful": False,
+        "reason": "test",
+    }
+    values.update(overrides)
+    return Ended(**values)
+
+
+ANSWERED = ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False)
+
+
+def test_full_window_until_something_dies_without_a_word():
+    p = policy()
+    assert p.window == 1000
+    assert not p.careful
+    assert p.on_end(ANSWERED) is None
+    assert p.window == 1000
+
+
+def test_silent_death_makes_the_next_connection_careful_then_slow_start():
+    p = policy()
+    assert p.on_end(ended(duration=5.0)) is None
+    assert p.window == CAREFUL_WINDOW
+    assert p.careful
+    sizes = []
+    for _ in range(6):
+        p.on_end(ANSWERED)
+        sizes.append(p.window)
+    assert sizes == [2, 4, 8, 16, 32, 64]
+
+
+def test_stalled_write_is_a_silent_death_too():
+    p = policy()
+    p.on_end(ended(EndKind.STALLED, duration=20.0, silent=False))
+    assert p.careful
+
+
+def test_wrong_environment_needs_a_careful_connection_to_close_too():
+    p = policy()
+    # The first quick silent close alone is not enough...
+    assert p.on_end(ended()) is None
+    # ...a careful connection (a small batch and a probe) closed the same way is.
+    verdict = p.on_end(ended(careful=True))
+    assert verdict is not None
+    assert verdict.permanent
+    assert "other environment" in verdict.reason
+
+
+def test_a_drop_mid_stream_never_reads_as_wrong_environment():
+    # A gateway that drops connections after some bytes answers the careful probe.
+    p = policy(unproductive=100)
+    for _ in range(10):
+        assert p.on_end(ended()) is None
+        assert p.careful
+        assert p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, careful=True)) is None
+
+
+def test_slow_closes_and_resets_are_not_the_wrong_environment_pattern():
+    p = policy(unproductive=100)
+    for _ in range(5):
+        assert p.on_end(ended(duration=3.0, careful=True)) is None  # not quick
+        assert p.on_end(ended(silent=False, careful=True)) is None  # a reset
+
+
+def test_command_0_silent_closes_are_rejections_not_a_diagnosis():
+    p = policy(Command.SIMPLE, unproductive=2)
+    for _ in range(10):
+        assert p.on_end(ended(careful=True)) is None
+
+
+def test_unproductive_connections_give_up_then_allow_one_attempt_at_a_time():
+    p = policy(unproductive=3)
+    unanswered = ended(EndKind.UNCONFIRMED, unknown=0, silent=False, duration=20.0)
+    assert p.on_end(unanswered) is None
+    assert p.on_end(unanswered) is None
+    verdict = p.on_end(unanswered)
+    assert verdict is not None
+    assert not verdict.permanent
+    assert "3 connections in a row" in verdict.reason
+    # Later work: one more unproductive connection gives up again at once.
+    assert p.on_end(unanswered) is not None
+    # Progress resets the count.
+    p.on_end(ANSWERED)
+    assert p.on_end(unanswered) is None
+
+
+def test_idle_and_our_own_closes_count_for_nothing():
+    p = policy(unproductive=1)
+    assert p.on_end(ended(EndKind.IDLE, unknown=0, written=0)) is None
+    assert p.on_end(ended(EndKind.CLOSED, unknown=0)) is None
+    assert p.window == 1000
+
+
+def test_an_idle_drop_makes_probes_come_sooner():
+    p = ConnectionPolicy(
+        command=Command.FRAME, window_size=1000, max_unproductive=3, confirm_after=1.0
+    )
+    p.on_end(ended(quiet_for=0.05))  # dropped mid-write: says nothing about idleness
+    assert p.confirm_after == 1.0
+    p.on_end(ended(quiet_for=0.6, duration=5.0))
+    assert p.confirm_after == 0.3
+    p.on_end(ended(quiet_for=2.0, duration=5.0))
+    assert p.confirm_after == 0.3
