@@ -26,7 +26,7 @@ import trio.testing
 from hypothesis import settings
 
 from apns_legacy.simulator import Simulator, SimulatorConfig, SimulatorOptions, open_simulator
-from apns_legacy.tls import Environment, TestPKI, make_test_pki, open_tls_stream
+from apns_legacy.tls import Credentials, Environment, TestPKI, make_test_pki, open_tls_stream
 
 # -- hypothesis --------------------------------------------------------------------------
 
@@ -165,3 +165,37 @@ def gateway_harness(pki) -> Callable[..., contextlib.AbstractAsyncContextManager
             sim.close()
 
     return harness
+
+
+# -- wallet ------------------------------------------------------------------------------
+
+PASS_TYPE_ID = "pass.com.example.card"
+
+
+@attrs.frozen
+class WalletPKI:
+    """A production test PKI with a WWDR-like intermediate and a Pass Type ID certificate
+    issued by it (chain: pass certificate <- WWDR <- root)."""
+
+    pki: TestPKI
+    wwdr: Credentials
+    pass_credentials: Credentials
+
+    @property
+    def pass_type_id(self) -> str:
+        return PASS_TYPE_ID
+
+    def signer(self) -> Any:
+        from apns_legacy.wallet import PassSigner
+
+        return PassSigner.create(self.pass_credentials, self.wwdr.certificate)
+
+
+@pytest.fixture(scope="session")
+def wallet_pki() -> WalletPKI:
+    pki = make_test_pki(environments=[Environment.PRODUCTION])
+    wwdr = pki.issue_intermediate()
+    credentials = pki.issue_client(
+        topic=PASS_TYPE_ID, pass_type=True, environments=[Environment.PRODUCTION], issuer=wwdr
+    )
+    return WalletPKI(pki, wwdr, credentials)

@@ -22,8 +22,8 @@ import trio
 
 from apns_legacy import FeedbackItem, TokenStore, open_simulator
 from apns_legacy.cli import main
+from apns_legacy.cli._exit import UsageError
 from apns_legacy.cli._feedback import parse_interval
-from apns_legacy.cli._main import UsageError
 
 T0 = 1_700_000_000
 

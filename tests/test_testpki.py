@@ -142,3 +142,13 @@ def test_repr_hides_keys(pki):
     text = repr(pki)
     assert "ca_key" not in text
     assert "PRIVATE" not in text
+
+
+def test_intermediate_issues_clients_that_carry_it_as_chain(pki):
+    wwdr = pki.issue_intermediate()
+    assert wwdr.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    wwdr.certificate.verify_directly_issued_by(pki.ca_certificate)
+    client = pki.issue_client(topic="pass.x.y", pass_type=True, issuer=wwdr)
+    client.certificate.verify_directly_issued_by(wwdr.certificate)
+    assert client.chain == (wwdr.certificate,)
+    assert "not Apple" in wwdr.certificate.subject.rfc4514_string()

@@ -15,22 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._version import __version__
-
-# Re-exported for command modules written against the old place (cli/_serve.py);
-# new code imports them from ._exit.
-from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failed, UsageError
+from . import _cert, _demo, _feedback, _send, _serve, _tokens, _wallet
+from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failed, UsageError
 from ._logging import LOG_FORMATS, configure
 from ._settings import CONFIGURABLE, prepare
 
-__all__ = [
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "main",
-]
+__all__ = ["build_parser", "main"]
 
 
 def _add_global_options(
@@ -97,10 +87,6 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 def _command_registrars() -> list[Registrar]:
     # One line per command module; each module's register() adds its subparser.
-    # Imported here, not at the top, only because cli/_serve.py still imports the
-    # exit codes from this module (the re-export above).
-    from . import _cert, _demo, _feedback, _send, _serve, _tokens
-
     return [
         _cert.register,
         _serve.register,
@@ -108,6 +94,7 @@ def _command_registrars() -> list[Registrar]:
         _feedback.register,
         _tokens.register,
         _demo.register,
+        _wallet.register,
     ]
 
 

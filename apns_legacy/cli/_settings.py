@@ -35,6 +35,8 @@ from ._exit import UsageError
 
 #: The commands that read settings from a file and the environment.
 CONFIGURABLE: Final = ("feedback", "serve")
+#: Commands whose own ``--config FILE`` is their configuration (not these settings).
+OWN_CONFIG: Final = ("wallet",)
 ENV_PREFIX: Final = "APNS_LEGACY_"
 CONFIG_ENV: Final = "APNS_LEGACY_CONFIG"
 _TRUE: Final = {"1", "true", "yes", "on"}
@@ -164,7 +166,7 @@ def prepare(
     """Find the command and ``--config`` in ``argv``, and apply the settings for it."""
     command, config = _scan(argv, subparsers)
     if command not in CONFIGURABLE:
-        if config is not None:
+        if config is not None and (command or "").split(" ")[0] not in OWN_CONFIG:
             raise UsageError(
                 f"--config: only {' and '.join(CONFIGURABLE)} read settings from a file"
             )
