@@ -409,6 +409,9 @@ class Connection:
             if accepted:
                 self._progress = True
                 self._ledger.accept(_without_probe(accepted), Evidence.ASSUMED)
+                # No probe ends this window (command 0), so the connection goes on:
+                # grow a careful window here, as the policy does between connections.
+                self.window_limit = min(self._config.window_size, self.window_limit * 2)
                 self._room.unpark_all()
 
 
