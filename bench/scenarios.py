@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from apns_legacy import Command, DeviceToken, Notification, SenderConfig, open_sender
-from apns_legacy.simulator import Fault, FaultScope, open_simulator
+from apns_legacy.simulator import ErrorClose, Fault, FaultScope, open_simulator
 from apns_legacy.tls import make_test_pki
 
 
@@ -101,15 +101,47 @@ def scenarios(n: int) -> list[Scenario]:
         ),
     ]
     found: list[Scenario] = [(name, options, config, n) for name, options, config in base]
-    slow: list[Scenario] = [
+    faults: list[tuple[str, dict[str, Any], int]] = [
+        (
+            "error frames split 1+5, 1.5 s apart",
+            {"invalid_tokens": invalid, "faults": [Fault.split_errors((1, 5), gap=1.5)]},
+            n,
+        ),
+        (
+            "error frames then RST (always)",
+            {"invalid_tokens": invalid, "error_close": ErrorClose.RESET},
+            n,
+        ),
+        (
+            "gateway drops after 10,000 bytes",
+            {"faults": [Fault.drop_after(bytes=10_000, times=None)]},
+            n,
+        ),
         (
             "slow reader (1 B/s), 50 notifications",
             {"faults": [Fault.slow_reader(1)]},
-            fast(),
             50,
         ),
+        (
+            "gateway never reads",
+            {"faults": [Fault.stop_reading(0)]},
+            n,
+        ),
+        (
+            "700 ms one-way latency, 10 invalid of 5,000",
+            {
+                "invalid_tokens": [token_for(i).value for i in range(250, 5000, 500)],
+                "faults": [Fault.latency(0.7)],
+            },
+            5000,
+        ),
     ]
-    return found + delayed + slow
+    evidence: list[Scenario] = [
+        (f"{name}, {c} connection{'s' if c > 1 else ''}", options, fast(connections=c), count)
+        for name, options, count in faults
+        for c in (1, 4)
+    ]
+    return found + delayed + evidence
 
 
 async def run_one(
