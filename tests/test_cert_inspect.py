@@ -10,14 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns_legacy import (
-    TOPICS_OID,
-    Environment,
-    inspect_certificate,
-    make_test_pki,
-    parse_topics_extension,
-)
+from apns_legacy import Environment, inspect_certificate, make_test_pki
 from apns_legacy.cli import main
+from apns_legacy.tls import TOPICS_OID, parse_topics_extension
 
 PEM = serialization.Encoding.PEM
 

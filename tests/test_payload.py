@@ -11,9 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apns_legacy import (
-    OLD_PAYLOAD_LIMIT,
     PAYLOAD_LIMIT,
-    VOIP_PAYLOAD_LIMIT,
     Alert,
     LocalProtocolError,
     PayloadTooLargeError,
@@ -21,6 +19,7 @@ from apns_legacy import (
     pass_payload,
     raw_payload,
 )
+from apns_legacy.wire import OLD_PAYLOAD_LIMIT, VOIP_PAYLOAD_LIMIT
 from apns_legacy.wire._payload import _cluster_boundaries
 
 # --- building --------------------------------------------------------------------------

@@ -25,11 +25,11 @@ from apns_legacy import (
     Notification,
     OutcomeKind,
     SenderConfig,
-    encode_batch,
     encode_frame,
     encode_probe,
     open_sender,
 )
+from apns_legacy.wire import encode_batch
 
 
 def token(n: int) -> DeviceToken:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apns_legacy import DeviceToken, FeedbackItem, FeedbackResult, LocalProtocolError, TokenStore
-from apns_legacy.client import StoreError
+from apns_legacy import DeviceToken, FeedbackItem, LocalProtocolError, TokenStore
+from apns_legacy.client import FeedbackResult, StoreError
 
 UTC = dt.UTC
 

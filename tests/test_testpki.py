@@ -9,16 +9,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from apns_legacy import (
+from apns_legacy import Credentials, Environment, TestPKI, make_test_pki
+from apns_legacy.tls import (
     PASS_TYPE_OID,
     PKI_FILES,
     PRODUCTION_OID,
     SANDBOX_OID,
     TOPICS_OID,
-    Credentials,
-    Environment,
-    TestPKI,  # imported on purpose: pytest must not try to collect it
-    make_test_pki,
     parse_topics_extension,
 )
 

@@ -16,7 +16,6 @@ from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderS
 from ._sender import Connector, Sender
 from ._store import Device, FeedbackResult, StoreCounts, StoreError, TokenStore
 from ._sync import send_all
-from ._window import IdentifierAllocator, InFlightWindow, Resolution
 
 __all__ = [
     "PRODUCTION_GATEWAY",
@@ -35,9 +34,6 @@ __all__ = [
     "SenderStats",
     "bulk_gc",
     "BULK_GC_THRESHOLDS",
-    "InFlightWindow",
-    "IdentifierAllocator",
-    "Resolution",
     # feedback cleanup
     "read_feedback",
     "read_feedback_stream",
