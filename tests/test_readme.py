@@ -30,3 +30,13 @@ def test_readme_has_runnable_examples():
 def test_readme_example_runs(line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+
+
+def test_every_top_level_name_is_in_the_readme():
+    import apns_legacy
+
+    text = README.read_text(encoding="utf-8")
+    missing = [name for name in apns_legacy.__all__ if f"`{name}`" not in text]
+    assert missing == [], f"exported but not in the README: {missing}"
+    for name in apns_legacy.__all__:
+        assert getattr(apns_legacy, name) is not None
