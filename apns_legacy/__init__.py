@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         Sender,
         SenderConfig,
         SenderStats,
+        SyncSender,
         TokenStore,
         open_sender,
         read_feedback,
@@ -104,6 +105,7 @@ _LAZY: dict[str, str] = {
             "open_sender",
             "read_feedback",
             "send_all",
+            "SyncSender",
         ],
         "client",
     ),
@@ -162,6 +164,7 @@ __all__ = [
     "open_sender",
     "read_feedback",
     "send_all",
+    "SyncSender",
     # simulator
     "Fault",
     "Simulator",

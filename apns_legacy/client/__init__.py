@@ -15,7 +15,7 @@ from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
 from ._store import Device, FeedbackResult, StoreCounts, StoreError, TokenStore
-from ._sync import send_all
+from ._sync import SyncSender, send_all
 
 __all__ = [
     "PRODUCTION_GATEWAY",
@@ -27,6 +27,7 @@ __all__ = [
     "Connector",
     "open_sender",
     "send_all",
+    "SyncSender",
     "Outcome",
     "BroadcastOutcome",
     "OutcomeKind",

@@ -105,7 +105,11 @@ class Sender:
 
     def check(self, notification: Notification) -> None:
         """Raise :class:`LocalProtocolError` if ``notification`` breaks this sender's limits."""
-        config = self.config
+        self.check_limits(self.config, notification)
+
+    @staticmethod
+    def check_limits(config: SenderConfig, notification: Notification) -> None:
+        """Raise :class:`LocalProtocolError` if ``notification`` breaks ``config``'s limits."""
         size = len(notification.payload)
         if size > config.payload_limit:
             raise LocalProtocolError(
@@ -274,6 +278,13 @@ class Sender:
         finally:
             ledger.confirm_requested = False
         await trio.lowlevel.checkpoint()
+
+    def request_confirmation(self) -> None:
+        """From now on, end each window with a probe as soon as nothing more is queued
+        (instead of after ``confirm_after``): outcomes as early as possible, at the
+        price of a reconnect per quiet moment. For request/response use."""
+        self._ledger.confirm_requested = True
+        self.queue.wake_all()
 
     def finish(self) -> None:
         """Say that nothing more will be submitted.
