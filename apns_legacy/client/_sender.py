@@ -37,7 +37,7 @@ from ..wire import (
 )
 from ._config import SenderConfig
 from ._connection import Connection
-from ._diagnosis import describe_error, is_tls_refusal, token_bytes
+from ._diagnosis import describe_connect_error, describe_error, is_tls_refusal, token_bytes
 from ._ledger import Ledger, OutcomeCallback
 from ._outcomes import BroadcastOutcome, Outcome, SenderStats
 from ._policy import ConnectionPolicy, GiveUp
@@ -48,6 +48,9 @@ logger = logging.getLogger("apns_legacy.sender")
 #: Opens one connection to the gateway: TCP plus TLS handshake, ready for frames.
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 T = TypeVar("T")
+# Queued notifications that justify opening one more connection while others are
+# still being opened (about one write's worth).
+_WORK_PER_NEW_CONNECTION = 512
 
 
 class Sender:
@@ -81,6 +84,7 @@ class Sender:
         self._connections: list[Connection | None] = [None] * config.connections
         self._scope = trio.CancelScope()
         self._closed = False
+        self._connecting = 0
 
     @property
     def stats(self) -> SenderStats:
@@ -349,11 +353,16 @@ class Sender:
         opened = 0
         while True:
             await self.queue.wait()
-            if not len(self.queue):
+            queued = len(self.queue)
+            # Open connections as the work needs them: not one more while those being
+            # opened can take everything that is queued (one notification and 50
+            # slots must not make 50 connections).
+            if not queued or queued <= self._connecting * _WORK_PER_NEW_CONNECTION:
                 continue
             if self._ledger.fatal is not None:
                 self._ledger.fail_queued(self._ledger.fatal)
                 continue
+            self._connecting += 1
             try:
                 with trio.fail_after(config.connect_timeout):
                     stream = await self._connect()
@@ -365,9 +374,12 @@ class Sender:
                     )
                     continue
                 failures += 1
-                message = f"could not connect to {self._describe}: {describe_error(exc)}"
+                why = describe_connect_error(exc, config.connect_timeout)
+                message = f"could not connect to {self._describe}: {why}"
                 if failures >= config.max_connect_attempts:
-                    logger.error("%s (%d attempts); failing the queue", message, failures)
+                    # Every queued notification fails with this reason, which is how
+                    # the caller hears of it; the log says it once more for operators.
+                    logger.info("%s (%d attempts); failing the queue", message, failures)
                     self._ledger.fail_queued(f"{message} ({failures} attempts)")
                     # Until a connection succeeds again, give later work one attempt,
                     # not a whole new round of backoff: a gateway that is down stays
@@ -381,6 +393,8 @@ class Sender:
                 logger.info("%s; retrying in %.2fs", message, delay)
                 await trio.sleep(delay)
                 continue
+            finally:
+                self._connecting -= 1
             failures = 0
             opened += 1
             self.stats.connections_opened += 1
