@@ -649,7 +649,8 @@ async def test_a_listener_that_never_speaks_gives_up_after_connect_timeout(certs
         done = await send("--host", "127.0.0.1", "--port", str(port),
                           "--ca", str(certs["ca.pem"]), "--cert", str(certs["client.pem"]),
                           "--key", str(certs["client-key.pem"]), "--connect-timeout", "0.5",
-                          "--connect-attempts", "2", "--token", TOKEN_A, "--alert", "x")  # fmt: skip
+                          "--connect-attempts", "2", "--token", TOKEN_A,
+                          "--alert", "x")  # fmt: skip
         elapsed = trio.current_time() - started
     assert done.returncode == 1
     assert "no answer within 0.5 s" in done.stderr
