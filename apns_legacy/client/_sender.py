@@ -29,11 +29,12 @@ from typing import Any, TypeVar
 import trio
 
 from ..wire import (
-    MAX_LONG_TOKEN_LENGTH,
     TOKEN_LENGTH,
+    Broadcast,
     DeviceToken,
     LocalProtocolError,
     Notification,
+    check_token_length,
 )
 from ._config import SenderConfig
 from ._connection import Connection
@@ -119,12 +120,7 @@ class Sender:
             raise LocalProtocolError(
                 f"payload is {size} bytes; the limit is {config.payload_limit}"
             )
-        token_length = len(notification.token)
-        if token_length != TOKEN_LENGTH and not config.allow_long_tokens:
-            raise LocalProtocolError(
-                f"device token is {token_length} bytes; it must be {TOKEN_LENGTH} "
-                f"(allow_long_tokens permits up to {MAX_LONG_TOKEN_LENGTH})"
-            )
+        check_token_length(len(notification.token.value), allow_long=config.allow_long_tokens)
 
     async def submit(self, notification: Notification, tag: Any = None) -> None:
         """Queue one notification; waits while the queue is full (back-pressure).
@@ -176,14 +172,12 @@ class Sender:
             return count
         iterator = iter(notifications)
         while chunk := await self._next_chunk(iterator):
-            limit = self.config.payload_limit
-            long_tokens = self.config.allow_long_tokens
             for index, notification in enumerate(chunk):
-                if len(notification.payload) > limit or (
-                    not long_tokens and len(notification.token.value) != TOKEN_LENGTH
-                ):
+                try:
+                    self.check(notification)
+                except LocalProtocolError:
                     self._queue_jobs([Outcome(n) for n in chunk[:index]])
-                    self.check(notification)  # raises, naming the field and the limit
+                    raise
             jobs = [Outcome(notification) for notification in chunk]
             self._queue_jobs(jobs)
             count += len(jobs)
@@ -213,13 +207,8 @@ class Sender:
                 a token has a wrong length (those before it are queued; the message
                 names its position, counting from 1).
         """
-        shared = Notification(
-            token=DeviceToken(bytes(TOKEN_LENGTH)),
-            payload=payload,
-            expiry=expiry,
-            priority=priority,
-        )
-        self.check(shared)
+        shared = Broadcast(payload=payload, expiry=expiry, priority=priority)
+        self.check(shared.notification(bytes(TOKEN_LENGTH)))
         long_tokens = self.config.allow_long_tokens
         iterator = iter(tokens)
         count = 0
@@ -227,15 +216,15 @@ class Sender:
             jobs: list[Outcome] = []
             for token in chunk:
                 raw = token if type(token) is bytes else token_bytes(token)
-                if len(raw) != TOKEN_LENGTH and not (
-                    long_tokens and TOKEN_LENGTH <= len(raw) <= MAX_LONG_TOKEN_LENGTH
-                ):
-                    self._queue_jobs(jobs)
-                    raise LocalProtocolError(
-                        f"token {count + len(jobs) + 1} of the broadcast is {len(raw)} bytes; "
-                        f"it must be {TOKEN_LENGTH}"
-                        + (f" to {MAX_LONG_TOKEN_LENGTH}" if long_tokens else "")
-                    )
+                if len(raw) != TOKEN_LENGTH:
+                    try:
+                        check_token_length(len(raw), allow_long=long_tokens)
+                    except LocalProtocolError as exc:
+                        self._queue_jobs(jobs)
+                        where = f"token {count + len(jobs) + 1} of the broadcast is"
+                        raise LocalProtocolError(
+                            str(exc).replace("device token is", where, 1)
+                        ) from None
                 jobs.append(BroadcastOutcome(raw, shared, tag))
             self._queue_jobs(jobs)
             count += len(jobs)
