@@ -26,12 +26,12 @@ def is_tls_refusal(exc: BaseException) -> bool:
     """Whether a connection error came from the TLS layer itself (an alert, a bad
     certificate, a failed verification) rather than from the network."""
     for cause in causes(exc):
+        if isinstance(cause, TLSHandshakeError):
+            return cause.refused  # the TLS layer has classified it
         if isinstance(cause, OpenSSL.SSL.Error) and not isinstance(
             cause, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
         ):
-            return True
-        if isinstance(cause, TLSHandshakeError) and "certificate" in str(cause):
-            return True
+            return True  # a TLS alert after the handshake (TLS 1.3 late refusals)
     return False
 
 
