@@ -38,7 +38,7 @@ def notifications(n: int) -> list[Notification]:
     ]
 
 
-FAST = SenderConfig(settle_after=0.3, backoff_initial=0.01, error_wait=0.3)
+FAST = SenderConfig(backoff_initial=0.01, error_wait=0.3)
 
 
 async def run(sim, items, config=FAST, context=None):
@@ -72,9 +72,7 @@ async def test_ten_thousand_with_three_invalid_tokens(pki, connections, command)
     items = notifications(10_000)
     bad = {2_000, 5_000, 7_500}
     async with open_simulator(pki=pki, invalid_tokens=[token_for(i).value for i in bad]) as sim:
-        config = SenderConfig(
-            settle_after=0.3, backoff_initial=0.01, connections=connections, command=command
-        )
+        config = SenderConfig(backoff_initial=0.01, connections=connections, command=command)
         outcomes, stats = await run(sim, items, config)
         counts = recorded_counts(sim)
     rejected = {i for i, o in outcomes.items() if o.kind is OutcomeKind.REJECTED}
@@ -96,7 +94,7 @@ SHAPES = pytest.mark.parametrize(
 @SHAPES
 async def test_shutdown_after_n_replays_the_rest_without_loss(pki, connections, command):
     items = notifications(3_000)
-    config = SenderConfig(settle_after=0.3, backoff_initial=0.01, connections=connections,
+    config = SenderConfig(backoff_initial=0.01, connections=connections,
                           command=command)  # fmt: skip
     fault = Fault.shutdown_after(1_000, per=FaultScope.SERVER)
     async with open_simulator(pki=pki, faults=[fault]) as sim:
@@ -116,7 +114,7 @@ async def test_shutdown_after_n_replays_the_rest_without_loss(pki, connections, 
 @SHAPES
 async def test_abrupt_reset_mid_stream_loses_nothing(pki, connections, command):
     items = notifications(3_000)
-    config = SenderConfig(settle_after=0.3, backoff_initial=0.01, connections=connections,
+    config = SenderConfig(backoff_initial=0.01, connections=connections,
                           command=command)  # fmt: skip
     async with open_simulator(pki=pki, faults=[Fault.reset_after(notifications=1_200)]) as sim:
         outcomes, stats = await run(sim, items, config)
@@ -154,7 +152,7 @@ async def test_delayed_error_response_still_pinpoints(pki):
     async with open_simulator(
         pki=pki, invalid_tokens=[token_for(250).value], faults=[Fault.delay_errors(0.2)]
     ) as sim:
-        outcomes, stats = await run(sim, items, SenderConfig(settle_after=1.0))
+        outcomes, stats = await run(sim, items, SenderConfig())
         counts = recorded_counts(sim)
     assert [i for i, o in outcomes.items() if not o.accepted] == [250]
     assert sum(counts.values()) == 499
@@ -164,7 +162,7 @@ async def test_delayed_error_response_still_pinpoints(pki):
 async def test_slow_reader_back_pressure(pki):
     items = notifications(2_000)
     async with open_simulator(pki=pki, faults=[Fault.slow_reader(200_000)]) as sim:
-        outcomes, _ = await run(sim, items, SenderConfig(window_size=500, settle_after=0.3))
+        outcomes, _ = await run(sim, items, SenderConfig(window_size=500))
         counts = recorded_counts(sim)
     assert all(o.accepted for o in outcomes.values())
     assert counts == collections.Counter(token_for(i).hex for i in range(2_000))
@@ -180,7 +178,7 @@ async def test_refused_handshakes_are_retried(pki):
 
 async def test_gateway_that_never_completes_handshake_fails_after_retry_limit(pki):
     items = notifications(5)
-    config = SenderConfig(max_connect_attempts=3, backoff_initial=0.01, settle_after=0.3)
+    config = SenderConfig(max_connect_attempts=3, backoff_initial=0.01)
     async with open_simulator(pki=pki, faults=[Fault.refuse_handshake(times=None)]) as sim:
         outcomes, stats = await run(sim, items, config)
     assert all(o.kind is OutcomeKind.FAILED for o in outcomes.values())
@@ -334,7 +332,7 @@ async def test_tls13_late_certificate_rejection_fails_fast(pki):
 async def test_broadcast_ten_thousand_with_three_invalid_tokens(pki, connections):
     bad = {2_000, 5_000, 7_500}
     payload = b'{"aps":{"alert":"to everyone"}}'
-    config = SenderConfig(settle_after=0.3, backoff_initial=0.01, connections=connections)
+    config = SenderConfig(backoff_initial=0.01, connections=connections)
     outcomes = []
     async with open_simulator(pki=pki, invalid_tokens=[token_for(i).value for i in bad]) as sim:
         host, port = sim.gateway_address
