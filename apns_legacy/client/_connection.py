@@ -142,6 +142,8 @@ class Connection:
         finally:
             # Also when the sender itself is being cancelled: leave no job behind in a
             # window nobody will look at again, and close the stream.
+            ended_at = trio.current_time()
+            quiet_for = 0.0 if self._writing else ended_at - self._last_write
             if self._kind is None:
                 self._kind = EndKind.CLOSED
             leftovers = self.take_window()
@@ -160,13 +162,13 @@ class Connection:
                 await trio.aclose_forcefully(self.stream)
         return Ended(
             kind=self._kind,
-            duration=trio.current_time() - self.opened_at,
+            duration=ended_at - self.opened_at,
             written=self._written,
             unknown=self._unknown,
             progress=self._progress,
             silent=self._silent,
             careful=self._careful,
-            quiet_for=0.0 if self._writing else trio.current_time() - self._last_write,
+            quiet_for=quiet_for,
             reason=self._reason,
             tls_refusal=self._tls_refusal,
         )
