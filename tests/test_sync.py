@@ -79,3 +79,24 @@ async def test_send_all_names_a_bad_notification_by_index_before_sending(pki):
 
         await trio.to_thread.run_sync(call)
     assert sim.stats.gateway_connections == 0  # nothing was sent
+
+
+def test_open_sender_under_asyncio_says_it_needs_trio():
+    import asyncio
+
+    from apns_legacy import open_sender
+
+    async def main() -> None:
+        async with open_sender(None):
+            pass
+
+    with pytest.raises(RuntimeError, match="needs trio, but this is running under asyncio"):
+        asyncio.run(main())
+
+
+async def test_open_sender_without_a_context_is_a_type_error():
+    from apns_legacy import open_sender
+
+    with pytest.raises(TypeError, match="needs a TLS context"):
+        async with open_sender(None):
+            pass
