@@ -47,7 +47,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 def _command_registrars() -> list[Registrar]:
     # One line per command module; each module's register() adds its subparser.
     # (Imported here: the command modules import UsageError and exit codes from us.)
-    from . import _cert, _demo, _feedback, _send, _serve, _tokens
+    from . import _cert, _conform, _demo, _feedback, _send, _serve, _tokens
 
     return [
         _cert.register,
@@ -56,6 +56,7 @@ def _command_registrars() -> list[Registrar]:
         _feedback.register,
         _tokens.register,
         _demo.register,
+        _conform.register,
     ]
 
 

@@ -97,6 +97,19 @@ def _build() -> tuple[Case, ...]:
     )
     n = number()
     add(
+        "reject.close-unread",
+        title="error response followed by a reset (the gateway closes with unread data)",
+        requirement="java-apns ApnsServerSimulator.fail: a server that closes with unread data "
+        "sends RST, and 'the client could see the close before the packet'. Apple's gateway "
+        "stopped reading at the bad notification.",
+        behaviour="Rejects 10 of 400, stops reading, writes the error response, and closes "
+        "with SO_LINGER 0 while the client's later writes sit unread.",
+        expectation="10 rejected and never resent; 11-399 delivered exactly once.",
+        script=Script(reject={10: 8}, error=ErrorStyle(close=Close.RESET)),
+        workload=_items(n, "reject.close-unread", 400, reject={10: 8}),
+    )
+    n = number()
+    add(
         "shutdown.status-10",
         title="status 10 (shutdown) naming the last accepted notification (25 of 50)",
         requirement='Apple [A18]: status 10 "indicates that the APNs server closed the '
@@ -158,19 +171,6 @@ def _build() -> tuple[Case, ...]:
         expectation="10 rejected, the rest delivered exactly once.",
         script=Script(reject={10: 8}, error=ErrorStyle(pieces=(3, 3))),
         workload=_items(n, "pieces.3+3", 30, reject={10: 8}),
-    )
-    n = number()
-    add(
-        "reject.close-unread",
-        title="error response followed by a reset (the gateway closes with unread data)",
-        requirement="java-apns ApnsServerSimulator.fail: a server that closes with unread data "
-        "sends RST, and 'the client could see the close before the packet'. Apple's gateway "
-        "stopped reading at the bad notification.",
-        behaviour="Rejects 10 of 400, stops reading, writes the error response, and closes "
-        "with SO_LINGER 0 while the client's later writes sit unread.",
-        expectation="10 rejected and never resent; 11-399 delivered exactly once.",
-        script=Script(reject={10: 8}, error=ErrorStyle(close=Close.RESET)),
-        workload=_items(n, "reject.close-unread", 400, reject={10: 8}),
     )
     n = number()
     add(

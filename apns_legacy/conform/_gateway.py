@@ -40,6 +40,7 @@ from ..wire import (
     encode_feedback_item,
 )
 from ._catalogue import CLIENT_TOPIC
+from ._grading import ranges
 from ._model import (
     Arrival,
     BadFrame,
@@ -224,7 +225,9 @@ class CaseGateway:
                 await _close(stream)
                 return
             decoder.receive_data(data)
+            before = len(obs.arrivals)
             ending = self._drain(decoder, log)
+            self._note_arrivals(before, log)
             self._touch()
             if ending is not None:
                 await self._end(ending, stream, transport, log)
@@ -294,6 +297,22 @@ class CaseGateway:
                 return self._refuse(event.command, event.status, event.identifier, event.reason)
             else:
                 return None
+
+    def _note_arrivals(self, before: int, log: ConnectionLog) -> None:
+        new = self.observation.arrivals[before:]
+        if not new:
+            return
+        by_fate: dict[Fate, list[int]] = {}
+        for arrival in new:
+            if arrival.index is not None:
+                by_fate.setdefault(arrival.fate, []).append(arrival.index)
+        parts = [f"{fate.value} {ranges(indices)}" for fate, indices in by_fate.items()]
+        commands = sorted({a.command for a in new})
+        self.observation.note(
+            self.now(),
+            log.number,
+            f"read {len(new)} (command {'/'.join(map(str, commands))}): " + "; ".join(parts),
+        )
 
     def _fire(self, what: str) -> bool:
         if what in self._fired:
