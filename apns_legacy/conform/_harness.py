@@ -18,7 +18,7 @@ import trio
 import trio.testing
 from OpenSSL import SSL
 
-from ..tls import TLSStream
+from ..tls import Credentials, TLSStream
 from ._catalogue import case_number
 from ._gateway import CaseGateway
 from ._grading import grade
@@ -39,6 +39,8 @@ class ClientEnv:
     #: A correct client context (our client certificate, the run's trust bundle).
     context: SSL.Context
     connect_transport: Callable[[], Awaitable[trio.abc.Stream]]
+    #: The client certificate and key, for a client that builds its own context.
+    credentials: Credentials = attrs.field(repr=False)
 
     async def connect(self, context: SSL.Context | None = None) -> TLSStream:
         """A new TLS connection to the case's gateway, handshake done."""
@@ -80,11 +82,15 @@ async def grade_in_process(
             nursery.start_soon(gateway.serve_transport, server_end)
             return client_end
 
-        env = ClientEnv(case, case.workload, pki.client_context(), connect_transport)
+        env = ClientEnv(
+            case, case.workload, pki.client_context(), connect_transport, pki.main.client
+        )
         with trio.move_on_after(deadline or case.deadline) as scope:
             report = await client(env)
         timed_out = scope.cancelled_caught
-        with trio.move_on_after(2.0):
+        # What the client wrote before it returned is still read (as the kernel would
+        # deliver it after the client's process exits).
+        with trio.move_on_after(case.deadline):
             await gateway.wait_closed()
         nursery.cancel_scope.cancel()
     verdict = grade(case, gateway.observation, report, timed_out=timed_out)

@@ -135,7 +135,10 @@ async def run_case(
             APNS_CONFORM_P12_PASSPHRASE=P12_PASSPHRASE.decode(),
         )
         exit_code, timed_out, output = await _run_command(command, env, limit)
-        with trio.move_on_after(_LINGER):
+        # The gateway still reads what the client wrote before it exited (a slow
+        # reader may be seconds behind), up to the rest of the deadline.
+        remaining = limit - (trio.current_time() - begin)
+        with trio.move_on_after(max(_LINGER, remaining)):
             await gateway.wait_closed()
         nursery.cancel_scope.cancel()
     report: ClientReport | None = None
