@@ -244,7 +244,7 @@ class _Client:
         return None, False
 
 
-def client(behaviour: Behaviour):  # noqa: ANN201
+def client(behaviour: Behaviour):
     async def run(env: ClientEnv) -> ClientReport:
         return await _Client(env, behaviour).run()
 

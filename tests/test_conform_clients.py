@@ -11,6 +11,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from conform_clients import (
+    CAREFUL,
+    HOT_LOOP,
+    NEVER_READS,
+    NEVER_RESENDS,
+    NEVER_VERIFIES,
+    RESENDS_REJECTED,
+    client,
+)
 
 from apns_legacy.conform import (
     CASES,
@@ -21,16 +30,6 @@ from apns_legacy.conform import (
     parse_result_lines,
 )
 from apns_legacy.conform.our_client import run_workload
-
-from conform_clients import (
-    CAREFUL,
-    HOT_LOOP,
-    NEVER_READS,
-    NEVER_RESENDS,
-    NEVER_VERIFIES,
-    RESENDS_REJECTED,
-    client,
-)
 
 F, N = Grade.FAILED, Grade.NON_STRICT
 
