@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from ._catalogue import case_number
@@ -101,6 +102,8 @@ async def run_case(
     deadline: float | None = None,
 ) -> CaseResult:
     """Run the client's command once against ``case`` and grade it."""
+    if deadline is not None:
+        case = attrs.evolve(case, deadline=deadline)
     contexts = pki.server_contexts()
     started = time.time()
     begin = trio.current_time()
@@ -113,7 +116,7 @@ async def run_case(
     if await trio.Path(result).exists():
         await trio.Path(result).unlink()
     gateway = CaseGateway(case, case_number(case), contexts[case.script.server_cert])
-    limit = deadline if deadline is not None else case.deadline
+    limit = case.deadline
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
