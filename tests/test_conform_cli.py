@@ -59,13 +59,17 @@ def test_run_our_client_and_write_every_report(tmp_path):
     detail = json.loads((out / "ours" / "pieces.1+5.json").read_text())
     first = detail["connections"][0]
     assert first["to_client"]["head"] == "08080000000b"  # 08 08 <id 11>: line 10
-    assert first["from_client"]["total"] > 0 and first["from_client"]["head"].startswith("02")
+    assert first["from_client"]["total"] > 0
+    assert first["from_client"]["head"].startswith("02")
     assert any("in pieces 1+5" in t["event"] for t in detail["timeline"])
     assert detail["report"]["outcomes"]["10"]["outcome"] == "rejected"
     suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
-    assert suite is not None and suite.get("tests") == "5" and suite.get("failures") == "0"
+    assert suite is not None
+    assert suite.get("tests") == "5"
+    assert suite.get("failures") == "0"
     page = (out / "index.html").read_text()
-    assert "<script" not in page and "http" not in page.split("<body>")[1]
+    assert "<script" not in page
+    assert "http" not in page.split("<body>")[1]
     assert page.count("<details") == 5
 
 
@@ -80,7 +84,8 @@ def test_a_hanging_client_fails_at_the_deadline(tmp_path):
     assert done.returncode == 1
     assert "did not finish within the deadline of 1 s (hang)" in done.stdout
     entry = json.loads((out / "index.json").read_text())["agents"]["sleeper"]["reject.mid"]
-    assert entry["grade"] == "FAILED" and entry["duration_s"] < 10
+    assert entry["grade"] == "FAILED"
+    assert entry["duration_s"] < 10
 
 
 async def test_serve_grades_whoever_connects(tmp_path):
