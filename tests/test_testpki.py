@@ -142,3 +142,14 @@ def test_repr_hides_keys(pki):
     text = repr(pki)
     assert "ca_key" not in text
     assert "PRIVATE" not in text
+
+
+def test_issue_client_with_a_given_rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pki = make_test_pki()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    creds = pki.issue_client(topic="com.example.rsa", key=key)
+    assert isinstance(creds.certificate.public_key(), rsa.RSAPublicKey)
+    assert creds.private_key is key
+    assert creds.topic == "com.example.rsa"

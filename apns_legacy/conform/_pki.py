@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Final
 
 import attrs
+from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 
 from ..tls import TestPKI, client_context, make_test_pki, server_context
@@ -58,8 +59,13 @@ class ConformPKI:
 
 
 def make_conform_pki() -> ConformPKI:
+    main = make_test_pki(topic=CLIENT_TOPIC)
+    # Apple's push certificates had RSA 2048 keys, and some clients parse nothing else
+    # (node-apn 1.x reads the key with node-forge, which knows only RSA).
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    main = attrs.evolve(main, client=main.issue_client(topic=CLIENT_TOPIC, key=rsa_key))
     return ConformPKI(
-        main=make_test_pki(topic=CLIENT_TOPIC),
+        main=main,
         wrong_name=make_test_pki(topic=CLIENT_TOPIC, server_names=("wrong.invalid",)),
         stranger=make_test_pki(topic=CLIENT_TOPIC),
     )

@@ -111,6 +111,7 @@ class TestPKI:
         not_after: datetime | None = None,
         pass_type: bool = False,
         topics_extension: bool | None = None,
+        key: PrivateKey | None = None,
     ) -> Credentials:
         """Issue a client certificate that looks like an Apple push certificate.
 
@@ -124,6 +125,8 @@ class TestPKI:
             topics_extension: include the .6.3.6 topic list (``topic``,
                 ``topic.voip``, ``topic.complication``); default: for universal
                 certificates only, as Apple does.
+            key: the certificate's private key (default: a new EC P-256 key; Apple's
+                were RSA 2048, which clients that parse only RSA need).
 
         Returns:
             The credentials; expired or future ones load only with allow_expired.
@@ -134,7 +137,7 @@ class TestPKI:
         now = datetime.now(UTC)
         not_before = now - timedelta(hours=1) if not_before is None else not_before
         not_after = now + timedelta(days=365) if not_after is None else not_after
-        key = _new_key()
+        key = _new_key() if key is None else key
         subject = x509.Name(
             [
                 x509.NameAttribute(UID_OID, topic),
@@ -238,7 +241,7 @@ def _key_pem(key: PrivateKey) -> bytes:
 
 def _leaf_builder(
     subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
+    key: PrivateKey,
     issuer: x509.Certificate,
     not_before: datetime,
     not_after: datetime,
