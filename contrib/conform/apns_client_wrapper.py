@@ -34,12 +34,14 @@ from apnsclient import APNs, Message, Session  # noqa: E402
 
 
 def groups(lines: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Consecutive lines that can share one Message (same priority, expiry, no pause)."""
+    """Consecutive lines that can share one Message: same priority and expiry, no pause of
+    a second or more before them (shorter spacing is the caller's pacing; a Message is
+    written as one batch), no oversized payload."""
     batch: list[dict[str, Any]] = []
     batch_key: tuple[Any, ...] = ()
     for line in lines:
         key = (line.get("priority", 10), line.get("expiry", 0), len(line["payload"]) > 256)
-        if batch and (line.get("after") or key != batch_key):
+        if batch and (line.get("after", 0) >= 1 or key != batch_key):
             yield batch
             batch = []
         batch_key = key
@@ -72,7 +74,7 @@ def main(host: str, port: str, certs: str, workload: str, result_path: str) -> N
         con = session.get_connection((host, int(port)), **cert)
         service = APNs(con)
         for batch in groups(lines):
-            if batch[0].get("after"):
+            if batch[0].get("after", 0) >= 1:
                 time.sleep(batch[0]["after"])
             index_of = {line["token"]: line["index"] for line in batch}
             message = Message(
