@@ -247,7 +247,9 @@ def test_reconnect_rate():
     obs = Observation()
     connections(obs, 2)
     lying = ClientReport(outcomes={i: Reported(outcome="accepted") for i in range(10)})
-    assert grade(c, obs, lying).grade is Grade.FAILED
+    verdict = grade(c, obs, lying)
+    assert verdict.grade is Grade.FAILED
+    assert verdict.findings == ("0-9 reported accepted; nothing can have been",)
 
 
 def test_malformed_lines_refused_locally_are_ok_and_on_the_wire_non_strict():

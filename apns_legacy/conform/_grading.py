@@ -141,6 +141,8 @@ def _grade_gateway(
     unflagged: list[int] = []
     misreported: list[str] = []
     unreported: list[int] = []
+    reached: list[int] = []  # undeliverable, yet they reached the server
+    claimed: list[int] = []  # undeliverable, yet reported accepted
     outcomes: Mapping[int, Reported] = report.outcomes if report is not None else {}
     by_index = {item.index: item for item in case.workload}
     for item in case.workload:
@@ -207,6 +209,13 @@ def _grade_gateway(
 
     if lost:
         found.fail(f"lost {len(lost)}: {ranges(lost)} (never accepted by the gateway)")
+    if reached:
+        found.fail(
+            f"{ranges(reached)} reached a server the client should have refused "
+            "(or written to a gateway that never accepts)"
+        )
+    if claimed:
+        found.fail(f"{ranges(claimed)} reported accepted; nothing can have been")
     for text in misreported[:5]:
         found.fail(text)
     if len(misreported) > 5:
