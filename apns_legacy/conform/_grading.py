@@ -200,12 +200,12 @@ def _grade_gateway(
                 misreported.append(f"{item.index} ({_malformed(item)}) reported accepted")
         elif item.expect is Expect.UNDELIVERABLE:
             if count:
-                found.fail(f"{item.index} reached the server, which the client should have refused")
+                reached.append(item.index)
             if report is not None:
                 if got is None:
                     unreported.append(item.index)
                 elif got.outcome == "accepted":
-                    misreported.append(f"{item.index} reported accepted; it cannot have been")
+                    claimed.append(item.index)
 
     if lost:
         found.fail(f"lost {len(lost)}: {ranges(lost)} (never accepted by the gateway)")
