@@ -116,7 +116,8 @@ def grade(
         result = Grade.INFORMATIONAL
     else:
         result = Grade.OK
-    return Verdict(grade=result, findings=tuple(found.failed + found.non_strict), figures=figures)
+    findings = tuple(dict.fromkeys(found.failed + found.non_strict))  # once each, in order
+    return Verdict(grade=result, findings=findings, figures=figures)
 
 
 def _grade_gateway(
