@@ -66,6 +66,8 @@ class TerminalTree:
 
     def summary(self) -> str:
         parts = [f"{n} {grade.value}" for grade, n in self.counts.items() if n]
+        if not parts:
+            return "no case was graded"
         return f"{sum(self.counts.values())} cases: " + ", ".join(parts)
 
 
