@@ -4,10 +4,11 @@ Simulator fixtures:
 
 * ``pki``: one throwaway CA, server and client certificate (sandbox) for the session.
 * ``simulator``: an :func:`open_simulator` on 127.0.0.1, free ports, defaults.
-* ``gateway_harness``: ``async with gateway_harness("tls" | "memory", **options) as g``
-  runs a simulator with those options and gives ``g.connect()`` (a client stream to
-  its gateway: real TLS over TCP, or a trio memory stream that records each write of
-  the server) and ``g.read_until_closed(stream)``.
+* ``gateway_harness``: ``async with gateway_harness("tls" | "memory", config, **changes) as g``
+  runs a simulator with that :class:`SimulatorConfig` (and keyword shortcuts, typed as
+  ``open_simulator``'s) and gives ``g.connect()`` (a client stream to its gateway: real
+  TLS over TCP, or a trio memory stream that records each write of the server) and
+  ``g.read_until_closed(stream)``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import errno
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
 import attrs
 import pytest
@@ -24,8 +25,8 @@ import trio
 import trio.testing
 from hypothesis import settings
 
-from apns_legacy.simulator import Simulator, open_simulator
-from apns_legacy.tls import Environment, TestPKI, make_test_pki, open_tls_stream
+from apns_legacy.simulator import Simulator, SimulatorConfig, SimulatorOptions, open_simulator
+from apns_legacy.tls import Credentials, Environment, TestPKI, make_test_pki, open_tls_stream
 
 # -- hypothesis --------------------------------------------------------------------------
 
@@ -129,15 +130,19 @@ def _recording_memory_pair(
 @pytest.fixture
 def gateway_harness(pki) -> Callable[..., contextlib.AbstractAsyncContextManager[GatewayHarness]]:
     @contextlib.asynccontextmanager
-    async def harness(transport: str, **options: Any) -> AsyncIterator[GatewayHarness]:
+    async def harness(
+        transport: str,
+        config: SimulatorConfig | None = None,
+        **changes: Unpack[SimulatorOptions],
+    ) -> AsyncIterator[GatewayHarness]:
         if transport == "tls":
-            async with open_simulator(pki=pki, **options) as sim:
+            async with open_simulator(config, pki=pki, **changes) as sim:
                 context = sim.client_context()
                 connect = partial(open_tls_stream, *sim.gateway_address, context)
                 yield GatewayHarness(sim, transport, connect)
             return
         assert transport == "memory", transport
-        sim = Simulator(pki=pki, **options)
+        sim = Simulator(config, pki=pki, **changes)
         try:
             async with trio.open_nursery() as nursery:
                 writes: list[bytes] = []
@@ -160,3 +165,37 @@ def gateway_harness(pki) -> Callable[..., contextlib.AbstractAsyncContextManager
             sim.close()
 
     return harness
+
+
+# -- wallet ------------------------------------------------------------------------------
+
+PASS_TYPE_ID = "pass.com.example.card"
+
+
+@attrs.frozen
+class WalletPKI:
+    """A production test PKI with a WWDR-like intermediate and a Pass Type ID certificate
+    issued by it (chain: pass certificate <- WWDR <- root)."""
+
+    pki: TestPKI
+    wwdr: Credentials
+    pass_credentials: Credentials
+
+    @property
+    def pass_type_id(self) -> str:
+        return PASS_TYPE_ID
+
+    def signer(self) -> Any:
+        from apns_legacy.wallet import PassSigner
+
+        return PassSigner.create(self.pass_credentials, self.wwdr.certificate)
+
+
+@pytest.fixture(scope="session")
+def wallet_pki() -> WalletPKI:
+    pki = make_test_pki(environments=[Environment.PRODUCTION])
+    wwdr = pki.issue_intermediate()
+    credentials = pki.issue_client(
+        topic=PASS_TYPE_ID, pass_type=True, environments=[Environment.PRODUCTION], issuer=wwdr
+    )
+    return WalletPKI(pki, wwdr, credentials)

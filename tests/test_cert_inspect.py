@@ -10,14 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns_legacy import (
-    TOPICS_OID,
-    Environment,
-    inspect_certificate,
-    make_test_pki,
-    parse_topics_extension,
-)
+from apns_legacy import Environment, inspect_certificate, make_test_pki
 from apns_legacy.cli import main
+from apns_legacy.tls import TOPICS_OID, parse_topics_extension
 
 PEM = serialization.Encoding.PEM
 
@@ -277,3 +272,23 @@ def test_cli_not_yet_valid_exits_1(pki, tmp_path, capsys):
     assert code == 1
     assert "NOT YET VALID" in out
     assert "is not valid before" in err
+
+
+def test_cli_warns_for_a_certificate_that_is_not_a_push_certificate(pki, tmp_path, capsys):
+    # The simulator's server certificate: a TLS server certificate, no UID, no APNs OIDs.
+    files = pki.write(tmp_path, p12_passphrase=b"p12-secret")
+    code, out, err = run(capsys, files["server.pem"])
+    assert code == 0
+    assert "Topic:        -" in out
+    assert err == (
+        f"warning: {files['server.pem']}: not a push certificate (no subject UID and none of "
+        "Apple's push extensions): Apple's gateway and feedback service would refuse it\n"
+    )
+    assert inspect_certificate(pki.client.certificate).is_push_certificate
+
+
+def test_cli_reports_an_unreadable_file_without_errno(tmp_path, capsys):
+    code, _, err = run(capsys, tmp_path / "missing.pem")
+    assert code == 2
+    missing = tmp_path / "missing.pem"
+    assert err == f"apns-legacy cert: {missing}: cannot read (No such file or directory)\n"

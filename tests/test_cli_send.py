@@ -24,6 +24,7 @@ from apns_legacy.cli import main
 from apns_legacy.cli._common import load_client_context
 from apns_legacy.cli._main import build_parser
 from apns_legacy.cli._send_input import LineSplitter
+from apns_legacy.client import TokenStore
 from apns_legacy.simulator import open_simulator
 
 P12_PASSPHRASE = "p12-secret"
@@ -210,6 +211,103 @@ async def test_bad_input_lines_are_reported_and_skipped(pki, certs, tmp_path):
     assert "0 failed, 8 skipped (bad input); " in summary_line(done.stderr)
 
 
+async def test_deeply_nested_lines_are_skipped_not_a_crash(pki, certs):
+    deep = "[" * 100_000
+    lines = [
+        deep,  # line 1: at the top level
+        '{"token": "' + TOKEN_A + '", "payload": {"aps": ' + deep + "}}",  # in the payload
+        json.dumps({"token": TOKEN_A, "payload": '{"aps": ' + deep + "}"}),  # in a string
+        json.dumps({"token": TOKEN_B}),
+    ]
+    async with open_simulator(pki=pki) as sim:
+        done = await send(
+            *pem_flags(certs, sim), "--input", "-", "--alert", "hi",
+            stdin=("\n".join(lines) + "\n").encode(),
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    messages = done.stderr.strip().splitlines()
+    assert messages[0] == "line 1: not JSON this program reads: arrays or objects nested too deeply"
+    assert messages[1] == "line 2: not JSON this program reads: arrays or objects nested too deeply"
+    assert messages[2] == "line 3: payload: payload nests arrays or objects too deeply"
+    assert [r.token for r in sim.accepted] == [TOKEN_B]
+    assert "1 accepted, 0 rejected, 0 failed, 3 skipped (bad input)" in summary_line(done.stderr)
+
+
+async def test_the_jsonl_export_of_the_store_is_valid_input(pki, certs, tmp_path):
+    db = tmp_path / "devices.db"
+    assert main(["tokens", "register", "--db", str(db), TOKEN_A, TOKEN_B, token(3)]) == 0
+    with TokenStore(db) as store:
+        store.deactivate([token(3)], reason="invalid-token")
+    everything = tmp_path / "all.jsonl"
+    assert main(["tokens", "export", "--db", str(db), "--format", "jsonl",
+                 "--output", str(everything)]) == 0  # fmt: skip
+    # A UTF-8 byte order mark (as a Windows editor writes it) is skipped.
+    source = b"\xef\xbb\xbf" + everything.read_bytes()
+    async with open_simulator(pki=pki) as sim:
+        done = await send(*pem_flags(certs, sim), "--input", "-", "--alert", "hi", stdin=source)
+    assert sorted(r.token for r in sim.accepted) == [TOKEN_A, TOKEN_B]
+    assert "line 1: active: false, a deactivated device (export with --active)" in done.stderr
+    active = tmp_path / "active.jsonl"
+    assert main(["tokens", "export", "--db", str(db), "--active", "--format", "jsonl",
+                 "--output", str(active)]) == 0  # fmt: skip
+    async with open_simulator(pki=pki) as sim:
+        done = await send(*pem_flags(certs, sim), "--input", str(active), "--alert", "hi")
+    assert done.returncode == 0, done.stderr
+    assert sorted(r.token for r in sim.accepted) == [TOKEN_A, TOKEN_B]
+
+
+async def test_report_append_and_deactivating_what_it_rejected(pki, certs, tmp_path):
+    db = tmp_path / "devices.db"
+    assert main(["tokens", "register", "--db", str(db), TOKEN_A, TOKEN_B]) == 0
+    report = tmp_path / "report.jsonl"
+    report.write_text("")
+    async with open_simulator(pki=pki, invalid_tokens=[bytes.fromhex(TOKEN_B)]) as sim:
+        for tokens in ([TOKEN_A], [TOKEN_B]):
+            await send(*pem_flags(certs, sim), "--token", tokens[0], "--alert", "hi",
+                       "--report", str(report), "--append")  # fmt: skip
+    entries = read_report(report)
+    assert [(e["token"], e["outcome"], e["status"]) for e in entries] == [
+        (TOKEN_A, "accepted", None),
+        (TOKEN_B, "rejected", 8),
+    ]
+    assert main(["tokens", "deactivate", "--db", str(db), "--from-report", str(report)]) == 0
+    with TokenStore(db) as store:
+        assert [t.hex for t in store.active_tokens()] == [TOKEN_A]
+        device = store.get(TOKEN_B)
+        assert device is not None
+        assert device.deactivated_reason == "invalid-token"
+
+
+async def test_a_plain_progress_line_when_stderr_is_not_a_terminal(pki, certs):
+    async with open_simulator(pki=pki) as sim:
+        command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
+                   "--input", "-", "--alert", "hi", "--progress-every", "0.2"]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdin is not None
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(20):
+                await process.stdin.send_all((json.dumps({"token": TOKEN_A}) + "\n").encode())
+                await sim.wait_for_accepted(1)
+                stderr = b""
+                while b"progress: 1 submitted, 1 accepted" not in stderr:
+                    chunk = await process.stderr.receive_some(65536)
+                    assert chunk, stderr
+                    stderr += chunk
+                await process.stdin.aclose()
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+                await process.stderr.aclose()
+    assert re.search(rb"progress: 1 submitted, 1 accepted, 0 rejected, 0 failed after \d+s", stderr)
+
+
 async def test_strict_stops_at_the_first_bad_line(pki, certs, tmp_path):
     report = tmp_path / "report.jsonl"
     async with open_simulator(pki=pki) as sim:
@@ -300,6 +398,7 @@ async def test_ctrl_c_stops_the_input_and_settles_what_was_submitted(pki, certs,
                 await process.stderr.aclose()
     assert "SIGINT: no more input" in stderr.decode()
     assert "sent 50: 50 accepted, 0 rejected, 0 failed; " in stderr.decode()
+    assert "stopped after input line 50: resume from line 51" in stderr.decode()
     entries = read_report(report)
     assert [(e["line"], e["outcome"]) for e in entries] == [(n, "accepted") for n in range(1, 51)]
 
@@ -482,10 +581,25 @@ def test_line_splitter_gives_the_same_lines_for_any_chunking(lines, final_newlin
         got += splitter.feed(data[start:cut])
         start = cut
     got += splitter.finish()
+    if lines:  # a UTF-8 byte order mark at the very start is not part of line 1
+        lines = [lines[0].removeprefix(b"\xef\xbb\xbf"), *lines[1:]]
     expected = [(n, line if len(line) <= 1000 else None) for n, line in enumerate(lines, 1)]
     if lines and not final_newline and lines[-1] == b"":
         expected.pop()  # an empty last line without a newline is no line at all
     assert got == expected
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 64])
+def test_line_splitter_skips_a_byte_order_mark_at_the_start_only(size):
+    data = b"\xef\xbb\xbf{}\n\xef\xbb\xbf[]\n"
+    splitter = LineSplitter()
+    got = []
+    for start in range(0, len(data), size):
+        got += splitter.feed(data[start : start + size])
+    assert got + splitter.finish() == [(1, b"{}"), (2, b"\xef\xbb\xbf[]")]
+    short = LineSplitter()
+    assert short.feed(b"\xef\xbb") == []
+    assert short.finish() == [(1, b"\xef\xbb")]  # not a whole mark: kept, reported as not UTF-8
 
 
 def test_line_splitter_drops_overlong_lines_without_keeping_them():

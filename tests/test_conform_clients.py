@@ -117,12 +117,10 @@ async def _ours(env):
     return parse_result_lines([json.dumps(r) for r in results])
 
 
-# Known findings about our own sender (see the conformance report): it leaves a burst
-# unconfirmed while the connection idles, so an idle drop costs duplicates; and with
-# command 0 a silent close takes it about 30 s to settle, past the case's deadline.
+# A known finding about our own sender (see the conformance report): it leaves a burst
+# unconfirmed while the connection idles, so an idle drop costs duplicates.
 _OURS_KNOWN = {
     "idle.drop": "duplicates of the burst before the idle period (NON-STRICT)",
-    "command.simple-close": "30 s to settle command 0 after a silent close (past the deadline)",
 }
 
 

@@ -12,16 +12,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from apns_legacy import (
+from apns_legacy import Credentials, CredentialsError, Environment, make_test_pki
+from apns_legacy.tls import (
     CertificateExpiredError,
     CertificateNotYetValidError,
-    Credentials,
-    CredentialsError,
-    Environment,
     KeyMismatchError,
     UnreadableCredentialsError,
     WrongPassphraseError,
-    make_test_pki,
 )
 
 PASSPHRASE = b"correct horse battery staple"

@@ -208,7 +208,8 @@ def test_notification_refuses_float_priority_and_expiry():
 
 
 def test_encoders_accept_plain_int_commands():
-    from apns_legacy import DeviceToken, Notification, encode_batch, encode_notification
+    from apns_legacy import DeviceToken, Notification
+    from apns_legacy.wire import encode_batch, encode_notification
 
     n = Notification(token=DeviceToken(bytes(32)), payload=b"{}")
     assert encode_notification(2, n, 7) == encode_notification(Command.FRAME, n, 7)

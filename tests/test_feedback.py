@@ -19,12 +19,12 @@ from apns_legacy import (
     TLSStream,
     TokenStore,
     client_context,
-    encode_feedback_item,
     open_sender,
     open_simulator,
     read_feedback,
     server_context,
 )
+from apns_legacy.wire import encode_feedback_item
 
 T0 = 1_700_000_000
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apns_legacy import (
-    OLD_PAYLOAD_LIMIT,
     PAYLOAD_LIMIT,
-    VOIP_PAYLOAD_LIMIT,
     Alert,
     LocalProtocolError,
     PayloadTooLargeError,
@@ -20,6 +19,7 @@ from apns_legacy import (
     pass_payload,
     raw_payload,
 )
+from apns_legacy.wire import OLD_PAYLOAD_LIMIT, VOIP_PAYLOAD_LIMIT
 from apns_legacy.wire._payload import _cluster_boundaries
 
 # --- building --------------------------------------------------------------------------
@@ -433,9 +433,11 @@ def test_truncation_without_alert_text_cannot_help(kwargs):
         ("\u200d\n", [0, 1, 2]),
         ("❤\ufe0f!", [0, 2, 3]),
         ("\u1100\u1161\u11a8x", [0, 3, 4]),  # decomposed Hangul syllable 각
-        # Devanagari: the virama and the vowel sign are marks. (Unicode 15.1's conjunct
-        # rule GB9c would make all four one cluster; not covered, see _payload.py.)
-        ("क्षि", [0, 2, 4]),
+        # Devanagari: Unicode 15.1's conjunct rule GB9c makes all four one cluster.
+        ("क्षि", [0, 4]),
+        # ZWJ joins an emoji to the emoji before it (GB11), not anything to anything.
+        ("a\u200d👍", [0, 2, 3]),
+        ("👍\u200d👍", [0, 3]),
     ],
 )
 def test_cluster_boundaries(text, bounds):
@@ -499,11 +501,18 @@ def test_boundaries_are_ordered_and_stable_under_stop(text, stop):
     assert _cluster_boundaries(text, stop=stop) == [b for b in bounds if b <= stop]
     for b in bounds[1:-1]:
         before, after = text[b - 1], text[b]
-        controls = before in "\r\n\x01\x7f" or after in "\r\n\x01\x7f"
-        # Never cut before a mark, modifier, selector, tag or ZWJ, nor after a ZWJ,
-        # unless a control character is involved (GB4/GB5 come first).
-        assert controls or after not in "\u0301\u20e3\ufe0f\u200d🏽\U000e0067\U000e007f\u1161\u11a8"
-        assert controls or before != "\u200d"
+        # UAX #29's Control: Cc, Zl, Zp and most of Cf.
+        controls = {unicodedata.category(before), unicodedata.category(after)} & {
+            "Cc", "Zl", "Zp", "Cf"
+        }  # fmt: skip
+        # Never cut before a mark, modifier, selector, tag or ZWJ (GB9), nor between a
+        # ZWJ after an emoji and the next emoji (GB11), nor inside a Hangul syllable
+        # (GB6, GB7), unless a control character is involved (GB4/GB5 come first).
+        assert controls or after not in "\u0301\u20e3\ufe0f\u200d🏽\U000e0067\U000e007f"
+        emoji = "👍👨👩👧"
+        assert not (b >= 2 and text[b - 2] in emoji and before == "\u200d" and after in emoji)
+        assert not (before == "\u1100" and after == "\u1161")
+        assert not (before == "\u1161" and after == "\u11a8")
         assert (before, after) != ("\r", "\n")
 
 
@@ -546,3 +555,27 @@ def test_unusual_values_fall_back_to_json_dumps():
         build_payload(custom={"m": {1, 2}})
     with pytest.raises(LocalProtocolError, match="cannot be encoded"):
         build_payload(custom={"m": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[" * 100_000,
+        '{"aps":' + "[" * 100_000,
+        ('{"a":' + "[" * 5000 + "]" * 5000 + "}").encode(),
+    ],
+    ids=["top-level", "inside-an-object", "closed-bytes"],
+)
+def test_raw_refuses_deep_nesting_as_a_protocol_error(data):
+    with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
+        raw_payload(data, limit=0xFFFF)
+
+
+def test_deeply_nested_mappings_are_refused_as_a_protocol_error():
+    value: list[object] = []
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
+        raw_payload({"aps": {}, "deep": value}, limit=0xFFFF)
+    with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
+        build_payload(custom={"deep": value}, limit=0xFFFF)

@@ -38,14 +38,23 @@ def test_full_window_until_something_dies_without_a_word():
 
 def test_silent_death_makes_the_next_connection_careful_then_slow_start():
     p = policy()
-    assert p.on_end(ended(duration=5.0)) is None
+    assert p.on_end(ended(duration=5.0, written=100)) is None
     assert p.window == CAREFUL_WINDOW
     assert p.careful
     sizes = []
-    for _ in range(6):
+    for _ in range(8):
         p.on_end(ANSWERED)
         sizes.append(p.window)
-    assert sizes == [2, 4, 8, 16, 32, 64]
+    # Doubling up to half of what the dead connection had written, then an eighth a time.
+    assert sizes == [2, 4, 8, 16, 32, 50, 56, 63]
+
+
+def test_growth_never_passes_the_configured_window():
+    p = policy(window=10)
+    p.on_end(ended(written=1000))
+    for _ in range(20):
+        p.on_end(ANSWERED)
+    assert p.window == 10
 
 
 def test_stalled_write_is_a_silent_death_too():
@@ -85,6 +94,14 @@ def test_command_0_silent_closes_are_rejections_not_a_diagnosis():
     p = policy(Command.SIMPLE, unproductive=2)
     for _ in range(10):
         assert p.on_end(ended(careful=True)) is None
+
+
+def test_parallel_connections_dying_together_are_not_unproductive_until_careful_ones_die():
+    p = policy(unproductive=2)
+    for _ in range(8):  # four slots, twice over, all with big windows
+        assert p.on_end(ended(duration=5.0)) is None
+    assert p.on_end(ended(duration=5.0, careful=True)) is None
+    assert p.on_end(ended(duration=5.0, careful=True)) is not None
 
 
 def test_unproductive_connections_give_up_then_allow_one_attempt_at_a_time():

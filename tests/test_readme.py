@@ -30,3 +30,25 @@ def test_readme_has_runnable_examples():
 def test_readme_example_runs(line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+
+
+def test_every_top_level_name_is_in_the_readme():
+    import apns_legacy
+
+    text = README.read_text(encoding="utf-8")
+    missing = [name for name in apns_legacy.__all__ if f"`{name}`" not in text]
+    assert missing == [], f"exported but not in the README: {missing}"
+    for name in apns_legacy.__all__:
+        assert getattr(apns_legacy, name) is not None
+
+
+def test_every_python_example_runs_somewhere():
+    # Each ```python block is a doctest, except the pytest-plugin example, which
+    # tests/test_pytest_plugin.py runs as a test file of its own.
+    text = README.read_text(encoding="utf-8")
+    unmarked = [
+        text.count("\n", 0, m.start()) + 1
+        for m in re.finditer(r"(?<!<!-- doctest -->\n)```python\n", text)
+    ]
+    plugin = text.index("# test_push.py in your project")
+    assert [line for line in unmarked if text.count("\n", 0, plugin) != line] == []

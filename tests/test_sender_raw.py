@@ -25,11 +25,11 @@ from apns_legacy import (
     Notification,
     OutcomeKind,
     SenderConfig,
-    encode_batch,
     encode_frame,
     encode_probe,
     open_sender,
 )
+from apns_legacy.wire import encode_batch
 
 
 def token(n: int) -> DeviceToken:
@@ -801,3 +801,65 @@ async def test_submit_many_queues_those_before_a_bad_notification(autojump_clock
 
     outcomes, _ = await run_with(gateway, config, body)
     assert len(outcomes) == 2
+
+
+async def test_outcomes_stream_delivers_each_once_and_ends_after_finish(autojump_clock):
+    # The README's pattern: a task reads outcomes() beside the submitting code, and
+    # finish() says nothing more is coming, so the reader ends by itself.
+    gateway = ScriptedGateway()
+    seen = []
+    async with open_sender(connect=gateway.connect, config=CONFIG) as sender:
+        async with trio.open_nursery() as nursery:
+
+            async def read_outcomes():
+                async for outcome in sender.outcomes():
+                    seen.append(outcome)
+
+            async def gateway_side():
+                server = await gateway.accept()
+                frames = await server.read_frames(20)
+                await server.reply("0808" + struct.pack("!I", ident(frames[6])).hex())
+                await server.close()
+                second = await gateway.accept()
+                await server_frames_until_probe(second)  # 13 replays, then the probe
+                await second.reply("080200000000")
+                await second.close()
+
+            nursery.start_soon(read_outcomes)
+            nursery.start_soon(gateway_side)
+            for n in range(20):
+                await sender.submit(note(n), tag=n)
+            sender.finish()
+            with pytest.raises(trio.ClosedResourceError, match="finish"):
+                await sender.submit(note(99))
+        # The nursery ended: the reader's loop ended after the 20th outcome, and the
+        # sender is still open (closing is the block's job).
+        assert sorted(o.tag for o in seen) == list(range(20))
+        assert [o.tag for o in seen if o.kind is OutcomeKind.REJECTED] == [6]
+        assert sender.stats.replayed == 13
+
+
+async def test_aclose_inside_the_block_does_not_cancel_the_caller(autojump_clock):
+    gateway = ScriptedGateway()
+    seen = []
+    async with open_sender(connect=gateway.connect, config=CONFIG) as sender:
+        async with trio.open_nursery() as nursery:
+
+            async def read_outcomes():
+                async for outcome in sender.outcomes():
+                    seen.append(outcome)
+
+            async def gateway_side():
+                server = await gateway.accept()
+                await server_frames_until_probe(server)
+                await server.reply("080200000000")
+                await server.close()
+
+            nursery.start_soon(read_outcomes)
+            nursery.start_soon(gateway_side)
+            for n in range(20):
+                await sender.submit(note(n), tag=n)
+            await sender.aclose()  # settles everything (a probe), then stops the sender
+        after = "still running"  # the caller's own code goes on after aclose()
+    assert after == "still running"
+    assert len(seen) == 20 == sender.stats.accepted

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import trio
 
 from apns_legacy.cli import main
-from apns_legacy.tls import Credentials, TestPKI, client_context, open_tls_stream
+from apns_legacy.tls import Credentials, TestPKI, client_context, make_test_pki, open_tls_stream
 
 TOKEN = bytes(range(32))
 ENHANCED = bytes.fromhex(
@@ -96,6 +97,14 @@ async def test_serve_subprocess(tmp_path):
         (["--error-delay", "-1"], "--error-delay must be 0 or more"),
         (["--invalid-token", "abcd"], "--invalid-token 'abcd': device token is 2 bytes"),
         (["--uninstalled-token", "zz"], "--uninstalled-token 'zz'"),
+        (["--drop-after-bytes", "0"], "--drop-after-bytes must be at least 1"),
+        (["--split-errors", "1,4"], "--split-errors must be 2 or more sizes"),
+        (["--split-errors", "x"], "adding up to 6 (e.g. 1,5 or 3,3), not 'x'"),
+        (["--split-gap", "-1"], "--split-gap must be 0 or more"),
+        (["--stop-reading-after", "-1"], "--stop-reading-after must be 0 or more"),
+        (["--latency", "-5"], "--latency must be 0 or more"),
+        (["--idle-timeout", "-1"], "--idle-timeout must be 0 or more"),
+        (["--max-connections", "-1"], "--max-connections must be 0 (no limit) or more"),
     ],
 )
 def test_serve_argument_errors(tmp_path, capsys, arguments, message):
@@ -105,3 +114,158 @@ def test_serve_argument_errors(tmp_path, capsys, arguments, message):
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # checked before anything was written
+
+
+def _serve_args(cert_dir, *more: str) -> list[str]:
+    return [
+        "serve", "--cert-dir", str(cert_dir), "--gateway-port", "0", "--feedback-port", "0",
+        "--for", "0.1", *more,
+    ]  # fmt: skip
+
+
+def test_flags_make_the_config():
+    from apns_legacy.cli._main import build_parser
+    from apns_legacy.cli._serve import _config
+    from apns_legacy.simulator import ErrorClose, Fault
+
+    args = build_parser().parse_args(
+        [
+            "serve", "--cert-dir", "d", "--latency", "250", "--split-errors", "3,3",
+            "--split-gap", "1.5", "--stop-reading-after", "100", "--drop-after-bytes", "10000",
+            "--error-close", "drain", "--idle-timeout", "0", "--max-connections", "5",
+        ]
+    )  # fmt: skip
+    config = _config(args)
+    assert set(config.faults) == {
+        Fault.latency(0.25),
+        Fault.split_errors((3, 3), gap=1.5),
+        Fault.stop_reading(100),
+        Fault.drop_after(bytes=10_000, times=None),
+    }
+    assert config.error_close is ErrorClose.DRAIN
+    assert config.idle_timeout is None
+    assert config.max_connections == 5
+    defaults = _config(build_parser().parse_args(["serve", "--cert-dir", "d"]))
+    assert (defaults.idle_timeout, defaults.max_connections) == (1800.0, 1000)
+    assert defaults.error_close is ErrorClose.RESET_IF_UNREAD
+    assert defaults.faults == ()
+
+
+def test_server_certificate_and_ca_are_enough(tmp_path, capsys):
+    # A user bringing their own server certificate: no client files in the directory.
+    TestPKI.write(make_test_pki(), tmp_path, p12_passphrase=b"x")
+    for name in ("client.pem", "client-key.pem", "client.p12"):
+        (tmp_path / name).unlink()
+    assert main(_serve_args(tmp_path)) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["cert_dir"] == str(tmp_path)
+    assert f"using the certificates in {tmp_path}" in err
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("server-key.pem", "server-key.pem: no readable private key found"),
+        ("ca.pem", "ca.pem"),
+        ("server.pem", "server.pem"),
+    ],
+)
+def test_unreadable_certificate_file_is_named(tmp_path, capsys, damage, message):
+    TestPKI.write(make_test_pki(), tmp_path, p12_passphrase=b"x")
+    (tmp_path / damage).write_bytes(b"not PEM at all")
+    assert main(_serve_args(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("apns-legacy serve: --cert-dir: ")
+    assert message in err
+
+
+def test_missing_server_file_and_stray_client_files(tmp_path, capsys):
+    TestPKI.write(make_test_pki(), tmp_path, p12_passphrase=b"x")
+    (tmp_path / "ca.pem").unlink()
+    assert main(_serve_args(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"apns-legacy serve: --cert-dir: {tmp_path / 'ca.pem'} is missing (the simulator "
+        "needs server.pem, server-key.pem, ca.pem; client files are optional)"
+    )
+    only_client = tmp_path / "only-client"
+    only_client.mkdir()
+    (only_client / "client.pem").write_bytes(b"x")
+    assert main(_serve_args(only_client)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds client.pem but no server.pem" in err
+    assert (only_client / "server.pem").exists() is False  # nothing overwritten
+
+
+def test_a_file_given_as_cert_dir(tmp_path, capsys):
+    path = tmp_path / "certs"
+    path.write_text("oops")
+    assert main(_serve_args(path)) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"apns-legacy serve: --cert-dir {path} is a file, not a directory"
+    )
+
+
+def test_address_in_use_names_address_and_port(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            ["serve", "--cert-dir", str(tmp_path), "--gateway-port", str(port),
+             "--feedback-port", "0", "--for", "0.1"]
+        )  # fmt: skip
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == (
+        f"apns-legacy serve: cannot listen on 127.0.0.1:{port} for the gateway: "
+        "address already in use (another server is listening there)"
+    )
+
+
+def test_environment_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--environment {sandbox,production} the Apple environment this server plays" in text
+    assert "--idle-timeout SECONDS close gateway connections idle that long" in text
+    assert "(default 1800; 0: never)" in text
+    assert "(default 1000; 0: no limit)" in text
+
+
+async def test_serve_with_latency_and_split_errors(tmp_path):
+    cert_dir = tmp_path / "certs"
+    command = [
+        sys.executable, "-m", "apns_legacy", "serve", "--cert-dir", str(cert_dir),
+        "--gateway-port", "0", "--feedback-port", "0", "--for", "30",
+        "--latency", "100", "--split-errors", "1,5", "--split-gap", "0.3",
+    ]  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    try:
+        with trio.fail_after(20):
+            ready = json.loads(await read_line(process.stdout))
+            host, port = ready["gateway"].rsplit(":", 1)
+            pki = TestPKI.load(cert_dir)
+            context = client_context(pki.client, ca=cert_dir / "ca.pem")
+            start = trio.current_time()
+            stream = await open_tls_stream(host, int(port), context)
+            handshake = trio.current_time() - start
+            await stream.send_all(ENHANCED + PROBE)
+            chunks = []
+            while data := await stream.receive_some():
+                chunks.append(data)
+            await stream.aclose()
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            await process.stdout.aclose()
+    assert handshake >= 0.4  # two round trips of 2 x 100 ms
+    assert chunks == [b"\x08", bytes.fromhex("02 00000009")]

@@ -300,3 +300,49 @@ async def test_errors_in_the_body_come_out_unwrapped(pki):
     with pytest.raises(KeyError):
         async with open_simulator(pki=pki):
             raise KeyError("from the test body")
+
+
+# -- limits, as Apple's gateway had ---------------------------------------------------------
+
+
+async def test_idle_connections_are_closed_by_default(gateway_harness, autojump_clock):
+    async with gateway_harness("memory") as g:
+        stream = await g.connect()
+        start = trio.current_time()
+        await stream.send_all(enhanced(1))
+        received = await g.read_until_closed(stream)
+    assert trio.current_time() - start == 1800  # DEFAULT_IDLE_TIMEOUT
+    assert received.data == b""
+    assert g.sim.stats.idle_closes == 1
+    assert g.sim.stats.accepted == 1
+
+
+async def test_idle_timeout_can_be_turned_off(gateway_harness, autojump_clock):
+    async with gateway_harness("memory", idle_timeout=None) as g:
+        stream = await g.connect()
+        await stream.send_all(enhanced(1))
+        with trio.move_on_after(100_000):
+            await stream.receive_some()
+            pytest.fail("closed although idle_timeout=None")
+    assert g.sim.stats.idle_closes == 0
+
+
+async def test_connection_cap(pki):
+    async with open_simulator(pki=pki, max_connections=2) as sim:
+        context = sim.client_context()
+        with trio.fail_after(10):
+            first = await open_tls_stream(*sim.gateway_address, context)
+            second = await open_tls_stream(*sim.feedback_address, context)  # both ports count
+            await sim.wait_until(lambda: sim.stats.open_connections == 1)  # feedback closed
+            third = await open_tls_stream(*sim.gateway_address, context)
+            assert sim.stats.open_connections == 2
+            with pytest.raises(TLSHandshakeError):
+                await open_tls_stream(*sim.gateway_address, context)  # closed before TLS
+            assert sim.stats.over_limit == 1
+            await first.aclose()
+            await sim.wait_until(lambda: sim.stats.open_connections == 1)
+            fourth = await open_tls_stream(*sim.gateway_address, context)
+            await fourth.send_all(probe(4))
+            assert b"".join(await read_all(fourth)) == bytes.fromhex("0802 00000004")
+            for stream in (second, third):
+                await stream.aclose()

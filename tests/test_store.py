@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apns_legacy import DeviceToken, FeedbackItem, FeedbackResult, LocalProtocolError, TokenStore
+from apns_legacy import DeviceToken, FeedbackItem, LocalProtocolError, TokenStore
+from apns_legacy.client import FeedbackResult, StoreError
 
 UTC = dt.UTC
 
@@ -274,3 +275,35 @@ def test_apply_feedback_matches_a_plain_model(registrations, feedback):
         }
         again = store.apply_feedback(entry(n, ts) for n, ts in feedback)
         assert again.deactivated == 0
+
+
+def test_create_false_refuses_what_is_not_a_token_store(tmp_path):
+    with pytest.raises(StoreError, match="no token store there"):
+        TokenStore(tmp_path / "missing.db", create=False)
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(StoreError, match="an empty file"):
+        TokenStore(empty, create=False)
+    assert empty.read_bytes() == b""  # not turned into a store
+    text = tmp_path / "notes.txt"
+    text.write_text("hello " * 100)
+    with pytest.raises(StoreError, match="file is not a database"):
+        TokenStore(text, create=False)
+    with pytest.raises(StoreError, match="not a token store"):
+        TokenStore(text)  # creating cannot help either
+    with TokenStore(tmp_path / "real.db") as store:
+        store.register(token(1))
+    with TokenStore(tmp_path / "real.db", create=False) as store:
+        assert store.counts().total == 1
+        assert store.check() == []
+
+
+def test_check_reports_a_damaged_page(tmp_path):
+    path = tmp_path / "devices.db"
+    with TokenStore(path) as store:
+        store.register_many([n.to_bytes(4, "big") * 8 for n in range(3000)])
+    with open(path, "r+b") as file:
+        file.seek(4096 * 5)
+        file.write(b"\xff" * 4096)
+    with TokenStore(path) as store:
+        assert store.check() != []

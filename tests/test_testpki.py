@@ -9,16 +9,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from apns_legacy import (
+from apns_legacy import Credentials, Environment, TestPKI, make_test_pki
+from apns_legacy.tls import (
     PASS_TYPE_OID,
     PKI_FILES,
     PRODUCTION_OID,
     SANDBOX_OID,
     TOPICS_OID,
-    Credentials,
-    Environment,
-    TestPKI,  # imported on purpose: pytest must not try to collect it
-    make_test_pki,
     parse_topics_extension,
 )
 
@@ -142,6 +139,16 @@ def test_repr_hides_keys(pki):
     text = repr(pki)
     assert "ca_key" not in text
     assert "PRIVATE" not in text
+
+
+def test_intermediate_issues_clients_that_carry_it_as_chain(pki):
+    wwdr = pki.issue_intermediate()
+    assert wwdr.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    wwdr.certificate.verify_directly_issued_by(pki.ca_certificate)
+    client = pki.issue_client(topic="pass.x.y", pass_type=True, issuer=wwdr)
+    client.certificate.verify_directly_issued_by(wwdr.certificate)
+    assert client.chain == (wwdr.certificate,)
+    assert "not Apple" in wwdr.certificate.subject.rfc4514_string()
 
 
 def test_issue_client_with_a_given_rsa_key():

@@ -20,11 +20,11 @@ from apns_legacy import (
     Credentials,
     TLSHandshakeError,
     TLSStream,
-    UnreadableCredentialsError,
     client_context,
     make_test_pki,
     server_context,
 )
+from apns_legacy.tls import UnreadableCredentialsError
 
 TLS_VERSIONS = ["tls12", "tls13"]
 

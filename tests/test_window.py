@@ -7,7 +7,8 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from apns_legacy import IdentifierAllocator, InFlightWindow, Status
+from apns_legacy import Status
+from apns_legacy.client._window import IdentifierAllocator, InFlightWindow
 
 
 def test_error_splits_window_at_named_identifier():
@@ -56,15 +57,30 @@ def test_settle_takes_only_batches_old_enough():
 
 def test_allocator_wraps_to_one_and_skips_zero():
     allocator = IdentifierAllocator(limit=10)
-    assert allocator.take(5, lambda f, c: False) == 1
-    assert allocator.take(4, lambda f, c: False) == 6
-    assert allocator.take(2, lambda f, c: False) == 1  # 10 is out of range, 0 is never used
+    assert allocator.take(5) == 1
+    assert allocator.take(4) == 6
+    allocator.release(1)
+    assert allocator.take(2) == 1  # 10 is out of range, 0 is never used
 
 
 def test_allocator_refuses_live_range_after_wrap():
     allocator = IdentifierAllocator(limit=10)
-    allocator.take(9, lambda f, c: False)
-    assert allocator.take(3, lambda f, c: True) is None
+    assert allocator.take(9) == 1
+    assert allocator.take(3) is None  # 1..3 are still handed out
+    allocator.release(1)
+    assert allocator.take(3) == 1
+
+
+def test_window_releases_its_ranges_as_batches_leave():
+    allocator = IdentifierAllocator(limit=10)
+    window: InFlightWindow[str] = InFlightWindow(on_release=allocator.release)
+    for items in (["a", "b"], ["c"], ["d", "e"]):
+        first = allocator.take(len(items))
+        assert first is not None
+        window.record(first, items, now=1.0)
+    assert allocator.is_live(1, 1)
+    window.on_error(Status.INVALID_TOKEN, 3)  # every batch leaves
+    assert not any(allocator.is_live(i, 1) for i in range(1, 10))
 
 
 class WindowMachine(RuleBasedStateMachine):
@@ -77,8 +93,8 @@ class WindowMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.window: InFlightWindow[int] = InFlightWindow()
         self.allocator = IdentifierAllocator(limit=16)
+        self.window: InFlightWindow[int] = InFlightWindow(on_release=self.allocator.release)
         self.model: list[tuple[int, int]] = []
         self.next_item = 0
         self.clock = 0.0
@@ -87,7 +103,7 @@ class WindowMachine(RuleBasedStateMachine):
 
     @rule(count=st.integers(1, 5))
     def write_batch(self, count):
-        first = self.allocator.take(count, self.window.is_live)
+        first = self.allocator.take(count)
         if first is None:
             live = {i for i, _ in self.model}
             assert live, "refused although nothing is live"

@@ -4,7 +4,8 @@ Reads a PEM file (certificate, optionally with its key and chain), a PKCS#12
 (.p12) file, or a DER certificate. When a key is present (in the file or via
 ``--key``) it is decrypted in memory and checked against the certificate.
 Exit codes: 0 valid, 1 expired or not yet valid, 2 bad usage or unreadable file.
-A certificate that ends within 30 days gets a warning on stderr (exit 0).
+A certificate that ends within 30 days, and one that is not a push certificate at
+all (no subject UID, none of Apple's push extensions), get a warning on stderr (exit 0).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ..tls import (
     inspect_certificate,
     read_pem_certificates,
 )
-from ._main import EXIT_FAILED, EXIT_OK, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, UsageError
+from ._text import os_error, plural
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,7 +77,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+        raise UsageError(f"{path}: cannot read ({os_error(exc)})") from None
     try:
         certificate, credentials = _load(path, data, args.key, passphrase)
     except CredentialsError as exc:
@@ -89,8 +91,14 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(info.to_text())
         if credentials is not None:
             print(f"{'Private key:':<14}matches the certificate")
-            print(f"{'Chain:':<14}{chain} more certificate(s)")
+            print(f"{'Chain:':<14}{plural(chain or 0, 'more certificate')}")
     when = f"{info.not_after:%Y-%m-%d %H:%M} UTC"
+    if not info.is_push_certificate:
+        print(
+            f"warning: {path}: not a push certificate (no subject UID and none of Apple's push "
+            "extensions): Apple's gateway and feedback service would refuse it",
+            file=sys.stderr,
+        )
     if info.expired:
         print(
             f"apns-legacy cert inspect: {path}: the certificate expired on {when}", file=sys.stderr

@@ -17,7 +17,7 @@ import attrs
 from OpenSSL import SSL
 
 from ..tls import Credentials, CredentialsError, Environment, WrongPassphraseError, client_context
-from ._main import UsageError
+from ._exit import UsageError
 
 
 @attrs.frozen
@@ -97,11 +97,13 @@ def resolve_address(args: argparse.Namespace) -> tuple[str, int]:
     return host, port
 
 
-def load_client_context(args: argparse.Namespace) -> Target:
+def load_client_context(args: argparse.Namespace, *, mismatch_is_error: bool = False) -> Target:
     """Load the credentials and build the client TLS context, before any connection.
 
     Warns on stderr when the certificate is for the other Apple environment than
-    the one selected (only when talking to Apple's own host names).
+    the one selected (only when talking to Apple's own host names); with
+    ``mismatch_is_error`` that is a :class:`UsageError` instead (``feedback``: the
+    service would answer with what looks like an empty list).
 
     Raises:
         UsageError: unreadable files, wrong or missing passphrase, a key that does
@@ -120,12 +122,20 @@ def load_client_context(args: argparse.Namespace) -> Target:
         context = client_context(credentials, ca=args.ca)
     except CredentialsError as exc:
         raise UsageError(f"--ca: {exc}") from None
-    _warn_environment(args, host, credentials)
+    mismatch = _environment_mismatch(args, host, credentials)
+    if mismatch is not None:
+        if mismatch_is_error:
+            raise UsageError(
+                f"{mismatch}: Apple accepts it in the handshake and then closes without data"
+            )
+        print(f"warning: {mismatch}", file=sys.stderr)
     return Target(context, host, port, credentials)
 
 
-def _warn_environment(args: argparse.Namespace, host: str, credentials: Credentials) -> None:
-    # Apple's gateway took a certificate for the other environment in the handshake
+def _environment_mismatch(
+    args: argparse.Namespace, host: str, credentials: Credentials
+) -> str | None:
+    # Apple's servers took a certificate for the other environment in the handshake
     # and then closed without a word; say so up front when we can tell.
     production: tuple[str, int] = args.production_address
     sandbox: tuple[str, int] = args.sandbox_address
@@ -133,8 +143,8 @@ def _warn_environment(args: argparse.Namespace, host: str, credentials: Credenti
     allowed = credentials.environments
     if wanted is not None and allowed and wanted not in allowed:
         other = " (use --sandbox)" if wanted is Environment.PRODUCTION else ""
-        print(
-            f"warning: the certificate is for {', '.join(sorted(e.value for e in allowed))} "
-            f"only, but {host} is the {wanted.value} server{other}",
-            file=sys.stderr,
+        return (
+            f"the certificate is for {', '.join(sorted(e.value for e in allowed))} "
+            f"only, but {host} is the {wanted.value} server{other}"
         )
+    return None

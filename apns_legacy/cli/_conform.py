@@ -15,7 +15,7 @@ from ..conform._report import ReportWriter, TerminalTree, is_failure
 from ..conform._results import CaseResult
 from ..conform._runner import PLACEHOLDERS, run_cases
 from ..conform._serve import ConformServer, announce, write_workloads
-from ._main import EXIT_FAILED, EXIT_OK, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

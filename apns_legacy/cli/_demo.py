@@ -39,7 +39,8 @@ from ..client import (
 )
 from ..simulator import Fault, FaultScope, Simulator, open_simulator
 from ..wire import DeviceToken, Notification, Status, build_payload, status_from_int
-from ._main import EXIT_FAILED, EXIT_OK, UsageError
+from ._exit import EXIT_FAILED, EXIT_OK, UsageError
+from ._text import os_error, plural
 
 INVALID: Final = 10
 UNINSTALLED: Final = 50
@@ -59,7 +60,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "accepted one exactly once.",
     )
     parser.add_argument(
-        "--devices", type=int, default=3000, metavar="N", help="demo devices (default 3000)"
+        "--devices",
+        type=int,
+        default=3000,
+        metavar="N",
+        help=f"demo devices, {INVALID + UNINSTALLED + 1} to 1000000 (default 3000; the "
+        f"{INVALID} invalid and {UNINSTALLED} uninstalled ones come first)",
     )
     parser.add_argument(
         "--keep", metavar="DIR", help="keep the token store and the simulator's record in DIR"
@@ -248,7 +254,7 @@ async def _demo(console: Console, devices: int, workdir: Path) -> bool:
             say(
                 "   error frames from the gateway: "
                 + ", ".join(f"{_status_text(code)} x{n}" for code, n in sorted(frames.items()))
-                + f", and {probes} answer(s) to the confirmation probe (status 2)"
+                + f", and {plural(probes, 'answer')} to the confirmation probe (status 2)"
             )
             say(
                 f"   replayed {stats.replayed} after rejections and the shutdown, "
@@ -352,8 +358,10 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(args.keep)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise UsageError(f"--keep {workdir}: is a file, not a directory") from None
         except OSError as exc:
-            raise UsageError(f"--keep: {exc}") from None
+            raise UsageError(f"--keep {workdir}: cannot create ({os_error(exc)})") from None
         for name in ("devices.db", "accepted.jsonl"):
             (workdir / name).unlink(missing_ok=True)
         held = trio.run(_demo, console, devices, workdir)

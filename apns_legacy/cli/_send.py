@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import math
 import os
 import signal
 import stat
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Final
 
 import attrs
@@ -38,6 +36,7 @@ from ..client import (
     OutcomeKind,
     Sender,
     SenderConfig,
+    bulk_gc,
     open_sender,
 )
 from ..wire import (
@@ -52,9 +51,11 @@ from ..wire import (
     raw_payload,
 )
 from ._common import Target, add_connection_arguments, load_client_context
-from ._main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from ._send_display import Display, summary
+from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from ._send_display import PLAIN_EVERY, Display, Progress, summary
 from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
+from ._signals import run_trio, watch_stop_signals
+from ._text import os_error
 
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
 
@@ -72,7 +73,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what = parser.add_argument_group("what to send (--token ... or --input)")
     add = what.add_argument
     add("--token", action="append", default=[], metavar="HEX", help="device token (repeatable)")
-    add("--input", metavar="FILE", help="JSON lines: token, payload, optional expiry, priority")
+    add(
+        "--input",
+        metavar="FILE",
+        help="JSON lines: token, payload, optional expiry, priority ('-': standard input; "
+        "the JSON lines of `tokens export --active` are valid input)",
+    )
     add("--payload", metavar="JSON", help="the payload as JSON text")
     add("--alert", metavar="TEXT", help="build the payload: alert text")
     add("--badge", type=int, metavar="N", help="build the payload: badge number")
@@ -82,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     how = parser.add_argument_group("how")
     add = how.add_argument
     add("--format", choices=list(_FORMATS), default="frame", help="command 0, 1 or 2 (default)")
-    add("--connections", type=int, default=1, metavar="N", help="parallel connections")
+    add("--connections", type=int, default=1, metavar="N", help="parallel connections (default 1)")
     add("--payload-limit", type=int, default=PAYLOAD_LIMIT, metavar="N", help="default 2048")
     add("--probe-timeout", type=float, default=20.0, metavar="SECONDS",
         help="wait this long for the answer to a confirmation probe; without one the "
@@ -97,8 +103,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="quiet period of --assume-accepted and --format simple (default 1)")  # fmt: skip
     add("--long-tokens", action="store_true", help="allow tokens of 32 to 100 bytes")
     add("--report", metavar="FILE", help="write one JSON outcome a line ('-': stdout)")
+    add("--append", action="store_true", help="add to the --report file instead of replacing it")
     add("--strict", action="store_true", help="stop at the first bad input line (exit 2)")
     add("--quiet", "-q", action="store_true", help="no progress display and no summary")
+    add(
+        "--progress-every",
+        type=float,
+        default=PLAIN_EVERY,
+        metavar="SECONDS",
+        help=f"when stderr is not a terminal: a progress line this often (default {PLAIN_EVERY:g})",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -123,6 +137,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise UsageError(f"{flag} must be more than 0 seconds, not {value}")
     if not 0 <= args.expiry <= UINT32_MAX:
         raise UsageError(f"--expiry must be 0 to {UINT32_MAX} (UNIX seconds), not {args.expiry}")
+    if args.append and args.report in (None, "-"):
+        raise UsageError("--append needs --report FILE")
+    if not (math.isfinite(args.progress_every) and args.progress_every > 0):
+        raise UsageError(f"--progress-every must be more than 0 seconds, not {args.progress_every}")
     payload = _command_line_payload(args)
     if args.token and payload is None:
         raise UsageError("--token needs a payload: --payload JSON, or --alert/--badge/--sound")
@@ -184,6 +202,10 @@ class _Run:
     first_failure: str | None = None
     #: The signal that stopped the input (SIGINT or SIGTERM), if one did.
     interrupted: int | None = None
+    #: The last input line read and dealt with (submitted, skipped or blank).
+    last_line: int = 0
+    #: Bytes of the input read so far.
+    bytes_read: int = 0
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
@@ -199,28 +221,18 @@ class _Run:
             self.stopped_at = number
             self.display.message(f"stopped at line {number} (--strict): nothing after it was sent")
 
-    async def watch_signals(
-        self, stop_input: trio.CancelScope, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        """On the first SIGINT or SIGTERM stop the input, and let what was submitted settle.
+    def stop_input(self, scope: trio.CancelScope) -> Callable[[signal.Signals], None]:
+        """What the first SIGINT or SIGTERM does: stop the input, let the rest settle."""
 
-        Without this, trio turns Ctrl-C into a KeyboardInterrupt raised wherever the
-        code happens to be, including inside the sender's tasks. After the first
-        signal the handlers are put back, so a second one stops at once.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            task_status.started()  # signals can only be caught in the main thread
-            return
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.interrupted = signum
-                break
-        self.display.message(
-            f"{signal.Signals(signum).name}: no more input; waiting for the outcomes of what "
-            "was submitted (again to stop at once)"
-        )
-        stop_input.cancel()
+        def first(signum: signal.Signals) -> None:
+            self.interrupted = signum
+            self.display.message(
+                f"{signum.name}: no more input; waiting for the outcomes of what "
+                "was submitted (again to stop at once)"
+            )
+            scope.cancel()
+
+        return first
 
 
 async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int:
@@ -229,7 +241,7 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     stop_input = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(run.watch_signals, stop_input)
+            await nursery.start(watch_stop_signals, run.stop_input(stop_input))
             async with open_sender(
                 target.context,
                 host=target.host,
@@ -237,7 +249,10 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
                 config=plan.config,
                 on_outcome=run.on_outcome,
             ) as sender:
-                nursery.start_soon(run.display.follow, sender, lambda: run.skipped)
+                nursery.start_soon(
+                    run.display.follow,
+                    lambda: Progress(sender.stats, run.skipped, run.bytes_read),
+                )
                 with stop_input:
                     if source is None:
                         await _submit_tokens(plan, sender)
@@ -262,6 +277,14 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
             file=sys.stderr,
         )
     run.display.summary(summary(stats, run.skipped, trio.current_time() - started))
+    if run.interrupted is not None and source is not None:
+        # Every line up to last_line has its outcome in the report (or was skipped).
+        print(
+            f"apns-legacy send: stopped after input line {run.last_line}: resume from line "
+            f"{run.last_line + 1} (e.g. tail -n +{run.last_line + 1} FILE | apns-legacy send "
+            "--input - ...)",
+            file=sys.stderr,
+        )
     if run.interrupted is not None:
         return 128 + run.interrupted  # the shell's convention for "killed by signal N"
     if run.stopped_at is not None:
@@ -284,6 +307,7 @@ async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> N
     splitter = LineSplitter()
     while True:
         chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
+        run.bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
         for number, raw in lines:
             if raw is None:
@@ -298,11 +322,14 @@ async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> N
                         sender.submit_nowait(notification, tag=number)
                     except trio.WouldBlock:
                         await sender.submit(notification, tag=number)
+                    run.last_line = number  # submitted: its outcome will be reported
                     continue
             else:
+                run.last_line = number
                 continue  # blank lines are allowed and numbered
             if run.stopped_at is not None:
                 return
+            run.last_line = number
         if not chunk:
             return
         await trio.lowlevel.checkpoint()  # let the connections write between chunks
@@ -323,7 +350,7 @@ def _open_input(path: str | None) -> Iterator[int | None]:
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise UsageError(f"--input {path}: cannot read ({exc.strerror})") from None
+        raise UsageError(f"--input {path}: cannot read ({os_error(exc)})") from None
     try:
         if stat.S_ISDIR(os.fstat(descriptor).st_mode):  # Linux opens a directory happily
             raise UsageError(f"--input {path}: is a directory")
@@ -333,7 +360,7 @@ def _open_input(path: str | None) -> Iterator[int | None]:
 
 
 @contextlib.contextmanager
-def _open_report(path: str | None) -> Iterator[IO[str] | None]:
+def _open_report(path: str | None, append: bool = False) -> Iterator[IO[str] | None]:
     if path is None:
         yield None
         return
@@ -342,34 +369,32 @@ def _open_report(path: str | None) -> Iterator[IO[str] | None]:
         sys.stdout.flush()
         return
     try:
-        file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise UsageError(f"--report {path}: cannot write ({exc.strerror})") from None
+        raise UsageError(f"--report {path}: cannot write ({os_error(exc)})") from None
     with file:
         yield file
+
+
+def _file_size(source: int | None) -> int | None:
+    """The size of a regular input file (for the progress percentage); None for a pipe."""
+    if source is None:
+        return None
+    info = os.fstat(source)
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``send``: check everything, then connect and send."""
     plan = make_plan(args)
     target = load_client_context(args)
-    with _open_input(args.input) as source, _open_report(args.report) as report:
+    with _open_input(args.input) as source, _open_report(args.report, args.append) as report:
         display = Display.create(
-            enabled=not args.quiet, total=len(plan.tokens) if source is None else None
+            enabled=not args.quiet,
+            total=len(plan.tokens) if source is None else None,
+            total_bytes=_file_size(source),
+            every=args.progress_every,
         )
-        # A bulk send makes a few objects per notification that live until it
-        # settles; with the default thresholds the collector walks them over and over
-        # (a quarter of the run time in bench/). Collect young objects less often.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(50_000, 20, 20)
-        try:
-            return trio.run(send, plan, target, source, _Run(report, display))
-        except BaseExceptionGroup as group:
-            # A second Ctrl-C raises KeyboardInterrupt in whichever task is running,
-            # which trio hands back inside a group: unwrap it for main().
-            interrupts, rest = group.split(KeyboardInterrupt)
-            if interrupts is not None and rest is None:
-                raise KeyboardInterrupt from None
-            raise
-        finally:
-            gc.set_threshold(*thresholds)
+        # Few long-lived objects per notification: collect less often (client/_gc.py).
+        with bulk_gc():
+            return run_trio(send, plan, target, source, _Run(report, display))

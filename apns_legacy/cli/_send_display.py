@@ -2,23 +2,38 @@
 
 The progress display (``rich.progress``) is only drawn when stderr is a terminal and
 ``--quiet`` is not given; it is refreshed from a trio task a few times a second from
-the sender's running totals, never per notification.
+the sender's running totals, never per notification. When stderr is not a terminal
+a plain progress line is printed every few seconds instead.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Final
 
+import attrs
 import trio
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
 
-from ..client import Sender, SenderStats
+from ..client import SenderStats
 from ..wire import status_from_int, status_name
+from ._text import plural
 
 _REFRESH: Final = 0.2
+#: Seconds between plain progress lines when stderr is not a terminal.
+PLAIN_EVERY: Final = 10.0
 
 
 def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
@@ -42,68 +57,143 @@ def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
     if skipped:
         text += f", {skipped} skipped (bad input)"
     return (
-        f"{text}; {stats.replayed} replayed, {stats.possible_duplicates} possible duplicates, "
-        f"{stats.reconnects} reconnects in {elapsed:.1f}s"
+        f"{text}; {stats.replayed} replayed, "
+        f"{plural(stats.possible_duplicates, 'possible duplicate')}, "
+        f"{plural(stats.reconnects, 'reconnect')} in {elapsed:.1f}s"
     )
 
 
-class Display:
-    """Messages, the optional progress display and the summary, all on stderr."""
+@attrs.frozen
+class Progress:
+    """What the progress display shows, read from the run a few times a second."""
 
-    def __init__(self, *, quiet: bool, progress: Progress | None, total: int | None) -> None:
+    stats: SenderStats
+    skipped: int
+    #: Bytes of the input read so far (with ``--input``), for the percentage.
+    bytes_read: int
+
+
+class Display:
+    """Messages, the optional progress display and the summary, all on stderr.
+
+    On a terminal the progress is a rich bar (with percentage and time left when the
+    size of the work is known: the ``--token`` count, or the size of an ``--input``
+    file); otherwise, unless ``--quiet``, a plain line every ``every`` seconds, so that
+    a long run under cron or systemd shows it is alive.
+    """
+
+    def __init__(
+        self,
+        *,
+        quiet: bool,
+        bar: RichProgress | None,
+        total: int | None,
+        total_bytes: int | None = None,
+        every: float = PLAIN_EVERY,
+    ) -> None:
         self.quiet = quiet
-        self.progress = progress
+        self.bar = bar
         self._task: TaskID | None = None
         self._total = total
+        self._total_bytes = total_bytes
+        self._every = every
+        self._started = time.monotonic()
 
     @classmethod
-    def create(cls, *, enabled: bool, total: int | None) -> Display:
-        """A display; with progress only if ``enabled`` and stderr is a terminal."""
-        progress = None
-        if enabled and sys.stderr.isatty():
-            # A bar only when the total is known (--token); input is streamed.
-            bar = [] if total is None else [BarColumn()]
-            progress = Progress(
+    def create(
+        cls,
+        *,
+        enabled: bool,
+        total: int | None,
+        total_bytes: int | None = None,
+        every: float = PLAIN_EVERY,
+        terminal: bool | None = None,
+    ) -> Display:
+        """A display; a bar only if ``enabled`` and stderr is a terminal.
+
+        Args:
+            enabled: False for ``--quiet``: no progress and no summary.
+            total: the number of notifications, when known (``--token``).
+            total_bytes: the size of the input file, when known.
+            every: seconds between plain progress lines (not on a terminal).
+            terminal: whether stderr is a terminal (default: ask it).
+        """
+        if terminal is None:
+            terminal = sys.stderr.isatty()
+        bar = None
+        if enabled and terminal:
+            known = total is not None or total_bytes is not None
+            columns = (
+                [BarColumn(), TaskProgressColumn(), TimeRemainingColumn(compact=True)]
+                if known
+                else []
+            )
+            bar = RichProgress(
                 SpinnerColumn(),
-                *bar,
+                *columns,
                 TextColumn("{task.description}"),
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
                 auto_refresh=False,  # refreshed by follow(), in the trio thread
                 transient=True,
             )
-        return cls(quiet=not enabled, progress=progress, total=total)
+        return cls(quiet=not enabled, bar=bar, total=total, total_bytes=total_bytes, every=every)
 
     def message(self, text: str) -> None:
         """One line on stderr (above the progress display, if it is shown)."""
-        if self.progress is not None and self._task is not None:
-            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        if self.bar is not None and self._task is not None:
+            self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
             print(text, file=sys.stderr)
 
-    async def follow(self, sender: Sender, skipped: Callable[[], int]) -> None:
-        """Redraw the progress display from ``sender.stats`` until cancelled."""
-        progress = self.progress
-        if progress is None:
+    def _fraction(self, progress: Progress) -> float | None:
+        if self._total is not None:
+            return progress.stats.settled / max(self._total, 1)
+        if self._total_bytes is not None:
+            return progress.bytes_read / max(self._total_bytes, 1)
+        return None
+
+    def _counts(self, progress: Progress) -> str:
+        stats = progress.stats
+        text = (
+            f"{stats.submitted} submitted, {stats.accepted} accepted, "
+            f"{stats.rejected} rejected, {stats.failed} failed"
+        )
+        if progress.skipped:
+            text += f", {progress.skipped} skipped"
+        return text
+
+    def plain_line(self, progress: Progress) -> str:
+        """The line printed every few seconds when stderr is not a terminal."""
+        text = f"progress: {self._counts(progress)}"
+        fraction = self._fraction(progress)
+        if fraction is not None:
+            text += f", {min(fraction, 1.0):.0%} of the input"
+        return f"{text} after {time.monotonic() - self._started:.0f}s"
+
+    async def follow(self, read: Callable[[], Progress]) -> None:
+        """Redraw the bar (or print a plain line every few seconds) until cancelled."""
+        if self.quiet:
             return
-        self._task = progress.add_task("connecting", total=self._total)
-        progress.start()
+        bar = self.bar
+        if bar is None:
+            while True:
+                await trio.sleep(self._every)
+                print(self.plain_line(read()), file=sys.stderr, flush=True)
+        total = self._total if self._total is not None else self._total_bytes
+        self._task = bar.add_task("connecting", total=total)
+        bar.start()
         while True:
-            stats = sender.stats
-            description = (
-                f"{stats.submitted} submitted, {stats.accepted} accepted, "
-                f"{stats.rejected} rejected, {stats.failed} failed"
-            )
-            if skipped():
-                description += f", {skipped()} skipped"
-            progress.update(self._task, description=description, completed=stats.settled)
-            progress.refresh()
+            progress = read()
+            completed = progress.stats.settled if self._total is not None else progress.bytes_read
+            bar.update(self._task, description=self._counts(progress), completed=completed)
+            bar.refresh()
             await trio.sleep(_REFRESH)
 
     def close(self) -> None:
         """Remove the progress display (before the summary is printed)."""
-        if self.progress is not None and self._task is not None:
-            self.progress.stop()
+        if self.bar is not None and self._task is not None:
+            self.bar.stop()
             self._task = None
 
     def summary(self, text: str) -> None:

@@ -2,9 +2,12 @@
 
 An input line is one JSON object: ``token`` (hex), ``payload`` (an object, or a string
 holding one, sent as is), optional ``expiry`` (UNIX seconds) and ``priority`` (10 or
-5). Unknown fields are refused, so a typo such as ``priorty`` is not silently
-ignored. Errors name the field and the rule, e.g. ``token: device token has 'x' at
-position 5; ...``.
+5). The columns of ``tokens export --format jsonl`` are accepted and ignored, so the
+export is valid input, except that a line with ``"active": false`` (a deactivated
+device) is skipped. Other fields are refused, so a typo such as ``priorty`` is not
+silently ignored. Errors name the field and the rule, e.g. ``token: device token has
+'x' at position 5; ...``. A UTF-8 byte order mark at the start of the input is
+skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ from ..wire import (
 )
 
 FIELDS: Final = ("token", "payload", "expiry", "priority")
+#: The other columns of ``tokens export --format jsonl``: accepted, not used.
+STORE_FIELDS: Final = (
+    "topic",
+    "registered_at",
+    "active",
+    "deactivated_at",
+    "deactivated_reason",
+    "feedback_time",
+)
+_BOM: Final = b"\xef\xbb\xbf"
 # Distinct payloads remembered for sharing (see _line_payload).
 _SHARED_PAYLOADS: Final = 1024
 UINT32_MAX: Final = 0xFFFF_FFFF
@@ -61,6 +74,18 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
         BadLine: the message names the field and the rule it breaks.
     """
     try:
+        return _parse_line(raw, plan)
+    except RecursionError:
+        # JSON parsing and writing recurse; a line nested deeper than the stack allows
+        # (a thousand "[" do it) is a bad line like any other, never a crash.
+        raise BadLine(_TOO_DEEP) from None
+
+
+_TOO_DEEP: Final = "arrays or objects nested too deeply"
+
+
+def _parse_line(raw: bytes, plan: Plan) -> Notification:
+    try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadLine(f"not UTF-8 (byte {exc.start + 1})") from None
@@ -68,11 +93,15 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
         item = json.loads(text)
     except ValueError as exc:
         raise BadLine(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadLine(f"not JSON this program reads: {_TOO_DEEP}") from None
     if not isinstance(item, dict):
         raise BadLine("must be a JSON object with token and payload")
     for key in item:
-        if key not in FIELDS:
+        if key not in FIELDS and key not in STORE_FIELDS:
             raise BadLine(f"unknown field {key!r} (the fields are {', '.join(FIELDS)})")
+    if item.get("active", True) is False:
+        raise BadLine("active: false, a deactivated device (export with --active)")
     config = plan.config
     token = item.get("token")
     if not isinstance(token, str):
@@ -132,6 +161,8 @@ class LineSplitter:
         self.number = 0
         self._partial = bytearray()
         self._overlong = False
+        #: The first bytes, held until it is clear whether they are a byte order mark.
+        self._head: bytes | None = b""
 
     @property
     def buffered(self) -> int:
@@ -139,6 +170,14 @@ class LineSplitter:
         return len(self._partial)
 
     def feed(self, chunk: bytes) -> list[tuple[int, bytes | None]]:
+        if self._head is not None:
+            # A UTF-8 byte order mark (Windows editors write one) is not part of line 1.
+            head = self._head + chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._head = head
+                return []
+            self._head = None
+            chunk = head.removeprefix(_BOM)
         lines: list[tuple[int, bytes | None]] = []
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
@@ -153,6 +192,9 @@ class LineSplitter:
 
     def finish(self) -> list[tuple[int, bytes | None]]:
         """The last line, if the input did not end with a newline."""
+        if self._head:  # the input was shorter than a byte order mark
+            self._partial += self._head.removeprefix(_BOM)
+        self._head = None
         if self._partial or self._overlong:
             return [self._line(b"")]
         return []

@@ -10,12 +10,12 @@ from ._config import (
     SenderConfig,
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
+from ._gc import BULK_GC_THRESHOLDS, bulk_gc
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
-from ._store import Device, FeedbackResult, StoreCounts, TokenStore
-from ._sync import send_all
-from ._window import IdentifierAllocator, InFlightWindow, Resolution
+from ._store import Device, FeedbackResult, StoreCounts, StoreError, TokenStore
+from ._sync import SyncSender, send_all
 
 __all__ = [
     "PRODUCTION_GATEWAY",
@@ -27,14 +27,14 @@ __all__ = [
     "Connector",
     "open_sender",
     "send_all",
+    "SyncSender",
     "Outcome",
     "BroadcastOutcome",
     "OutcomeKind",
     "Evidence",
     "SenderStats",
-    "InFlightWindow",
-    "IdentifierAllocator",
-    "Resolution",
+    "bulk_gc",
+    "BULK_GC_THRESHOLDS",
     # feedback cleanup
     "read_feedback",
     "read_feedback_stream",
@@ -43,4 +43,5 @@ __all__ = [
     "Device",
     "FeedbackResult",
     "StoreCounts",
+    "StoreError",
 ]

@@ -41,36 +41,39 @@ error response. Those outcomes carry ``Evidence.ASSUMED``.
 Whoever ends the connection calls :meth:`Connection.end`, which cancels the other
 tasks. Every job in the window leaves it with an outcome or back in the queue before
 that, so nothing is lost when the tasks are cancelled. :meth:`Connection.run`
-returns an :class:`Ended` record for the sender's :class:`ConnectionPolicy`.
+returns an :class:`Ended` record for the sender's :class:`ConnectionPolicy`; outcomes
+are settled through the sender's :class:`Ledger`. A connection knows nothing else of the
+sender.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import trio
 
 from ..wire import (
     Command,
     ConnectionClosed,
+    DeviceToken,
     ErrorResponse,
     ErrorResponseDecoder,
+    Notification,
     RemoteProtocolError,
     Status,
     encode_batch,
     encode_broadcast,
     encode_probe,
 )
-from ._diagnosis import causes, describe_error
+from ._config import SenderConfig
+from ._diagnosis import causes, describe_error, is_tls_refusal
+from ._ledger import Ledger
 from ._outcomes import BroadcastOutcome, Evidence, Outcome
 from ._policy import CAREFUL_WINDOW, Ended, EndKind
 from ._transport import unacknowledged_bytes
-from ._window import InFlightWindow
-
-if TYPE_CHECKING:
-    from ._sender import Sender
+from ._window import IdentifierAllocator, InFlightWindow
 
 logger = logging.getLogger("apns_legacy.sender")
 
@@ -79,6 +82,12 @@ _RECEIVE_SIZE: Final = 65_536
 _MAX_BATCH: Final = 4096
 # How often the assumption settler asks the kernel whether the bytes were acknowledged.
 _ACK_POLL: Final = 0.02
+# The confirmation probe's stand-in in a window; never reported.
+_PROBE: Final = Outcome(Notification(token=DeviceToken(bytes(32)), payload=b"{}"))
+
+
+def _without_probe(jobs: list[Outcome]) -> list[Outcome]:
+    return [job for job in jobs if job is not _PROBE]
 
 
 class Connection:
@@ -86,24 +95,28 @@ class Connection:
 
     def __init__(
         self,
-        sender: Sender,
         stream: trio.abc.Stream,
-        number: int,
         *,
+        number: int,
+        config: SenderConfig,
+        ledger: Ledger,
+        allocator: IdentifierAllocator,
         window_limit: int,
         confirm_after: float,
     ) -> None:
-        self.sender = sender
         self.stream = stream
         self.number = number
-        self.window: InFlightWindow[Outcome] = InFlightWindow()
+        self._config = config
+        self._ledger = ledger
+        self._allocator = allocator
+        self.window: InFlightWindow[Outcome] = InFlightWindow(on_release=allocator.release)
         self.window_limit = window_limit
         self._careful = window_limit <= CAREFUL_WINDOW
         self._confirm_after = confirm_after
         self._writing = False
         self.opened_at = trio.current_time()
-        config = sender.config
         self._can_probe = config.command is not Command.SIMPLE
+        self._tls_refusal: str | None = None
         self._assume = config.assume_accepted or not self._can_probe
         self._kind: EndKind | None = None
         self._reason = ""
@@ -131,11 +144,11 @@ class Connection:
             # window nobody will look at again, and close the stream.
             if self._kind is None:
                 self._kind = EndKind.CLOSED
-            leftovers = self._take_window()
+            leftovers = self.take_window()
             if leftovers:
                 # Written (perhaps partly) as the connection ended: fate unknown.
                 self._unknown += len(leftovers)
-                self.sender.requeue(
+                self._ledger.requeue(
                     leftovers, certain=False, reason="the connection ended mid-write"
                 )
             with trio.CancelScope(shield=True), trio.move_on_after(1.0) as scope:
@@ -155,6 +168,7 @@ class Connection:
             careful=self._careful,
             quiet_for=0.0 if self._writing else trio.current_time() - self._last_write,
             reason=self._reason,
+            tls_refusal=self._tls_refusal,
         )
 
     def end(self, kind: EndKind, reason: str = "") -> None:
@@ -163,16 +177,16 @@ class Connection:
             self._reason = reason
         self._cancel_scope.cancel()
 
-    def _take_window(self) -> list[Outcome]:
-        probe = self.sender.probe_job
-        return [job for job in self.window.take_all() if job is not probe]
+    def take_window(self) -> list[Outcome]:
+        """Empty the window (the sender is closing); the notifications in it, in order."""
+        return _without_probe(self.window.take_all())
 
     # -- writer ------------------------------------------------------------------------
 
     async def _writer(self) -> None:
-        sender = self.sender
-        config = sender.config
-        queue = sender.queue
+        ledger = self._ledger
+        config = self._config
+        queue = ledger.queue
         window = self.window
         # A wake-up (new work) can come in the same scheduling round as the reader's
         # end(): check before taking anything from the queue, so nothing is taken onto
@@ -187,12 +201,14 @@ class Connection:
                     oldest = window.oldest_time
                     deadline = (
                         -math.inf
-                        if sender.probe_wanted or self._careful or oldest is None
+                        if ledger.confirm_requested or self._careful or oldest is None
                         else oldest + self._confirm_after
                     )
                     with trio.move_on_at(deadline):
                         await queue.wait()
-                    if not len(queue) and (sender.probe_wanted or trio.current_time() >= deadline):
+                    if not len(queue) and (
+                        ledger.confirm_requested or trio.current_time() >= deadline
+                    ):
                         await self._probe()
                         return
                     continue
@@ -218,15 +234,15 @@ class Connection:
                 await self._room.park()  # command 0: the settler makes room
                 continue
             jobs = queue.take(min(room, _MAX_BATCH), config.write_size)
-            first = sender.allocator.take(len(jobs), sender.is_live)
+            first = self._allocator.take(len(jobs))
             if first is None:  # identifiers wrapped onto live ones: wait for settling
                 queue.put_front(jobs)
-                await sender.wait_settled()
+                await ledger.wait_settled()
                 continue
             data = _encode_jobs(config.command, first, jobs)
             for offset, job in enumerate(jobs, first):
                 job.identifier = offset
-            sender.stats.written += len(jobs)
+            ledger.stats.written += len(jobs)
             self._written += len(jobs)
             window.record(first, jobs, math.inf)  # timed once the write completes
             await self._send(data)
@@ -234,15 +250,15 @@ class Connection:
 
     async def _probe(self) -> None:
         """Write the confirmation probe, then wait for its answer (the reader's)."""
-        sender = self.sender
-        while (first := sender.allocator.take(1, sender.is_live)) is None:
-            await sender.wait_settled()
+        ledger = self._ledger
+        while (first := self._allocator.take(1)) is None:
+            await ledger.wait_settled()
         self._probe_identifier = first
-        sender.stats.probes += 1
-        self.window.record(first, [sender.probe_job], math.inf)
+        ledger.stats.probes += 1
+        self.window.record(first, [_PROBE], math.inf)
         logger.debug("connection %d: confirmation probe %d", self.number, first)
-        await self._send(encode_probe(sender.config.command, first))
-        timeout = sender.config.probe_timeout
+        await self._send(encode_probe(self._config.command, first))
+        timeout = self._config.probe_timeout
         with trio.move_on_after(timeout):
             # The reader ends the connection (and cancels this) when the answer comes.
             # With assume_accepted the settler may empty the window first: then a server
@@ -251,18 +267,18 @@ class Connection:
                 await self._room.park()
             self.end(EndKind.CLOSED, "settled by assumption; the probe was not answered")
             return
-        sender.stats.probes_unanswered += 1
-        jobs = self._take_window()
+        ledger.stats.probes_unanswered += 1
+        jobs = self.take_window()
         reason = (
             f"unconfirmed: the gateway did not answer the confirmation probe within "
             f"{timeout:g} s, so whether it took this notification is unknown"
         )
         logger.warning("connection %d: %s (%d notifications)", self.number, reason, len(jobs))
-        sender.fail_unconfirmed(jobs, reason)
+        ledger.fail_unconfirmed(jobs, reason)
         self.end(EndKind.UNCONFIRMED, "the confirmation probe was not answered")
 
     async def _send(self, data: bytes) -> None:
-        config = self.sender.config
+        config = self._config
         failure: BaseException | None = None
         self._writing = True
         with trio.move_on_after(config.write_timeout) as stall:
@@ -291,7 +307,7 @@ class Connection:
                 f"write failed ({describe_error(failure)}) and no error response followed",
             )
         else:
-            self.sender.stats.stalled_writes += 1
+            self._ledger.stats.stalled_writes += 1
             self._lose(
                 EndKind.STALLED,
                 f"a write made no progress for {config.write_timeout:g} s "
@@ -326,7 +342,8 @@ class Connection:
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._silent = not any(isinstance(cause, ConnectionResetError) for cause in causes(exc))
-            self.sender.note_connection_error(exc)
+            if is_tls_refusal(exc):
+                self._tls_refusal = describe_error(exc)
             self._lose(EndKind.LOST, f"connection lost: {describe_error(exc)}")
 
     def _on_error_response(self, event: ErrorResponse) -> None:
@@ -341,38 +358,40 @@ class Connection:
         logger.debug("connection %d: error response status %s identifier %d",
                      self.number, status, identifier)  # fmt: skip
         resolution = self.window.on_error(status, identifier)
-        sender = self.sender
-        probe = sender.probe_job
+        ledger = self._ledger
+        accepted = _without_probe(resolution.accepted)
+        resend = _without_probe(resolution.resend)
+        rejected = resolution.rejected if resolution.rejected is not _PROBE else None
         if not resolution.certain:
-            sender.stats.unknown_identifiers += 1
+            ledger.stats.unknown_identifiers += 1
             logger.warning(
                 "connection %d: error response (status %s) names identifier %d, which is "
                 "not in flight; resending all %d in flight as possible duplicates",
                 self.number, status, identifier, len(resolution.resend),
             )  # fmt: skip
-            self._unknown += sum(1 for job in resolution.resend if job is not probe)
+            self._unknown += len(resend)
         evidence = Evidence.SHUTDOWN if status == Status.SHUTDOWN else Evidence.CONFIRMED
-        if resolution.accepted or resolution.rejected is not None:
+        if accepted or resolution.rejected is not None:
             self._progress = True
-        sender.accept(resolution.accepted, evidence)
-        if resolution.rejected is not None:
-            sender.reject(resolution.rejected, status)
-        sender.requeue(resolution.resend, certain=resolution.certain, reason="")
+        ledger.accept(accepted, evidence)
+        if rejected is not None:
+            ledger.reject(rejected, status)
+        ledger.requeue(resend, certain=resolution.certain, reason="")
         self.end(EndKind.ANSWERED, f"error response: status {int(status)}")
 
     def _lose(self, kind: EndKind, reason: str) -> None:
-        jobs = self._take_window()
+        jobs = self.take_window()
         self._unknown += len(jobs)
         if jobs:
             logger.info("connection %d: %s; %d in flight will be resent", self.number, reason,
                         len(jobs))  # fmt: skip
-        self.sender.requeue(jobs, certain=False, reason=reason)
+        self._ledger.requeue(jobs, certain=False, reason=reason)
         self.end(kind, reason)
 
     # -- settler (command 0 and assume_accepted only) ----------------------------------
 
     async def _settler(self) -> None:
-        settle_after = self.sender.config.settle_after
+        settle_after = self._config.settle_after
         window = self.window
         while True:
             oldest = window.oldest_time
@@ -389,7 +408,10 @@ class Connection:
             accepted = window.settle_written_before(acknowledged_at)
             if accepted:
                 self._progress = True
-                self.sender.accept(accepted, Evidence.ASSUMED)
+                self._ledger.accept(_without_probe(accepted), Evidence.ASSUMED)
+                # No probe ends this window (command 0), so the connection goes on:
+                # grow a careful window here, as the policy does between connections.
+                self.window_limit = min(self._config.window_size, self.window_limit * 2)
                 self._room.unpark_all()
 
 

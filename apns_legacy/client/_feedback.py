@@ -1,6 +1,6 @@
 """The feedback client: connect to port 2196, read every tuple until the server closes.
 
-PROTOCOL.md section 8: the service starts writing as soon as the TLS handshake is
+docs/PROTOCOL.md section 8: the service starts writing as soon as the TLS handshake is
 done (no command is sent), writes each ``timestamp | length | token`` tuple for the
 certificate's topic, and closes. The list is cleared once read, so what this
 returns is the only copy: callers should record it (print it, apply it to a store)
@@ -143,7 +143,36 @@ async def read_feedback(
     return items
 
 
+def _connect_failure(exc: OSError) -> str | None:
+    """``"connection refused"`` / ``"timed out"`` / the OS's words for a failed TCP
+    connect (trio reports it as "all attempts to connect ... failed", with the reasons
+    in a group in ``__cause__``); None if ``exc`` is not a connect failure."""
+    errors: list[BaseException] = [exc]
+    if isinstance(exc.__cause__, BaseExceptionGroup):
+        errors = list(exc.__cause__.exceptions)
+    elif not str(exc).startswith("all attempts to connect"):
+        if isinstance(exc, ConnectionRefusedError | TimeoutError):
+            errors = [exc]
+        else:
+            return None
+    reasons: list[str] = []
+    for error in errors:
+        if isinstance(error, ConnectionRefusedError):
+            reason = "connection refused (nothing listens on that port?)"
+        elif isinstance(error, TimeoutError):
+            reason = "connecting timed out"
+        elif isinstance(error, OSError) and error.strerror:
+            reason = f"cannot connect: {error.strerror}"
+        else:
+            reason = f"cannot connect: {error}"
+        if reason not in reasons:
+            reasons.append(reason)
+    return "; ".join(reasons)
+
+
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and (connect := _connect_failure(exc)) is not None:
+        return connect
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import OpenSSL.SSL
+import sniffio
 import trio
 
-from ..wire import LocalProtocolError
 from ._config import PRODUCTION_GATEWAY, SenderConfig
-from ._sender import Connector, OutcomeCallback, Sender
+from ._ledger import OutcomeCallback
+from ._sender import Connector, Sender
 
 
 @asynccontextmanager
@@ -32,21 +33,36 @@ async def open_sender(
         server_hostname: the name to verify the server certificate against (default host).
         config: a :class:`SenderConfig`; the defaults suit Apple's gateway.
         on_outcome: called with each :class:`Outcome` as it happens; without it,
-            iterate :meth:`Sender.outcomes`.
+            iterate :meth:`Sender.outcomes` (and call :meth:`Sender.finish` when
+            done submitting, so that the iteration ends).
         connect: open a connection yourself instead (for tests and relays); then
             ``context``, ``host`` and ``port`` are not used.
+
+    Raises:
+        TypeError: neither ``context`` nor ``connect`` was given.
+        RuntimeError: not running under trio (use :func:`send_all` from other code,
+            or run trio in a thread).
 
     Example::
 
         async with open_sender(ctx, host="127.0.0.1", port=2195) as sender:
             await sender.submit(Notification(token=token, payload=payload))
-            await sender.flush(confirm=True)
+            await sender.flush()
         print(sender.stats)
     """
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = "no async library"
+    if library != "trio":
+        raise RuntimeError(
+            f"open_sender needs trio, but this is running under {library}; from other "
+            "code use apns_legacy.send_all (synchronous), or run trio in a thread"
+        )
     config = config or SenderConfig()
     if connect is None:
         if context is None:
-            raise LocalProtocolError("open_sender needs a TLS context (or a connect function)")
+            raise TypeError("open_sender needs a TLS context (or a connect function)")
         from ..tls import open_tls_stream
 
         tls_context = context
@@ -64,7 +80,8 @@ async def open_sender(
     # not wrapped in the nursery's ExceptionGroup.
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        sender = Sender(nursery, connect, config, on_outcome, f"{host}:{port}")
+        sender = Sender(connect, config, on_outcome, f"{host}:{port}")
+        await nursery.start(sender._run)
         try:
             yield sender
         except BaseException as exc:

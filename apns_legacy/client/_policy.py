@@ -13,8 +13,10 @@ The rules:
   notification and a confirmation probe (:data:`CAREFUL_WINDOW`), so that a gateway
   that answers at all is seen to answer, and a notification that kills connections
   is isolated instead of taking a whole window down with it each time; the window
-  then doubles with each confirmed one (TCP's slow start, in spirit: 18 doublings
-  from 1 to 200,000).
+  then doubles with each confirmed one up to half of what the dead connection had
+  written, and grows by an eighth at a time beyond that (TCP's slow start and
+  congestion avoidance, in spirit), so that a gateway that drops every connection
+  after so many bytes is met with windows that fit.
 * **Wrong environment.** Apple's gateway accepted a certificate for the other
   environment in the handshake and then closed at once without an error response.
   That is the diagnosis only when the evidence says so: quick silent closes with
@@ -89,6 +91,8 @@ class Ended:
     quiet_for: float = 0.0
     #: In words, for logs and failure reasons.
     reason: str = ""
+    #: The TLS layer refused the session (a certificate problem), in words.
+    tls_refusal: str | None = None
 
 
 @attrs.frozen
@@ -117,6 +121,8 @@ class ConnectionPolicy:
         self._max_unproductive = max_unproductive
         #: The window for the next connection.
         self.window = window_size
+        # Past this, the window grows slowly (TCP's ssthresh).
+        self._ceiling = window_size
         #: How long the next connection waits for more work before probing.
         self.confirm_after = confirm_after
         self._quick_closes = 0
@@ -129,10 +135,20 @@ class ConnectionPolicy:
 
     def on_end(self, ended: Ended) -> GiveUp | None:
         """Take one connection's end into account; a :class:`GiveUp` stops retrying."""
+        if ended.tls_refusal is not None:
+            return GiveUp(
+                f"the gateway refused the TLS session: {ended.tls_refusal}", permanent=True
+            )
         if ended.unknown and ended.kind in (EndKind.LOST, EndKind.STALLED):
             self.window = min(self._window_size, CAREFUL_WINDOW)
+            self._ceiling = max(CAREFUL_WINDOW, min(self._ceiling, ended.written // 2))
         elif ended.progress:
-            self.window = min(self._window_size, self.window * 2)
+            if self.window < self._ceiling:
+                self.window = min(self._ceiling, self.window * 2)
+            else:
+                self.window += max(1, self.window // 8)
+                self._ceiling = self.window
+            self.window = min(self._window_size, self.window)
         if ended.kind is EndKind.LOST and ended.unknown and ended.quiet_for >= _IDLE_DROP:
             self.confirm_after = min(self.confirm_after, ended.quiet_for / 2)
         if ended.progress:
@@ -159,8 +175,11 @@ class ConnectionPolicy:
                     "not accept it",
                     permanent=True,
                 )
-        if ended.kind is EndKind.LOST and silence_rejects:
-            return None  # command 0: max_losses bounds a notification that keeps closing
+        if ended.kind is EndKind.LOST and (silence_rejects or not ended.careful):
+            # Command 0: max_losses bounds a notification that keeps closing. Otherwise
+            # the careful connection that follows tells whether the gateway answers at
+            # all (parallel connections dying together count once that way).
+            return None
         self._unproductive += 1
         if self._unproductive >= self._max_unproductive:
             count = self._unproductive

@@ -4,7 +4,9 @@ Every submitted notification ends with exactly one :class:`Outcome`: accepted,
 rejected (the gateway named it) or failed (the sender gave up). The sender keeps
 each one either in its queue, in one connection's in-flight window, or settled;
 :attr:`Sender.stats` always satisfies ``submitted == accepted + rejected + failed +
-pending``.
+pending``. The bookkeeping is the :class:`~apns_legacy.client._ledger.Ledger`'s; this
+class is the front: checking and queueing submissions, waiting, closing, and running
+the connection slots.
 
 Connections are "slots": each slot connects when there is work, runs a
 :class:`~apns_legacy.client._connection.Connection` until it ends, and connects
@@ -19,7 +21,6 @@ other environment), or connection after connection that settles nothing.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import islice
@@ -33,70 +34,82 @@ from ..wire import (
     DeviceToken,
     LocalProtocolError,
     Notification,
-    Status,
 )
 from ._config import SenderConfig
 from ._connection import Connection
 from ._diagnosis import describe_error, is_tls_refusal, token_bytes
-from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
+from ._ledger import Ledger, OutcomeCallback
+from ._outcomes import BroadcastOutcome, Outcome, SenderStats
 from ._policy import ConnectionPolicy, GiveUp
-from ._queue import JobQueue
 from ._window import IdentifierAllocator
 
 logger = logging.getLogger("apns_legacy.sender")
 
 #: Opens one connection to the gateway: TCP plus TLS handshake, ready for frames.
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
-OutcomeCallback = Callable[[Outcome], None]
 T = TypeVar("T")
 
 
 class Sender:
     """Sends notifications over a pool of connections; see :func:`open_sender`.
 
-    Not constructed directly: :func:`open_sender` owns the nursery its tasks run in.
+    Not constructed directly: :func:`open_sender` runs its tasks.
     """
 
     def __init__(
         self,
-        nursery: trio.Nursery,
         connect: Connector,
         config: SenderConfig,
         on_outcome: OutcomeCallback | None,
         describe: str,
     ) -> None:
+        #: The settings this sender runs with.
         self.config = config
-        self.stats = SenderStats()
-        self.queue = JobQueue(config.queue_size)
-        self.allocator = IdentifierAllocator()
-        self.probe_wanted = False
+        self._ledger = ledger = Ledger(
+            queue_size=config.queue_size, max_losses=config.max_losses, on_outcome=on_outcome
+        )
+        self.queue = ledger.queue
+        self._allocator = IdentifierAllocator()
         self._policy = ConnectionPolicy(
             command=config.command,
             window_size=config.window_size,
             max_unproductive=config.max_unproductive,
             confirm_after=config.confirm_after,
         )
-        # A stand-in window item for a confirmation probe; never reported.
-        self.probe_job = Outcome(
-            Notification(token=DeviceToken(bytes(TOKEN_LENGTH)), payload=b"{}"), None
-        )
-        self._nursery = nursery
         self._connect = connect
         self._describe = describe
-        self._on_outcome = on_outcome
-        self._outcome_send, self._outcome_receive = trio.open_memory_channel[Outcome](math.inf)
-        self._settled = trio.lowlevel.ParkingLot()
         self._connections: list[Connection | None] = [None] * config.connections
-        self._fatal: str | None = None
+        self._scope = trio.CancelScope()
         self._closed = False
-        for slot in range(config.connections):
-            nursery.start_soon(self._run_slot, slot)
+
+    @property
+    def stats(self) -> SenderStats:
+        """Running totals; ``submitted == accepted + rejected + failed + pending``."""
+        return self._ledger.stats
+
+    @property
+    def fatal_error(self) -> str | None:
+        """Why the sender gave up on the gateway for good, if it did."""
+        return self._ledger.fatal
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # The connection slots run in a scope of their own, so that closing the
+        # sender cancels them and never the caller's code around it.
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                for slot in range(self.config.connections):
+                    nursery.start_soon(self._run_slot, slot)
+                task_status.started()
 
     # -- submitting --------------------------------------------------------------------
 
     def check(self, notification: Notification) -> None:
         """Raise :class:`LocalProtocolError` if ``notification`` breaks this sender's limits."""
-        config = self.config
+        self.check_limits(self.config, notification)
+
+    @staticmethod
+    def check_limits(config: SenderConfig, notification: Notification) -> None:
+        """Raise :class:`LocalProtocolError` if ``notification`` breaks ``config``'s limits."""
         size = len(notification.payload)
         if size > config.payload_limit:
             raise LocalProtocolError(
@@ -114,14 +127,13 @@ class Sender:
 
         Raises:
             LocalProtocolError: it breaks the configured limits (nothing is queued).
-            trio.ClosedResourceError: the sender is closed.
+            trio.ClosedResourceError: the sender is closed, or :meth:`finish` was called.
         """
         self.check(notification)
-        if self._closed:
-            raise trio.ClosedResourceError("the sender is closed")
+        self._check_open()
         await trio.lowlevel.checkpoint_if_cancelled()
         await self.queue.wait_for_room()
-        self._enqueue(Outcome(notification, tag))
+        self._ledger.add(Outcome(notification, tag))
 
     def submit_nowait(self, notification: Notification, tag: Any = None) -> None:
         """Queue one notification if there is room, without waiting.
@@ -135,11 +147,10 @@ class Sender:
             trio.ClosedResourceError: the sender is closed.
         """
         self.check(notification)
-        if self._closed:
-            raise trio.ClosedResourceError("the sender is closed")
+        self._check_open()
         if not self.queue.room() > 0:
             raise trio.WouldBlock
-        self._enqueue(Outcome(notification, tag))
+        self._ledger.add(Outcome(notification, tag))
 
     async def submit_many(
         self, notifications: Iterable[Notification] | AsyncIterable[Notification]
@@ -231,25 +242,18 @@ class Sender:
     async def _next_chunk(self, iterator: Iterator[T]) -> list[T]:
         # The bulk paths take as many items as the queue has room for (at least one,
         # after waiting for room), so that they never overfill it; [] at the end.
-        if self._closed:
-            raise trio.ClosedResourceError("the sender is closed")
+        self._check_open()
         await self.queue.wait_for_room()
         return list(islice(iterator, max(self.queue.room(), 1)))
 
     def _queue_jobs(self, jobs: list[Outcome]) -> None:
-        self.stats.submitted += len(jobs)
-        if self._fatal is not None:
-            for job in jobs:
-                self._fail(job, self._fatal)
-        else:
-            self.queue.put_many(jobs)
+        self._ledger.add_many(jobs)
 
-    def _enqueue(self, job: Outcome) -> None:
-        self.stats.submitted += 1
-        if self._fatal is not None:
-            self._fail(job, self._fatal)
-            return
-        self.queue.put(job)
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the sender is closed")
+        if self._ledger.finished:
+            raise trio.ClosedResourceError("finish() was called: no more submissions")
 
     # -- waiting and closing -----------------------------------------------------------
 
@@ -262,28 +266,51 @@ class Sender:
         everything written before it was accepted. (Command 0 has no error response:
         there outcomes are assumed after the quiet period.)
         """
+        ledger = self._ledger
         if confirm:
-            self.probe_wanted = True
+            ledger.confirm_requested = True
             self.queue.wake_all()
         try:
-            while self.stats.pending:
-                await self._settled.park()
+            while ledger.stats.pending:
+                await ledger.wait_settled()
                 if confirm:
                     self.queue.wake_all()
         finally:
-            self.probe_wanted = False
+            ledger.confirm_requested = False
         await trio.lowlevel.checkpoint()
+
+    def request_confirmation(self) -> None:
+        """From now on, end each window with a probe as soon as nothing more is queued
+        (instead of after ``confirm_after``): outcomes as early as possible, at the
+        price of a reconnect per quiet moment. For request/response use."""
+        self._ledger.confirm_requested = True
+        self.queue.wake_all()
+
+    def finish(self) -> None:
+        """Say that nothing more will be submitted.
+
+        :meth:`outcomes` then ends after the last outcome of what was submitted; the
+        sender keeps running until it is closed (leaving ``open_sender``, or
+        :meth:`aclose`). Submitting afterwards raises :class:`trio.ClosedResourceError`.
+        """
+        self._ledger.finish()
+        self._ledger.confirm_requested = True  # nothing more is coming: confirm now
+        self.queue.wake_all()
 
     async def aclose(self, *, graceful: bool = True) -> None:
         """Settle what is outstanding (up to ``close_timeout``), then stop.
 
         Anything still unsettled at the deadline ends ``failed``. With
         ``graceful=False`` (what leaving ``open_sender`` by an exception does), it
-        does not wait: everything unsettled ends ``failed`` at once. Idempotent.
+        does not wait: everything unsettled ends ``failed`` at once. The outcome
+        stream ends after the last outcome. Safe to call inside the ``open_sender``
+        block (it stops only the sender's own tasks), and idempotent.
         """
         if self._closed:
+            await trio.lowlevel.checkpoint()
             return
         self._closed = True
+        ledger = self._ledger
         if graceful:
             with trio.move_on_after(self.config.close_timeout) as scope:
                 await self.flush(confirm=True)
@@ -292,123 +319,27 @@ class Sender:
         leftovers = self.queue.take_all()
         for connection in self._connections:
             if connection is not None:
-                leftovers += [j for j in connection.window.take_all() if j is not self.probe_job]
+                leftovers += connection.take_window()
         for job in leftovers:
-            self._fail(
+            ledger.fail(
                 job,
                 "the sender closed before the gateway settled it"
                 if graceful
                 else "the sender was interrupted before the gateway settled it",
             )
-        self._nursery.cancel_scope.cancel()
-        self._outcome_send.close()
+        self._scope.cancel()
+        ledger.finish()
 
     async def outcomes(self) -> AsyncIterator[Outcome]:
-        """Every outcome, as it happens, until the sender closes.
+        """Every outcome, each exactly once, as it happens.
 
-        Only when no ``on_outcome`` callback was given. Outcomes are buffered until
-        read, so iterate this (in a task of its own) whenever you send a lot.
+        The stream ends after the last outcome once :meth:`finish` was called or the
+        sender closed, so a task iterating it beside the submitting code ends by
+        itself. Only when no ``on_outcome`` callback was given. Outcomes are buffered
+        until read.
         """
-        if self._on_outcome is not None:
-            raise RuntimeError("outcomes() is not available when on_outcome is given")
-        async for outcome in self._outcome_receive:
+        async for outcome in self._ledger.outcomes():
             yield outcome
-
-    # -- outcomes (called by connections) ----------------------------------------------
-
-    def is_live(self, first: int, count: int) -> bool:
-        return any(
-            connection is not None and connection.window.is_live(first, count)
-            for connection in self._connections
-        )
-
-    def accept(self, jobs: list[Outcome], evidence: Evidence) -> None:
-        emit = self._emit
-        accepted = OutcomeKind.ACCEPTED
-        probe = self.probe_job
-        n = 0
-        for job in jobs:
-            if job is probe:
-                continue
-            n += 1
-            job.kind = accepted
-            job.evidence = evidence
-            emit(job)
-        self.stats.accepted += n
-        if evidence is Evidence.ASSUMED:
-            self.stats.assumed += n
-        self._settled.unpark_all()
-
-    def fail_unconfirmed(self, jobs: list[Outcome], reason: str) -> None:
-        self.stats.unconfirmed += len(jobs)
-        for job in jobs:
-            self._fail(job, reason)
-
-    async def wait_settled(self) -> None:
-        """Wait until some outcome settles (identifiers free up)."""
-        await self._settled.park()
-
-    def reject(self, job: Outcome, status: Status | int) -> None:
-        if job is self.probe_job:
-            return
-        self.stats.rejected += 1
-        self.stats.rejected_by_status[int(status)] += 1
-        job.kind = OutcomeKind.REJECTED
-        job.status = status
-        self._emit(job)
-        self._settled.unpark_all()
-
-    def requeue(self, jobs: list[Outcome], *, certain: bool, reason: str) -> None:
-        """Put jobs back at the head of the queue, failing those lost too often."""
-        keep: list[Outcome] = []
-        limit = self.config.max_losses
-        for job in jobs:
-            if job is self.probe_job:
-                continue
-            if not certain:
-                job.losses += 1
-                self.stats.possible_duplicates += 1
-                if job.losses >= limit:
-                    self._fail(job, f"in flight on {job.losses} connections that died: {reason}")
-                    continue
-            if self._fatal is not None:
-                self._fail(job, self._fatal)
-                continue
-            keep.append(job)
-        if keep:
-            self.stats.replayed += len(keep)
-            self.queue.put_front(keep)
-        self._settled.unpark_all()
-
-    def note_connection_error(self, exc: BaseException) -> None:
-        """A connection broke; if the cause is a TLS certificate problem, stop retrying."""
-        if is_tls_refusal(exc):
-            self._set_fatal(f"the gateway refused the TLS session: {describe_error(exc)}")
-
-    def _fail(self, job: Outcome, reason: str) -> None:
-        self.stats.failed += 1
-        job.kind = OutcomeKind.FAILED
-        job.reason = reason
-        self._emit(job)
-        self._settled.unpark_all()
-
-    def _emit(self, outcome: Outcome) -> None:
-        if self._on_outcome is not None:
-            self._on_outcome(outcome)
-        else:
-            self._outcome_send.send_nowait(outcome)
-
-    def _set_fatal(self, reason: str) -> None:
-        if self._fatal is None:
-            self._fatal = reason
-            logger.error("giving up on %s: %s", self._describe, reason)
-        for job in self.queue.take_all():
-            self._fail(job, reason)
-
-    @property
-    def fatal_error(self) -> str | None:
-        """Why the sender gave up on the gateway for good, if it did."""
-        return self._fatal
 
     # -- connection slots --------------------------------------------------------------
 
@@ -420,8 +351,8 @@ class Sender:
             await self.queue.wait()
             if not len(self.queue):
                 continue
-            if self._fatal is not None:
-                self._set_fatal(self._fatal)
+            if self._ledger.fatal is not None:
+                self._ledger.fail_queued(self._ledger.fatal)
                 continue
             try:
                 with trio.fail_after(config.connect_timeout):
@@ -429,14 +360,15 @@ class Sender:
             except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
                 self.stats.connect_failures += 1
                 if is_tls_refusal(exc):
-                    self._set_fatal(f"TLS handshake refused: {describe_error(exc)}")
+                    self._give_up(
+                        GiveUp(f"TLS handshake refused: {describe_error(exc)}", permanent=True)
+                    )
                     continue
                 failures += 1
                 message = f"could not connect to {self._describe}: {describe_error(exc)}"
                 if failures >= config.max_connect_attempts:
                     logger.error("%s (%d attempts); failing the queue", message, failures)
-                    for job in self.queue.take_all():
-                        self._fail(job, f"{message} ({failures} attempts)")
+                    self._ledger.fail_queued(f"{message} ({failures} attempts)")
                     # Until a connection succeeds again, give later work one attempt,
                     # not a whole new round of backoff: a gateway that is down stays
                     # down for a while, and a caller with a million queued
@@ -455,9 +387,11 @@ class Sender:
             if opened > 1:
                 self.stats.reconnects += 1
             connection = Connection(
-                self,
                 stream,
-                self.stats.connections_opened,
+                number=self.stats.connections_opened,
+                config=config,
+                ledger=self._ledger,
+                allocator=self._allocator,
                 window_limit=self._policy.window,
                 confirm_after=self._policy.confirm_after,
             )
@@ -472,8 +406,9 @@ class Sender:
 
     def _give_up(self, verdict: GiveUp) -> None:
         if verdict.permanent:
-            self._set_fatal(verdict.reason)
+            if self._ledger.fatal is None:
+                logger.error("giving up on %s: %s", self._describe, verdict.reason)
+            self._ledger.set_fatal(verdict.reason)
             return
         logger.error("giving up on what is queued for %s: %s", self._describe, verdict.reason)
-        for job in self.queue.take_all():
-            self._fail(job, verdict.reason)
+        self._ledger.fail_queued(verdict.reason)

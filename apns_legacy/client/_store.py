@@ -1,6 +1,6 @@
 """A SQLite token store that applies the feedback service's re-registration rule.
 
-Apple (PROTOCOL.md section 8): "Use the timestamp to verify that the device tokens
+Apple (docs/PROTOCOL.md section 8): "Use the timestamp to verify that the device tokens
 haven't been reregistered since the feedback entry was generated. For each device
 that has not been reregistered, stop sending notifications." So a feedback entry
 deactivates a device only when its time is *later* than the device's last
@@ -156,13 +156,26 @@ class StoreCounts:
     by_reason: dict[str, int] = attrs.field(factory=dict)
 
 
+class StoreError(sqlite3.DatabaseError):
+    """The file is not a token store (missing, empty, not SQLite, another database, a
+    newer schema). The message names the file. A ``sqlite3.DatabaseError``, so code
+    that catches SQLite's errors catches it too."""
+
+
 class TokenStore:
     """Device tokens in a SQLite file (or ``":memory:"``), with the feedback rule.
 
     Args:
-        path: the database file (created with its table if missing), or ``":memory:"``.
+        path: the database file, or ``":memory:"``.
         allow_long_tokens: accept tokens of 33 to 100 bytes (32 only by default).
         timeout: seconds to wait for another process's write lock.
+        create: make the file and its table if there is none (the default). With
+            ``create=False`` a missing or empty file, a file that is not SQLite and a
+            SQLite database without the store's table raise :class:`StoreError`
+            instead, so that a typo never yields a new empty store.
+
+    Raises:
+        StoreError: see ``create``; also a store written by a newer version.
 
     Example::
 
@@ -178,35 +191,60 @@ class TokenStore:
         *,
         allow_long_tokens: bool = False,
         timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         self.allow_long_tokens = allow_long_tokens
+        if not create and self.path != ":memory:":
+            _check_existing(self.path)
         # isolation_level=None: no implicit transactions; _transaction() is explicit.
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
-            self._migrate()
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the token store ({exc})") from exc
+        try:
+            self._migrate(create)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a token store ({exc})") from exc
         except BaseException:
             self._db.close()
             raise
 
-    def _migrate(self) -> None:
+    def _migrate(self, create: bool) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > _SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
+            raise StoreError(
                 f"{self.path}: token store schema version {version} is newer than this "
                 f"library's ({_SCHEMA_VERSION})"
             )
+        if version == 0 and not create and self.path != ":memory:":
+            raise StoreError(f"{self.path}: a SQLite database, but not a token store")
 
-        def create(db: sqlite3.Connection) -> None:
+        def make_schema(db: sqlite3.Connection) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
         if version < _SCHEMA_VERSION:
-            self._transaction(create)
+            self._transaction(make_schema)
 
     # -- lifecycle ------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: the problems found, or ``[]`` for a sound store.
+
+        Cheap (it reads every page once, without checking index contents). Run it
+        before anything destructive that depends on the store, such as reading the
+        feedback service, which clears its list.
+        """
+        try:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        problems = [str(row[0]) for row in rows]
+        return [] if problems == ["ok"] else problems
 
     def close(self) -> None:
         """Close the database connection."""
@@ -419,6 +457,26 @@ class TokenStore:
                 writer.writerow(data)
             count += 1
         return count
+
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+
+def _check_existing(path: str) -> None:
+    """Refuse what cannot be an existing token store, before SQLite creates one."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no token store there") from None
+    except IsADirectoryError:
+        raise StoreError(f"{path}: is a directory, not a token store") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise StoreError(f"{path}: an empty file, not a token store")
+    if head != _SQLITE_MAGIC:
+        raise StoreError(f"{path}: file is not a database (not SQLite), so not a token store")
 
 
 def _device(row: tuple[Any, ...]) -> Device:

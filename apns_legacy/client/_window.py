@@ -31,7 +31,9 @@ Fates, as :meth:`InFlightWindow.on_error` and friends report them:
 
 Identifiers are uint32, never 0 (the real gateway answers 0 where it could not read
 one), and never reused while still in a window: the allocator wraps to 1, and after
-the first wrap it checks each new range against the live ones.
+the first wrap it checks each new range against the ranges it handed out that no
+window has released yet (one small table for the whole sender, not a walk through
+every connection's window).
 """
 
 from __future__ import annotations
@@ -92,14 +94,15 @@ class IdentifierAllocator:
         self.limit = limit
         self._next = 1
         self._wrapped = False
+        # Ranges handed out and not released yet: first identifier -> count.
+        self._live: dict[int, int] = {}
 
-    def take(self, count: int, is_live: Callable[[int, int], bool]) -> int | None:
+    def take(self, count: int) -> int | None:
         """The first identifier of a free range of ``count``, or None if it would collide.
 
-        ``is_live(first, count)`` says whether any identifier in the range is still
-        unsettled; it is only consulted once the counter has wrapped, since before
-        that every identifier handed out is new. None means "wait until the window
-        has settled some more, then ask again".
+        Before the counter has wrapped every identifier handed out is new; after that,
+        a range that overlaps one not yet released gives None: "wait until some
+        settle, then ask again".
         """
         if not 1 <= count < self.limit:
             raise ValueError(f"cannot take {count} identifiers from a space of {self.limit - 1}")
@@ -107,18 +110,34 @@ class IdentifierAllocator:
         if first + count > self.limit:
             first = 1
             self._wrapped = True
-        if self._wrapped and is_live(first, count):
+        if self._wrapped and self.is_live(first, count):
             return None
         self._next = first + count
+        self._live[first] = count
         return first
+
+    def release(self, first: int) -> None:
+        """The range that starts at ``first`` has left its window."""
+        self._live.pop(first, None)
+
+    def is_live(self, first: int, count: int) -> bool:
+        """Whether any identifier in ``first .. first + count - 1`` is handed out."""
+        end = first + count
+        return any(start < end and first < start + n for start, n in self._live.items())
 
 
 class InFlightWindow(Generic[T]):
-    """The written, unsettled items of one connection, in write order."""
+    """The written, unsettled items of one connection, in write order.
 
-    def __init__(self) -> None:
+    Args:
+        on_release: called with a batch's first identifier when the batch leaves the
+            window (settled, resent or taken), e.g. ``IdentifierAllocator.release``.
+    """
+
+    def __init__(self, on_release: Callable[[int], None] | None = None) -> None:
         self._batches: deque[Batch[T]] = deque()
         self._count = 0
+        self._on_release = on_release
 
     def __len__(self) -> int:
         return self._count
@@ -157,6 +176,9 @@ class InFlightWindow(Generic[T]):
     def take_all(self) -> list[T]:
         """Empty the window, returning its items in write order."""
         items = list(self)
+        if self._on_release is not None:
+            for batch in self._batches:
+                self._on_release(batch.first)
         self._batches.clear()
         self._count = 0
         return items
@@ -192,4 +214,6 @@ class InFlightWindow(Generic[T]):
     def _pop(self) -> Batch[T]:
         batch = self._batches.popleft()
         self._count -= len(batch.items)
+        if self._on_release is not None:
+            self._on_release(batch.first)
         return batch

@@ -3,26 +3,47 @@ Apple's legacy binary APNs, byte for byte, with scripted faults. See README "Sim
 
 from __future__ import annotations
 
+from ._config import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    ErrorClose,
+    SimulatorConfig,
+    SimulatorOptions,
+)
 from ._faults import (
     DelayErrors,
+    DropAfter,
     Fault,
     FaultScope,
     IdleTimeout,
+    Latency,
     RefuseHandshake,
     Reject,
     ResetAfter,
     ShutdownAfter,
     SimulatorService,
     SlowReader,
+    SplitErrors,
+    StopReading,
 )
+from ._latency import LatencyStream, open_latency_stream
 from ._records import AcceptedRecord, ErrorRecord, SimulatorStats
-from ._server import open_simulator, serve_simulator
+from ._server import ListenError, ServerCertificates, open_simulator, serve_simulator
 from ._simulator import Simulator
 
 __all__ = [
     "open_simulator",
     "serve_simulator",
     "Simulator",
+    "SimulatorConfig",
+    "SimulatorOptions",
+    "ErrorClose",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "ServerCertificates",
+    "ListenError",
+    "open_latency_stream",
+    "LatencyStream",
     "SimulatorStats",
     "AcceptedRecord",
     "ErrorRecord",
@@ -32,9 +53,13 @@ __all__ = [
     "SimulatorService",
     "ShutdownAfter",
     "ResetAfter",
+    "DropAfter",
     "Reject",
     "DelayErrors",
+    "SplitErrors",
     "SlowReader",
+    "StopReading",
     "IdleTimeout",
+    "Latency",
     "RefuseHandshake",
 ]

@@ -12,15 +12,19 @@ import attrs
 
 from ._faults import (
     DelayErrors,
+    DropAfter,
     Fault,
     FaultScope,
     IdleTimeout,
+    Latency,
     RefuseHandshake,
     Reject,
     ResetAfter,
     ShutdownAfter,
     SimulatorService,
     SlowReader,
+    SplitErrors,
+    StopReading,
 )
 
 
@@ -44,6 +48,7 @@ class ConnectionFaults:
 
     slow_reader: SlowReader | None = None
     idle_timeout: IdleTimeout | None = None
+    stop_reading: StopReading | None = None
 
 
 class FaultBook:
@@ -69,7 +74,8 @@ class FaultBook:
     def _refresh(self) -> None:
         self._slots = [slot for slot in self._slots if slot.live]
         self.per_notification = any(
-            isinstance(slot.fault, ShutdownAfter | ResetAfter | Reject) for slot in self._slots
+            isinstance(slot.fault, ShutdownAfter | ResetAfter | DropAfter | Reject)
+            for slot in self._slots
         )
 
     def _fire(self, slot: _Slot) -> None:
@@ -89,10 +95,24 @@ class FaultBook:
                 return True
         return False
 
+    def take_latency(self, service: SimulatorService) -> Latency | None:
+        """The latency fault for a new TCP connection to ``service``, if any (fires it)."""
+        for slot in self._slots:
+            fault = slot.fault
+            if (
+                isinstance(fault, Latency)
+                and slot.live
+                and (fault.service is None or fault.service is service)
+            ):
+                self._fire(slot)
+                return fault
+        return None
+
     def take_connection_faults(self) -> ConnectionFaults:
-        """The slow-reader and idle-timeout faults for a new gateway connection."""
+        """The slow-reader, idle-timeout and stop-reading faults for a new gateway connection."""
         slow: SlowReader | None = None
         idle: IdleTimeout | None = None
+        stop: StopReading | None = None
         for slot in list(self._slots):
             fault = slot.fault
             if slow is None and isinstance(fault, SlowReader) and slot.live:
@@ -101,7 +121,10 @@ class FaultBook:
             elif idle is None and isinstance(fault, IdleTimeout) and slot.live:
                 idle = fault
                 self._fire(slot)
-        return ConnectionFaults(slow_reader=slow, idle_timeout=idle)
+            elif stop is None and isinstance(fault, StopReading) and slot.live:
+                stop = fault
+                self._fire(slot)
+        return ConnectionFaults(slow_reader=slow, idle_timeout=idle, stop_reading=stop)
 
     def error_delay(self) -> float:
         """Seconds to wait before the next error frame (fires a delay fault if any)."""
@@ -110,6 +133,14 @@ class FaultBook:
                 self._fire(slot)
                 return slot.fault.seconds
         return 0.0
+
+    def error_split(self) -> SplitErrors | None:
+        """How to cut the next error frame into pieces, if at all (fires a split fault)."""
+        for slot in self._slots:
+            if isinstance(slot.fault, SplitErrors) and slot.live:
+                self._fire(slot)
+                return slot.fault
+        return None
 
     # -- per notification and per read -------------------------------------------------------
 
@@ -136,12 +167,14 @@ class FaultBook:
                 self._fire(slot)
         return found
 
-    def check_accepted(self, accepted_on_connection: int) -> ShutdownAfter | ResetAfter | None:
-        """Called after each accepted notification: shut down or reset now?"""
-        found: ShutdownAfter | ResetAfter | None = None
+    def check_accepted(
+        self, accepted_on_connection: int
+    ) -> ShutdownAfter | ResetAfter | DropAfter | None:
+        """Called after each accepted notification: shut down, reset or drop now?"""
+        found: ShutdownAfter | ResetAfter | DropAfter | None = None
         for slot in self._slots:
             fault = slot.fault
-            if not isinstance(fault, ShutdownAfter | ResetAfter) or not slot.live:
+            if not isinstance(fault, ShutdownAfter | ResetAfter | DropAfter) or not slot.live:
                 continue
             limit = fault.notifications
             if limit is None:
@@ -156,16 +189,22 @@ class FaultBook:
                 self._fire(slot)
         return found
 
-    def check_bytes(self, received_before: int, size: int) -> int | None:
-        """Called for each read of ``size`` bytes; returns how many to keep before a reset.
+    def check_bytes(
+        self, received_before: int, size: int
+    ) -> tuple[int, ResetAfter | DropAfter] | None:
+        """Called for each read of ``size`` bytes: how many to keep before a reset or drop.
 
-        ``None`` means no byte-count reset fires within this read.
+        ``None`` means no byte-count fault fires within this read.
         """
         cut: int | None = None
         chosen: _Slot | None = None
         for slot in self._slots:
             fault = slot.fault
-            if not isinstance(fault, ResetAfter) or fault.bytes is None or not slot.live:
+            if (
+                not isinstance(fault, ResetAfter | DropAfter)
+                or fault.bytes is None
+                or not slot.live
+            ):
                 continue
             done = received_before if fault.per is FaultScope.CONNECTION else slot.count
             if done >= fault.bytes:
@@ -178,11 +217,14 @@ class FaultBook:
         for slot in self._slots:
             fault = slot.fault
             if (
-                isinstance(fault, ResetAfter)
+                isinstance(fault, ResetAfter | DropAfter)
                 and fault.bytes is not None
                 and fault.per is FaultScope.SERVER
             ):
                 slot.count += size if cut is None else cut
-        if chosen is not None:
-            self._fire(chosen)
-        return cut
+        if chosen is None or cut is None:
+            return None
+        fired = chosen.fault
+        assert isinstance(fired, ResetAfter | DropAfter)
+        self._fire(chosen)
+        return cut, fired

@@ -18,6 +18,7 @@ again after each firing).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -51,6 +52,10 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
         raise ValueError(f"{attribute.name} must be 0 or more, not {value}")
 
 
+def _int_tuple(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(int(value) for value in values)
+
+
 @attrs.frozen(kw_only=True)
 class Fault:
     """Base of all faults. Use the static constructors; see the module docstring."""
@@ -77,8 +82,26 @@ class Fault:
         per: FaultScope = FaultScope.CONNECTION,
         times: int | None = 1,
     ) -> ResetAfter:
-        """Close abruptly (TCP RST, no error frame) after N accepted notifications or N bytes."""
+        """Close abruptly (TCP RST, no error frame) after N accepted notifications or N bytes.
+
+        With ``bytes``, the bytes up to the limit are served and the rest of that read
+        is dropped.
+        """
         return ResetAfter(notifications=notifications, bytes=bytes, per=per, times=times)
+
+    @staticmethod
+    def drop_after(
+        *,
+        notifications: int | None = None,
+        bytes: int | None = None,
+        per: FaultScope = FaultScope.CONNECTION,
+        times: int | None = 1,
+    ) -> DropAfter:
+        """Close cleanly (TLS close_notify and a FIN, no error frame) after N accepted
+        notifications or N bytes; what the client writes afterwards is read and dropped
+        until it closes, so the close never turns into a reset (unlike ``reset_after``).
+        """
+        return DropAfter(notifications=notifications, bytes=bytes, per=per, times=times)
 
     @staticmethod
     def reject(
@@ -100,6 +123,44 @@ class Fault:
     def delay_errors(seconds: float, *, times: int | None = None) -> DelayErrors:
         """Wait ``seconds`` before writing each error frame (reading and discarding meanwhile)."""
         return DelayErrors(seconds=seconds, times=times)
+
+    @staticmethod
+    def split_errors(
+        pieces: Iterable[int] = (1, 5), *, gap: float = 0.5, times: int | None = None
+    ) -> SplitErrors:
+        """Write each 6-byte error frame in ``pieces`` (sizes adding up to 6), each its own
+        write and so its own TLS record, ``gap`` seconds apart (reading and dropping meanwhile).
+        """
+        return SplitErrors(pieces=pieces, gap=gap, times=times)
+
+    @staticmethod
+    def stop_reading(after_bytes: int = 0, *, times: int | None = None) -> StopReading:
+        """Serve the first ``after_bytes`` bytes of a gateway connection, then never read again.
+
+        The connection stays open (no idle timeout, no close) until the client gives up or
+        the simulator stops, so the client's writes fill the buffers and then block.
+        ``times`` counts connections.
+        """
+        return StopReading(after_bytes=after_bytes, times=times)
+
+    @staticmethod
+    def latency(
+        seconds: float,
+        *,
+        window: int = 1 << 20,
+        service: SimulatorService | None = None,
+        times: int | None = None,
+    ) -> Latency:
+        """Delay every byte of a connection by ``seconds`` in each direction (one way).
+
+        Applies below TLS, from the first byte: the handshake is delayed too; order is
+        kept; a close or reset reaches the client ``seconds`` after the simulator made it,
+        and one from the client reaches the simulator as late. At most ``window`` bytes
+        travel in each direction at once (like a TCP window), so back-pressure still
+        reaches the writer. ``service``: only the gateway or only the feedback service
+        (default: both). ``times`` counts connections.
+        """
+        return Latency(seconds=seconds, window=window, service=service, times=times)
 
     @staticmethod
     def slow_reader(
@@ -134,8 +195,8 @@ class ShutdownAfter(Fault):
 
 
 @attrs.frozen(kw_only=True)
-class ResetAfter(Fault):
-    """See :meth:`Fault.reset_after`. Exactly one of ``notifications`` and ``bytes``."""
+class _CutAfter(Fault):
+    """A connection ended by the simulator after N notifications or N bytes."""
 
     notifications: int | None = attrs.field(default=None, validator=_positive)
     bytes: int | None = attrs.field(default=None, validator=_positive)
@@ -143,7 +204,18 @@ class ResetAfter(Fault):
 
     def __attrs_post_init__(self) -> None:
         if (self.notifications is None) == (self.bytes is None):
-            raise ValueError("reset_after needs exactly one of notifications= and bytes=")
+            name = "reset_after" if isinstance(self, ResetAfter) else "drop_after"
+            raise ValueError(f"{name} needs exactly one of notifications= and bytes=")
+
+
+@attrs.frozen(kw_only=True)
+class ResetAfter(_CutAfter):
+    """See :meth:`Fault.reset_after`. Exactly one of ``notifications`` and ``bytes``."""
+
+
+@attrs.frozen(kw_only=True)
+class DropAfter(_CutAfter):
+    """See :meth:`Fault.drop_after`. Exactly one of ``notifications`` and ``bytes``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +240,42 @@ class DelayErrors(Fault):
 
     times: int | None = attrs.field(default=None, validator=_positive)
     seconds: float = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class SplitErrors(Fault):
+    """See :meth:`Fault.split_errors`."""
+
+    times: int | None = attrs.field(default=None, validator=_positive)
+    pieces: tuple[int, ...] = attrs.field(default=(1, 5), converter=_int_tuple)
+    gap: float = attrs.field(default=0.5, validator=_non_negative)
+
+    @pieces.validator
+    def _check_pieces(
+        self, attribute: attrs.Attribute[tuple[int, ...]], value: tuple[int, ...]
+    ) -> None:
+        if len(value) < 2 or any(size < 1 for size in value) or sum(value) != 6:
+            raise ValueError(
+                f"pieces must be 2 or more sizes of at least 1 adding up to 6, not {value}"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class StopReading(Fault):
+    """See :meth:`Fault.stop_reading`."""
+
+    times: int | None = attrs.field(default=None, validator=_positive)
+    after_bytes: int = attrs.field(default=0, validator=_non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class Latency(Fault):
+    """See :meth:`Fault.latency`."""
+
+    times: int | None = attrs.field(default=None, validator=_positive)
+    seconds: float = attrs.field(validator=_non_negative)
+    window: int = attrs.field(default=1 << 20, validator=_positive)
+    service: SimulatorService | None = None
 
 
 @attrs.frozen(kw_only=True)

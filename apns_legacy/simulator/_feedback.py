@@ -13,8 +13,12 @@ once never both get one; if writing them fails, they are put back.
 from __future__ import annotations
 
 import datetime as _dt
+from typing import Protocol
+
+import trio
 
 from ..wire import encode_feedback_item
+from . import _streams
 
 
 def timestamp_of(value: int | float | _dt.datetime) -> int:
@@ -62,3 +66,36 @@ class FeedbackStore:
     def encode(entries: list[tuple[int, bytes]]) -> bytes:
         """The bytes the service writes for ``entries``."""
         return b"".join(encode_feedback_item(ts, token) for ts, token in entries)
+
+
+class FeedbackSource(Protocol):
+    """Where a feedback connection takes its tuples from (:class:`FeedbackStore`, a bridge's)."""
+
+    def take(self, topic: str | None) -> list[tuple[int, bytes]]: ...
+
+    def put_back(self, topic: str | None, entries: list[tuple[int, bytes]]) -> None: ...
+
+
+async def serve_feedback(
+    stream: trio.abc.Stream,
+    source: FeedbackSource,
+    *,
+    topic: str | None,
+    chunk_size: int | None = None,
+) -> int:
+    """Write ``topic``'s pending tuples from ``source`` to ``stream`` and close it.
+
+    The entries are taken when the connection starts and put back if writing fails.
+    Returns how many tuples were written.
+    """
+    entries = source.take(topic)
+    data = FeedbackStore.encode(entries)
+    chunk = chunk_size or len(data) or 1
+    try:
+        for start in range(0, len(data), chunk):
+            await stream.send_all(data[start : start + chunk])
+    except BaseException:
+        source.put_back(topic, entries)
+        raise
+    await _streams.close(stream)
+    return len(entries)

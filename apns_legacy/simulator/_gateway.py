@@ -5,26 +5,31 @@ it before reading again, so a connection holds at most one read plus one incompl
 frame (the decoder keeps no more than one unfinished unit). Each well-formed
 notification goes through, in order:
 
-1. the reject faults (``Fault.reject``) and the configured invalid tokens (status 8);
-2. acceptance: counted, recorded, and for an "uninstalled" token added to the
-   feedback list with the time of the push;
-3. the shutdown and reset faults that count accepted notifications.
+1. the reject faults (``Fault.reject``) and the sink's refusal (the simulator's
+   invalid tokens: status 8);
+2. acceptance: counted, and handed to the sink (the simulator records it, and for
+   an "uninstalled" token adds it to the feedback list);
+3. the shutdown, reset and drop faults that count accepted notifications.
 
 The first refusal ends the connection, as on Apple's gateway: the 6-byte error frame
 goes out in one write (so it arrives as one TLS record), then the stream is closed
-gracefully, and whatever the client sent after the bad notification is dropped
-unread. Command 0 carries no identifier, so a refusal there closes without a frame;
-so does an unparsable stream (unknown command byte, broken command-2 framing: status
-128 in the decoder) unless ``protocol_error_frames`` asks for ``08 80 <id>``.
+as ``config.error_close`` says (by default a reset if the client's bytes wait unread,
+else a graceful close), and whatever the client sent after the bad notification is
+dropped unread. Command 0 carries no identifier, so a refusal there closes without a
+frame; so does an unparsable stream (unknown command byte, broken command-2 framing:
+status 128 in the decoder) unless ``protocol_error_frames`` asks for ``08 80 <id>``.
+
+:class:`GatewayConnection` needs only the configuration, the faults
+(:class:`GatewayFaults`, e.g. an empty ``FaultBook``), a :class:`GatewaySink` and a
+:class:`SimulatorStats`: it knows nothing of the :class:`Simulator`, so other servers
+(a bridge) can reuse the decoding, validation and error frames with their own sink.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 import time
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal, Protocol
 
 import attrs
 import trio
@@ -39,37 +44,105 @@ from ..wire import (
     Status,
     encode_error_response,
 )
-from ._faults import ResetAfter, ShutdownAfter
-from ._records import AcceptedRecord, ErrorRecord
-
-if TYPE_CHECKING:
-    from ._simulator import Simulator
+from . import _streams
+from ._config import ErrorClose, SimulatorConfig
+from ._fault_book import ConnectionFaults
+from ._faults import DropAfter, Reject, ResetAfter, ShutdownAfter, SplitErrors
+from ._records import ErrorRecord, SimulatorStats
 
 logger = logging.getLogger("apns_legacy.simulator")
 
 #: Most bytes asked of the stream at once.
-READ_SIZE: Final = 65536
-_LINGER_ZERO: Final = struct.pack("ii", 1, 0)
+READ_SIZE: Final = _streams.READ_SIZE
+
+
+class GatewaySink(Protocol):
+    """Where a gateway connection's notifications go (the :class:`Simulator`, a bridge, ...)."""
+
+    def refusal(self, notification: ReceivedNotification) -> int | None:
+        """The status to refuse a well-formed notification with, or ``None`` to accept it."""
+        ...
+
+    def accept(
+        self, notification: ReceivedNotification, connection: int, topic: str, now: float, /
+    ) -> None:
+        """Take one accepted notification from ``connection`` (its number) with the
+        certificate's ``topic``; ``now`` is the UNIX time of the read that brought it."""
+        ...
+
+    def error_sent(self, record: ErrorRecord) -> None:
+        """An error frame was written."""
+        ...
+
+    def after_read(self) -> None:
+        """Everything of one read was handled (flush records, wake waiters)."""
+        ...
+
+
+class GatewayFaults(Protocol):
+    """What a gateway connection asks of the faults (``FaultBook`` answers all of it)."""
+
+    #: True when some fault must look at each notification or at byte counts.
+    per_notification: bool
+
+    def take_connection_faults(self) -> ConnectionFaults: ...
+
+    def check_reject(self, seen_on_connection: int, token: bytes) -> Reject | None: ...
+
+    def check_accepted(
+        self, accepted_on_connection: int
+    ) -> ShutdownAfter | ResetAfter | DropAfter | None: ...
+
+    def check_bytes(
+        self, received_before: int, size: int
+    ) -> tuple[int, ResetAfter | DropAfter] | None: ...
+
+    def error_delay(self) -> float: ...
+
+    def error_split(self) -> SplitErrors | None: ...
 
 
 @attrs.frozen
 class _Ending:
-    """How a connection ends: an error frame, a silent close, or a TCP reset."""
+    """How a connection ends: an error frame, a silent close, a reset or a clean drop."""
 
-    kind: Literal["frame", "silent", "reset"]
+    kind: Literal["frame", "silent", "reset", "drop"]
     status: int = 0
     identifier: int = 0
     reason: str = ""
 
 
 class GatewayConnection:
-    """The server side of one gateway connection. Create, then ``await run()``."""
+    """The server side of one gateway connection. Create, then ``await run()``.
+
+    Args:
+        stream: the (decrypted) connection; closed by :meth:`run`.
+        config: the validation limits, ``protocol_error_frames``, ``error_close`` and
+            ``idle_timeout`` are read from it.
+        faults: the faults to apply.
+        sink: takes accepted notifications and may refuse some.
+        stats: counters to update.
+        number: this connection's number (in logs and records).
+        topic: the client certificate's topic; ``None`` refuses every notification
+            with status 3 (missing topic).
+    """
 
     def __init__(
-        self, sim: Simulator, stream: trio.abc.Stream, *, number: int, topic: str | None
+        self,
+        stream: trio.abc.Stream,
+        *,
+        config: SimulatorConfig,
+        faults: GatewayFaults,
+        sink: GatewaySink,
+        stats: SimulatorStats,
+        number: int,
+        topic: str | None,
     ) -> None:
-        self.sim = sim
         self.stream = stream
+        self.config = config
+        self.faults = faults
+        self.sink = sink
+        self.stats = stats
         self.number = number
         self.topic = topic
         self.bytes_received = 0
@@ -80,26 +153,42 @@ class GatewayConnection:
         self.last_command: int | None = None
 
     async def run(self) -> None:
-        sim = self.sim
+        config = self.config
+        stats = self.stats
+        faults = self.faults
+        sink = self.sink
         decoder = GatewayDecoder(
-            payload_limit=sim.payload_limit, max_token_length=sim.max_token_length
+            payload_limit=config.payload_limit, max_token_length=config.max_token_length
         )
-        conditions = sim.faults.take_connection_faults()
+        conditions = faults.take_connection_faults()
         slow = conditions.slow_reader
         read_size = slow.chunk if slow is not None else READ_SIZE
-        idle = conditions.idle_timeout.seconds if conditions.idle_timeout is not None else None
+        idle = (
+            conditions.idle_timeout.seconds
+            if conditions.idle_timeout is not None
+            else config.idle_timeout
+        )
+        # Bytes left before a stop-reading fault stops the reading; None: no such fault.
+        stop_after = conditions.stop_reading.after_bytes if conditions.stop_reading else None
         stream = self.stream
         while True:
+            if stop_after is not None:
+                if stop_after <= 0:
+                    await self._stall()
+                    return
+                size = min(read_size, stop_after)
+            else:
+                size = read_size
             if idle is None:
-                data = await stream.receive_some(read_size)
+                data = await stream.receive_some(size)
             else:
                 data = None
                 with trio.move_on_after(idle):
-                    data = await stream.receive_some(read_size)
+                    data = await stream.receive_some(size)
                 if data is None:
                     logger.debug("gateway #%d: idle for %ss, closing", self.number, idle)
-                    sim.stats.idle_closes += 1
-                    await _close(stream)
+                    stats.idle_closes += 1
+                    await _streams.close(stream)
                     return
             if not data:
                 decoder.receive_eof()
@@ -107,39 +196,54 @@ class GatewayConnection:
                     decoder.next_event()
                 except RemoteProtocolError as exc:
                     logger.debug("gateway #%d: %s", self.number, exc)
-                await _close(stream)
+                await _streams.close(stream)
                 return
+            if stop_after is not None:
+                stop_after -= len(data)
             cut = (
-                sim.faults.check_bytes(self.bytes_received, len(data))
-                if sim.faults.per_notification
+                faults.check_bytes(self.bytes_received, len(data))
+                if faults.per_notification
                 else None
             )
             if cut is not None:
-                data = data[:cut]
+                data = data[: cut[0]]
             self.bytes_received += len(data)
-            sim.stats.bytes_received += len(data)
+            stats.bytes_received += len(data)
             decoder.receive_data(data)
             ending = self._drain(decoder)
-            if decoder.buffered > sim.stats.max_buffered:
-                sim.stats.max_buffered = decoder.buffered
-            sim.flush_records()
-            sim.changed()
+            if decoder.buffered > stats.max_buffered:
+                stats.max_buffered = decoder.buffered
+            sink.after_read()
             if ending is None and cut is not None:
-                ending = _Ending("reset", reason=f"reset after {self.bytes_received} bytes")
+                kind: Literal["reset", "drop"] = (
+                    "reset" if isinstance(cut[1], ResetAfter) else "drop"
+                )
+                ending = _Ending(kind, reason=f"{kind} after {self.bytes_received} bytes")
             if ending is not None:
                 await self._end(ending)
                 return
             if slow is not None:
                 await trio.sleep(len(data) / slow.bytes_per_second)
 
+    async def _stall(self) -> None:
+        # The stop-reading fault: never read again, never close; the client's writes
+        # fill the buffers and block. Ends when the simulator (or bridge) cancels us.
+        logger.debug(
+            "gateway #%d: stopped reading after %d bytes", self.number, self.bytes_received
+        )
+        self.stats.stalls += 1
+        await trio.sleep_forever()
+
     def _drain(self, decoder: GatewayDecoder) -> _Ending | None:
         # The hot path: keep per-notification work to a minimum.
-        sim = self.sim
-        faults = sim.faults
-        invalid = sim.invalid_tokens
-        uninstalled = sim.uninstalled_tokens
-        keep = sim.keeps_records
-        now: float | None = None
+        stats = self.stats
+        faults = self.faults
+        sink = self.sink
+        refusal = sink.refusal
+        accept = sink.accept
+        topic = self.topic
+        number = self.number
+        now = time.time()
         while True:
             event = decoder.next_event()
             if event is NEED_DATA:
@@ -147,7 +251,7 @@ class GatewayConnection:
             if type(event) is ReceivedNotification:
                 self.seen += 1
                 identifier = event.identifier or 0
-                if self.topic is None:
+                if topic is None:
                     return self._refuse(
                         event.command,
                         Status.MISSING_TOPIC,
@@ -160,54 +264,35 @@ class GatewayConnection:
                         return self._refuse(
                             event.command, reject.status, identifier, "rejected by a fault"
                         )
-                if event.token in invalid:
+                status = refusal(event)
+                if status is not None:
                     return self._refuse(
-                        event.command,
-                        Status.INVALID_TOKEN,
-                        identifier,
-                        "the token is in the invalid set",
+                        event.command, status, identifier, "refused (e.g. an invalid token)"
                     )
                 self.accepted += 1
-                sim.stats.accepted += 1
+                stats.accepted += 1
                 self.last_identifier = event.identifier
                 self.last_command = event.command
-                if keep or uninstalled:
-                    if now is None:
-                        now = time.time()
-                    if keep:
-                        sim.record(self._record(event, now))
-                    if event.token in uninstalled:
-                        sim.feedback.add(self.topic, event.token, int(now))
+                accept(event, number, topic, now)
                 if faults.per_notification:
                     after = faults.check_accepted(self.accepted)
                     if isinstance(after, ShutdownAfter):
                         return self._shutdown()
                     if isinstance(after, ResetAfter):
                         return _Ending("reset", reason=f"reset after {self.accepted} notifications")
+                    if isinstance(after, DropAfter):
+                        return _Ending("drop", reason=f"drop after {self.accepted} notifications")
             elif isinstance(event, BadNotification):
                 return self._refuse(event.command, event.status, event.identifier, event.reason)
             else:  # ConnectionClosed comes only after receive_eof()
                 return None
 
-    def _record(self, event: ReceivedNotification, now: float) -> AcceptedRecord:
-        return AcceptedRecord(
-            connection=self.number,
-            command=int(event.command),
-            identifier=event.identifier,
-            token=event.token.hex(),
-            payload=event.payload.decode("utf-8", "replace"),
-            expiry=event.expiry,
-            priority=event.priority,
-            time=now,
-            topic=self.topic,
-        )
-
     def _refuse(self, command: int, status: int, identifier: int, reason: str) -> _Ending:
-        self.sim.stats.rejected += 1
+        self.stats.rejected += 1
         if command == Command.SIMPLE:
             # Command 0 has no error response: Apple closed without a word (ALF).
             return _Ending("silent", status, identifier, f"command 0: {reason}")
-        if status == Status.PROTOCOL_ERROR and not self.sim.protocol_error_frames:
+        if status == Status.PROTOCOL_ERROR and not self.config.protocol_error_frames:
             # TN2265: "zero bytes back" for an invalid command byte or parse error.
             return _Ending("silent", status, identifier, reason)
         return _Ending("frame", status, identifier, reason)
@@ -218,22 +303,26 @@ class GatewayConnection:
         return _Ending("frame", Status.SHUTDOWN, self.last_identifier or 0, "shutdown fault")
 
     async def _end(self, ending: _Ending) -> None:
-        sim = self.sim
+        stats = self.stats
         stream = self.stream
         if ending.kind == "reset":
             logger.debug("gateway #%d: %s", self.number, ending.reason)
-            sim.stats.resets += 1
-            await reset(stream)
+            stats.resets += 1
+            await _streams.reset(stream)
+            return
+        if ending.kind == "drop":
+            logger.debug("gateway #%d: %s (clean close)", self.number, ending.reason)
+            stats.drops += 1
+            await _streams.close(stream, _streams.CloseMode.DRAIN)
             return
         if ending.kind == "silent":
             logger.debug("gateway #%d: closing without a frame (%s)", self.number, ending.reason)
-            sim.stats.silent_closes += 1
-            sim.changed()
-            await _close(stream)
+            stats.silent_closes += 1
+            await self._close_after_error()
             return
-        delay = sim.faults.error_delay()
+        delay = self.faults.error_delay()
         if delay:
-            await _discard_for(stream, delay)
+            await _streams.discard_for(stream, delay)
         frame = encode_error_response(ending.status, ending.identifier)
         logger.debug(
             "gateway #%d: error %d for id %d (%s)",
@@ -242,10 +331,19 @@ class GatewayConnection:
             ending.identifier,
             ending.reason,
         )
-        # One write: the 6 bytes travel in one TLS record, ahead of the close.
-        await stream.send_all(frame)
-        sim.stats.error_frames += 1
-        sim.errors_sent.append(
+        split = self.faults.error_split()
+        if split is None:
+            # One write: the 6 bytes travel in one TLS record, ahead of the close.
+            await stream.send_all(frame)
+        else:
+            start = 0
+            for index, size in enumerate(split.pieces):
+                if index:
+                    await _streams.discard_for(stream, split.gap)
+                await stream.send_all(frame[start : start + size])
+                start += size
+        stats.error_frames += 1
+        self.sink.error_sent(
             ErrorRecord(
                 connection=self.number,
                 status=ending.status,
@@ -254,47 +352,17 @@ class GatewayConnection:
                 time=time.time(),
             )
         )
-        sim.changed()
-        await _close(stream)
+        await self._close_after_error()
 
-
-async def _discard_for(stream: trio.abc.Stream, seconds: float) -> None:
-    """Read and drop whatever arrives for ``seconds`` (or until EOF)."""
-    with trio.move_on_after(seconds):
-        while await stream.receive_some(READ_SIZE):
-            pass
-        # EOF before the delay ran out: still wait out the delay.
-        await trio.sleep(seconds)
-
-
-async def _close(stream: trio.abc.Stream) -> None:
-    """Close gracefully; a peer that is already gone is not an error."""
-    try:
-        await stream.aclose()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-
-
-def _socket_stream(stream: trio.abc.Stream) -> trio.SocketStream | None:
-    # Walk down TLS (or other) wrappers to the TCP stream, if there is one.
-    current: object = stream
-    for _ in range(8):
-        if isinstance(current, trio.SocketStream):
-            return current
-        current = getattr(current, "transport_stream", None)
-        if current is None:
-            return None
-    return None
-
-
-async def reset(stream: trio.abc.Stream) -> None:
-    """Close abruptly: SO_LINGER 0 makes the kernel send RST and drop unsent data."""
-    tcp = _socket_stream(stream)
-    if tcp is None:
-        await trio.aclose_forcefully(stream)
-        return
-    try:
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-    except OSError:
-        pass
-    await trio.aclose_forcefully(tcp)
+    async def _close_after_error(self) -> None:
+        policy = self.config.error_close
+        stream = self.stream
+        if policy is ErrorClose.DRAIN:
+            await _streams.close(stream, _streams.CloseMode.DRAIN)
+        elif policy is ErrorClose.RESET or _streams.pending_input(stream):
+            if policy is ErrorClose.RESET_IF_UNREAD:
+                self.stats.unread_resets += 1
+                logger.debug("gateway #%d: client bytes unread, closing with a reset", self.number)
+            await _streams.reset(stream)
+        else:
+            await _streams.close(stream)

@@ -73,8 +73,19 @@ class SimulatorStats:
     silent_closes: int = 0
     #: Connections closed with a TCP reset by a fault.
     resets: int = 0
-    #: Connections closed by the idle-timeout fault.
+    #: Connections closed cleanly by a drop-after fault.
+    drops: int = 0
+    #: Connections closed with a reset after an error frame because the client's bytes
+    #: were waiting unread (``ErrorClose.RESET_IF_UNREAD``).
+    unread_resets: int = 0
+    #: Connections closed for being idle (``idle_timeout``, or the idle-timeout fault).
     idle_closes: int = 0
+    #: Connections that stopped being read (stop-reading fault).
+    stalls: int = 0
+    #: TCP connections open now (both ports).
+    open_connections: int = 0
+    #: TCP connections closed at once because ``max_connections`` were open.
+    over_limit: int = 0
     #: Feedback tuples written.
     feedback_items_sent: int = 0
     #: Unexpected exceptions in connection handlers (bugs; logged at ERROR).

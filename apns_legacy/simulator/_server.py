@@ -1,7 +1,9 @@
 """TCP listeners and TLS in front of :class:`Simulator`: ``open_simulator``, ``serve_simulator``.
 
-Each accepted TCP connection runs in its own task: an optional refuse-handshake fault,
-the TLS handshake (client certificate required, verified against the test CA, within
+Each accepted TCP connection runs in its own task: the connection cap
+(``max_connections``), an optional refuse-handshake fault, the transport (a
+:class:`SocketTransport`, or a latency layer when a latency fault applies), the TLS
+handshake (client certificate required, verified against the CA, within
 ``handshake_timeout``), then the topic (subject UID) and environments (Apple's
 extension OIDs) are read from the client certificate and the stream is handed to the
 simulator. Every error of one connection is caught there: it is logged at DEBUG (the
@@ -12,45 +14,122 @@ connection.
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import os
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Unpack
 
+import attrs
 import trio
+from cryptography import x509
 from OpenSSL import SSL
 
 from ..tls import (
-    Environment,
+    Credentials,
     TestPKI,
     TLSStream,
     certificate_environments,
     certificate_topic,
     make_test_pki,
+    read_pem_certificates,
     server_context,
 )
-from ..wire import PAYLOAD_LIMIT, TOKEN_LENGTH
-from ._faults import Fault, SimulatorService
+from . import _streams
+from ._config import SimulatorConfig, SimulatorOptions, make_config
+from ._faults import SimulatorService
+from ._latency import open_latency_stream
 from ._simulator import Simulator
 
 logger = logging.getLogger("apns_legacy.simulator")
 
-_Serve = Callable[..., Awaitable[None]]
+
+def _certificates(values: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    certificates = tuple(values)
+    if not certificates:
+        raise ValueError("client_ca needs at least one CA certificate")
+    return certificates
+
+
+@attrs.frozen
+class ServerCertificates:
+    """What the TLS listeners need: the server's credentials and the CA(s) client
+    certificates must chain to. Without a client certificate, unlike :class:`TestPKI`."""
+
+    server: Credentials
+    client_ca: tuple[x509.Certificate, ...] = attrs.field(converter=_certificates)
+
+    @classmethod
+    def from_pki(cls, pki: TestPKI) -> ServerCertificates:
+        """The server side of a test PKI."""
+        return cls(pki.server, (pki.ca_certificate,))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> ServerCertificates:
+        """Read ``server.pem``, ``server-key.pem`` and ``ca.pem`` from ``directory``.
+
+        Raises:
+            CredentialsError: a file is missing, unreadable or not what it should be
+                (the message names the file).
+        """
+        folder = os.fspath(directory)
+        server = Credentials.load(
+            os.path.join(folder, "server.pem"), os.path.join(folder, "server-key.pem")
+        )
+        authorities = read_pem_certificates(os.path.join(folder, "ca.pem"), "CA certificate")
+        return cls(server, tuple(authorities))
+
+
+class ListenError(OSError):
+    """A listener could not be opened; the message names the service, address and port."""
 
 
 async def _handle_connection(
     sim: Simulator, context: SSL.Context, service: SimulatorService, tcp: trio.SocketStream
 ) -> None:
+    stats = sim.stats
+    stats.open_connections += 1
     try:
+        limit = sim.config.max_connections
+        if limit is not None and stats.open_connections > limit:
+            stats.over_limit += 1
+            logger.debug("%s: %d connections open, closing a new one", service.value, limit)
+            return
         if sim.faults.refuse_handshake(service):
-            sim.stats.refused_handshakes += 1
+            stats.refused_handshakes += 1
             logger.debug("%s: refusing the handshake (fault)", service.value)
             return
-        tls = TLSStream(tcp, context, server_side=True)
+        latency = sim.faults.take_latency(service)
+        transport = _streams.SocketTransport(tcp)
+        if latency is None:
+            await _serve_transport(sim, context, service, transport)
+        else:
+            async with open_latency_stream(
+                transport, latency.seconds, window=latency.window
+            ) as delayed:
+                await _serve_transport(sim, context, service, delayed)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        # The client vanished or broke the stream: its own problem, nobody else's.
+        logger.debug("%s: connection ended: %r", service.value, exc)
+    except Exception:
+        stats.internal_errors += 1
+        logger.exception("%s: unexpected error in a connection handler", service.value)
+    finally:
+        stats.open_connections -= 1
+        # Idempotent; a reset or a graceful close may already have closed it.
+        await trio.aclose_forcefully(tcp)
+        sim.changed()
+
+
+async def _serve_transport(
+    sim: Simulator, context: SSL.Context, service: SimulatorService, transport: trio.abc.Stream
+) -> None:
+    tls = TLSStream(transport, context, server_side=True)
+    try:
         try:
-            with trio.fail_after(sim.handshake_timeout):
+            with trio.fail_after(sim.config.handshake_timeout):
                 await tls.do_handshake()
         except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
             sim.stats.handshake_failures += 1
@@ -67,33 +146,46 @@ async def _handle_connection(
             else sim.serve_feedback_stream
         )
         await serve(tls, topic=topic, environments=environments)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        # The client vanished or broke the stream: its own problem, nobody else's.
-        logger.debug("%s: connection ended: %r", service.value, exc)
-    except Exception:
-        sim.stats.internal_errors += 1
-        logger.exception("%s: unexpected error in a connection handler", service.value)
     finally:
-        # Idempotent; a reset or a graceful close may already have closed it.
-        await trio.aclose_forcefully(tcp)
-        sim.changed()
+        # Ends the transport if the service did not (a failed handshake, an error).
+        await trio.aclose_forcefully(transport)
+
+
+async def _open_listeners(
+    host: str, port: int, service: SimulatorService
+) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use (another server is listening there)"
+        error = ListenError(f"cannot listen on {shown} for the {service.value}: {reason}")
+        error.errno = exc.errno
+        raise error from exc
 
 
 async def _listen(
     sim: Simulator,
-    host: str,
-    gateway_port: int,
-    feedback_port: int,
+    certificates: ServerCertificates,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    pki = sim.pki
-    if pki is None:  # pragma: no cover - open_simulator always sets it
-        raise RuntimeError("the simulator needs a pki to listen with TLS")
+    config = sim.config
     # One context for both ports, built once and never changed afterwards.
-    context = server_context(pki.server, client_ca=pki.ca_certificate, allow_tls13=sim.allow_tls13)
-    gateway = await trio.open_tcp_listeners(gateway_port, host=host)
-    feedback = await trio.open_tcp_listeners(feedback_port, host=host)
+    context = server_context(
+        certificates.server, client_ca=certificates.client_ca, allow_tls13=config.allow_tls13
+    )
+    gateway = await _open_listeners(config.host, config.gateway_port, SimulatorService.GATEWAY)
+    try:
+        feedback = await _open_listeners(
+            config.host, config.feedback_port, SimulatorService.FEEDBACK
+        )
+    except BaseException:
+        for listener in gateway:
+            await trio.aclose_forcefully(listener)
+        raise
     sim.listening_on(_address(gateway), _address(feedback))
     async with trio.open_nursery() as nursery:
         for listeners, service in (
@@ -116,39 +208,32 @@ def _address(listeners: list[trio.SocketListener]) -> tuple[str, int]:
     return str(host), int(port)
 
 
-def _make_simulator(pki: TestPKI | None, environment: Environment, **options: Any) -> Simulator:
-    if pki is None:
-        pki = make_test_pki(environments=(environment,))
-    return Simulator(pki=pki, environment=environment, **options)
-
-
 @asynccontextmanager
 async def open_simulator(
+    config: SimulatorConfig | None = None,
     *,
     pki: TestPKI | None = None,
-    host: str = "127.0.0.1",
-    gateway_port: int = 0,
-    feedback_port: int = 0,
-    environment: Environment = Environment.SANDBOX,
-    invalid_tokens: Iterable[bytes] = (),
-    uninstalled_tokens: Iterable[bytes] = (),
-    payload_limit: int = PAYLOAD_LIMIT,
-    max_token_length: int = TOKEN_LENGTH,
-    protocol_error_frames: bool = False,
-    allow_tls13: bool = False,
-    wrong_environment_delay: float = 0.1,
-    faults: Iterable[Fault] = (),
-    record_path: str | Path | None = None,
-    keep_records: bool | int = True,
-    feedback_chunk_size: int | None = None,
-    handshake_timeout: float = 10.0,
+    certificates: ServerCertificates | None = None,
+    **changes: Unpack[SimulatorOptions],
 ) -> AsyncIterator[Simulator]:
-    """Run a gateway and a feedback service with TLS on ``host`` for the ``async with`` block.
+    """Run a gateway and a feedback service with TLS for the ``async with`` block.
 
-    Port 0 picks a free port; read the real ones from ``gateway_address`` and
-    ``feedback_address``. Without ``pki`` a throwaway CA, server and client
-    certificate are made (the client certificate allows ``environment``). The other
-    arguments are those of :class:`Simulator`.
+    Port 0 (the default) picks a free port; read the real ones from
+    ``gateway_address`` and ``feedback_address``.
+
+    Args:
+        config: the settings (see :class:`SimulatorConfig`); default: all defaults.
+        pki: the test certificates (server, client, CA). Without ``pki`` and
+            ``certificates``, a throwaway CA, server and client certificate are made
+            (the client certificate allows ``config.environment``).
+        certificates: the server's own certificate and the client CA, for a server
+            certificate that is not part of a :class:`TestPKI`; then
+            :meth:`Simulator.client_context` needs ``pki`` too.
+        **changes: fields of :class:`SimulatorConfig` to change (keyword shortcuts:
+            ``open_simulator(invalid_tokens=[token])``).
+
+    Raises:
+        ListenError: a port cannot be opened (in use, no permission, ...).
 
     Example::
 
@@ -157,25 +242,16 @@ async def open_simulator(
             ...
             await sim.wait_for_accepted(10)
     """
-    sim = _make_simulator(
-        pki,
-        environment,
-        invalid_tokens=invalid_tokens,
-        uninstalled_tokens=uninstalled_tokens,
-        payload_limit=payload_limit,
-        max_token_length=max_token_length,
-        protocol_error_frames=protocol_error_frames,
-        allow_tls13=allow_tls13,
-        wrong_environment_delay=wrong_environment_delay,
-        faults=faults,
-        record_path=record_path,
-        keep_records=keep_records,
-        feedback_chunk_size=feedback_chunk_size,
-        handshake_timeout=handshake_timeout,
-    )
+    config = make_config(config, changes)
+    if pki is None and certificates is None:
+        pki = make_test_pki(environments=(config.environment,))
+    if certificates is None:
+        assert pki is not None
+        certificates = ServerCertificates.from_pki(pki)
+    sim = Simulator(config, pki=pki)
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(_listen, sim, host, gateway_port, feedback_port)
+            await nursery.start(_listen, sim, certificates)
             try:
                 yield sim
             finally:
@@ -191,14 +267,17 @@ async def open_simulator(
 
 
 async def serve_simulator(
+    config: SimulatorConfig | None = None,
     *,
+    pki: TestPKI | None = None,
+    certificates: ServerCertificates | None = None,
     task_status: trio.TaskStatus[Simulator] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **changes: Unpack[SimulatorOptions],
 ) -> None:
     """Run the simulator until cancelled; ``nursery.start`` returns the :class:`Simulator`.
 
-    Takes the keyword arguments of :func:`open_simulator`.
+    Takes the arguments of :func:`open_simulator`.
     """
-    async with open_simulator(**options) as sim:
+    async with open_simulator(config, pki=pki, certificates=certificates, **changes) as sim:
         task_status.started(sim)
         await trio.sleep_forever()

@@ -4,25 +4,27 @@
 list, the records and the counters. ``serve_gateway_stream`` and
 ``serve_feedback_stream`` run one connection over any ``trio.abc.Stream`` whose peer
 has already been identified; ``open_simulator`` (``_server.py``) adds the TCP
-listeners and TLS in front of them.
+listeners and TLS in front of them. For the gateway it is the :class:`GatewaySink`
+of a :class:`GatewayConnection`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Callable, Collection, Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Unpack
 
 import trio
 
 from ..tls import Environment
-from ..wire import MAX_LONG_TOKEN_LENGTH, PAYLOAD_LIMIT, TOKEN_LENGTH
+from ..wire import ReceivedNotification, Status
+from . import _streams
+from ._config import SimulatorConfig, SimulatorOptions, make_config
 from ._fault_book import FaultBook
 from ._faults import Fault
-from ._feedback import FeedbackStore, timestamp_of
-from ._gateway import GatewayConnection, _close
+from ._feedback import FeedbackStore, serve_feedback, timestamp_of
+from ._gateway import GatewayConnection
 from ._records import AcceptedRecord, ErrorRecord, JsonLinesWriter, SimulatorStats
 
 if TYPE_CHECKING:
@@ -42,66 +44,25 @@ class Simulator:
     was given.
 
     Args:
+        config: the settings (see :class:`SimulatorConfig`); default: all defaults.
         pki: the certificates; required by :meth:`client_context` and the TLS listeners.
-        environment: the environment this server plays; client certificates must allow it.
-        invalid_tokens: tokens answered with status 8 (invalid token).
-        uninstalled_tokens: tokens accepted, then listed by the feedback service.
-        payload_limit: largest payload (2048; 256 for the pre-iOS 8 era).
-        max_token_length: 32, or up to 100 for Apple's 2018 "up to 100 bytes".
-        protocol_error_frames: answer an unknown command byte or a broken command-2
-            frame with ``08 80 <id>`` instead of closing silently.
-        allow_tls13: offer TLS 1.3 (Apple's legacy gateway topped out at TLS 1.2).
-        wrong_environment_delay: seconds before a wrong-environment client is dropped.
-        feedback_chunk_size: write the feedback stream in pieces of this many bytes.
-        faults: faults armed from the start (see :class:`Fault`).
-        record_path: append each accepted notification to this file as a JSON line.
-        keep_records: keep accepted notifications in :attr:`accepted`: ``True`` (all),
-            ``False`` (none), or an int (the first N).
-        handshake_timeout: seconds a client may take over the TLS handshake.
+        **changes: fields of :class:`SimulatorConfig` to change (keyword shortcuts).
     """
 
     def __init__(
         self,
+        config: SimulatorConfig | None = None,
         *,
         pki: TestPKI | None = None,
-        environment: Environment = Environment.SANDBOX,
-        invalid_tokens: Iterable[bytes] = (),
-        uninstalled_tokens: Iterable[bytes] = (),
-        payload_limit: int = PAYLOAD_LIMIT,
-        max_token_length: int = TOKEN_LENGTH,
-        protocol_error_frames: bool = False,
-        allow_tls13: bool = False,
-        wrong_environment_delay: float = 0.1,
-        feedback_chunk_size: int | None = None,
-        faults: Iterable[Fault] = (),
-        record_path: str | Path | None = None,
-        keep_records: bool | int = True,
-        handshake_timeout: float = 10.0,
+        **changes: Unpack[SimulatorOptions],
     ) -> None:
-        if not 1 <= payload_limit <= 0xFFFF:
-            raise ValueError(f"payload_limit must be 1..65535, not {payload_limit}")
-        if not TOKEN_LENGTH <= max_token_length <= MAX_LONG_TOKEN_LENGTH:
-            raise ValueError(
-                f"max_token_length must be {TOKEN_LENGTH}..{MAX_LONG_TOKEN_LENGTH}, "
-                f"not {max_token_length}"
-            )
-        if not wrong_environment_delay >= 0:
-            raise ValueError("wrong_environment_delay must be 0 or more")
-        if feedback_chunk_size is not None and feedback_chunk_size < 1:
-            raise ValueError("feedback_chunk_size must be at least 1")
+        config = make_config(config, changes)
+        self.config = config
         self.pki = pki
-        self.environment = Environment(environment)
-        self.payload_limit = payload_limit
-        self.max_token_length = max_token_length
-        self.protocol_error_frames = protocol_error_frames
-        self.allow_tls13 = allow_tls13
-        self.wrong_environment_delay = wrong_environment_delay
-        self.feedback_chunk_size = feedback_chunk_size
-        self.handshake_timeout = handshake_timeout
-        self.invalid_tokens: set[bytes] = {bytes(t) for t in invalid_tokens}
-        self.uninstalled_tokens: set[bytes] = {bytes(t) for t in uninstalled_tokens}
+        self.invalid_tokens: set[bytes] = set(config.invalid_tokens)
+        self.uninstalled_tokens: set[bytes] = set(config.uninstalled_tokens)
         self.faults = FaultBook()
-        for fault in faults:
+        for fault in config.faults:
             self.faults.add(fault)
         self.feedback = FeedbackStore()
         #: Accepted notifications, in order (see ``keep_records``).
@@ -109,13 +70,18 @@ class Simulator:
         #: Error frames written, in order.
         self.errors_sent: list[ErrorRecord] = []
         self.stats = SimulatorStats()
-        self._max_records: int | None = (
-            None if keep_records is True else 0 if keep_records is False else int(keep_records)
-        )
-        self._writer = JsonLinesWriter(record_path) if record_path is not None else None
+        keep = config.keep_records
+        self._max_records: int | None = None if keep is True else 0 if keep is False else int(keep)
+        self._keeps = self._max_records != 0
+        self._writer = JsonLinesWriter(config.record_path) if config.record_path else None
         self._changed = trio.Event()
         self._gateway_address: tuple[str, int] | None = None
         self._feedback_address: tuple[str, int] | None = None
+
+    @property
+    def environment(self) -> Environment:
+        """The environment this server plays (``config.environment``)."""
+        return self.config.environment
 
     # -- addresses (set by the TLS listeners) ---------------------------------------------
 
@@ -168,7 +134,7 @@ class Simulator:
         from ..tls import client_context
 
         if self.pki is None:
-            raise RuntimeError("this simulator has no pki")
+            raise RuntimeError("this simulator has no pki (no client certificate)")
         return client_context(self.pki.client, ca=self.pki.ca_pem())
 
     # -- waiting -----------------------------------------------------------------------------
@@ -187,22 +153,58 @@ class Simulator:
         """Return once ``n`` notifications have been accepted in all."""
         await self.wait_until(lambda: self.stats.accepted >= n)
 
-    # -- records -----------------------------------------------------------------------------
+    # -- records: the GatewaySink of every gateway connection ------------------------------
 
     @property
     def keeps_records(self) -> bool:
         """Whether accepted notifications are recorded anywhere (list or file)."""
-        return self._writer is not None or self._max_records != 0
+        return self._writer is not None or self._keeps
+
+    def refusal(self, notification: ReceivedNotification) -> int | None:
+        """Status 8 for a token in the invalid set (called by the gateway)."""
+        return Status.INVALID_TOKEN if notification.token in self.invalid_tokens else None
+
+    def accept(
+        self, notification: ReceivedNotification, connection: int, topic: str, now: float, /
+    ) -> None:
+        """Record one accepted notification (called by the gateway)."""
+        if self._writer is not None or self._keeps:
+            self.record(
+                AcceptedRecord(
+                    connection=connection,
+                    command=int(notification.command),
+                    identifier=notification.identifier,
+                    token=notification.token.hex(),
+                    payload=notification.payload.decode("utf-8", "replace"),
+                    expiry=notification.expiry,
+                    priority=notification.priority,
+                    time=now,
+                    topic=topic,
+                )
+            )
+        if notification.token in self.uninstalled_tokens:
+            self.feedback.add(topic, notification.token, int(now))
+
+    def error_sent(self, record: ErrorRecord) -> None:
+        """Keep one error frame the gateway wrote."""
+        self.errors_sent.append(record)
+        self.changed()
+
+    def after_read(self) -> None:
+        """Flush the record file and wake waiters (called after each gateway read)."""
+        if self._writer is not None:
+            self._writer.flush()
+        self.changed()
 
     def record(self, record: AcceptedRecord) -> None:
-        """Store one accepted notification (called by the gateway)."""
+        """Store one accepted notification."""
         if self._max_records is None or len(self.accepted) < self._max_records:
             self.accepted.append(record)
         if self._writer is not None:
             self._writer.write(record)
 
     def flush_records(self) -> None:
-        """Flush the record file, if any (called after each read)."""
+        """Flush the record file, if any."""
         if self._writer is not None:
             self._writer.flush()
 
@@ -214,7 +216,7 @@ class Simulator:
     # -- serving streams ---------------------------------------------------------------------
 
     def _environment_allowed(self, environments: Collection[Environment]) -> bool:
-        return self.environment in environments
+        return self.config.environment in environments
 
     async def _drop_wrong_environment(self, stream: trio.abc.Stream, service: str) -> None:
         # Apple accepted the handshake, then closed "immediately" with no packet
@@ -222,11 +224,11 @@ class Simulator:
         # is a clean FIN, not a reset caused by unread data.
         self.stats.wrong_environment += 1
         logger.debug("%s: certificate does not allow %s", service, self.environment.value)
-        with trio.move_on_after(self.wrong_environment_delay):
-            while await stream.receive_some(65536):
+        with trio.move_on_after(self.config.wrong_environment_delay):
+            while await stream.receive_some(_streams.READ_SIZE):
                 pass
             await trio.sleep_forever()
-        await _close(stream)
+        await _streams.close(stream)
         self.changed()
 
     async def serve_gateway_stream(
@@ -247,7 +249,15 @@ class Simulator:
         if not self._environment_allowed(environments):
             await self._drop_wrong_environment(stream, f"gateway #{number}")
             return
-        connection = GatewayConnection(self, stream, number=number, topic=topic)
+        connection = GatewayConnection(
+            stream,
+            config=self.config,
+            faults=self.faults,
+            sink=self,
+            stats=self.stats,
+            number=number,
+            topic=topic,
+        )
         try:
             await connection.run()
         finally:
@@ -262,16 +272,11 @@ class Simulator:
         if not self._environment_allowed(environments):
             await self._drop_wrong_environment(stream, f"feedback #{number}")
             return
-        entries = self.feedback.take(topic)
-        data = FeedbackStore.encode(entries)
-        chunk = self.feedback_chunk_size or len(data) or 1
         try:
-            for start in range(0, len(data), chunk):
-                await stream.send_all(data[start : start + chunk])
-        except BaseException:
-            self.feedback.put_back(topic, entries)
-            raise
-        self.stats.feedback_items_sent += len(entries)
-        logger.debug("feedback #%d: sent %d tuples for %s", number, len(entries), topic)
-        await _close(stream)
-        self.changed()
+            sent = await serve_feedback(
+                stream, self.feedback, topic=topic, chunk_size=self.config.feedback_chunk_size
+            )
+            self.stats.feedback_items_sent += sent
+            logger.debug("feedback #%d: sent %d tuples for %s", number, sent, topic)
+        finally:
+            self.changed()

@@ -56,6 +56,19 @@ class CertificateInfo:
     days_left: int
 
     @property
+    def is_push_certificate(self) -> bool:
+        """Whether anything marks it as an APNs certificate: a subject UID (the topic),
+        Apple's environment or topics extensions, or the Pass Type ID marker. A server
+        or personal certificate has none of them, and Apple's gateway refuses it."""
+        return bool(
+            self.topic
+            or self.environments
+            or self.topics is not None
+            or self.topics_raw is not None
+            or self.is_pass_type
+        )
+
+    @property
     def status(self) -> str:
         """One of ``expired``, ``not yet valid``, ``expires soon``, ``valid``."""
         if self.expired:
@@ -83,6 +96,7 @@ class CertificateInfo:
             "expires_soon": self.expires_soon,
             "days_left": self.days_left,
             "status": self.status,
+            "push_certificate": self.is_push_certificate,
         }
 
     def to_json(self) -> str:

@@ -4,8 +4,10 @@ One CA issues a server certificate for the loopback names and client
 certificates shaped like Apple's push certificates: subject UID = topic, a
 "Apple ... Push Services: <topic>" common name, a team-id OU, the environment
 extensions (1.2.840.113635.100.6.3.1 / .2), optionally the topics extension (.3.6)
-and the Pass Type ID marker (.6.1.16). The CA is not Apple's and says so in its
-name. All keys are EC P-256 (fast to make).
+and the Pass Type ID marker (.6.1.16). It can also issue one level of intermediate
+CA (like Apple's WWDR certificate, which issues Pass Type ID certificates) and
+client certificates under it. The CA is not Apple's and says so in its name. All
+keys are EC P-256 (fast to make).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class TestPKI:
         not_after: datetime | None = None,
         pass_type: bool = False,
         topics_extension: bool | None = None,
+        issuer: Credentials | None = None,
         key: PrivateKey | None = None,
     ) -> Credentials:
         """Issue a client certificate that looks like an Apple push certificate.
@@ -125,13 +128,15 @@ class TestPKI:
             topics_extension: include the .6.3.6 topic list (``topic``,
                 ``topic.voip``, ``topic.complication``); default: for universal
                 certificates only, as Apple does.
+            issuer: an intermediate CA from :meth:`issue_intermediate` to sign with
+                instead of the root; it becomes the credentials' ``chain``.
             key: the certificate's private key (default: a new EC P-256 key; Apple's
                 were RSA 2048, which clients that parse only RSA need).
 
         Returns:
             The credentials; expired or future ones load only with allow_expired.
         """
-        if self.ca_key is None:
+        if issuer is None and self.ca_key is None:
             raise ValueError("this TestPKI was loaded from files without the CA key")
         environments = frozenset(environments)
         now = datetime.now(UTC)
@@ -149,7 +154,8 @@ class TestPKI:
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
             ]
         )
-        builder = _leaf_builder(subject, key, self.ca_certificate, not_before, not_after)
+        issuer_certificate = self.ca_certificate if issuer is None else issuer.certificate
+        builder = _leaf_builder(subject, key, issuer_certificate, not_before, not_after)
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
@@ -174,7 +180,48 @@ class TestPKI:
             builder = builder.add_extension(
                 x509.UnrecognizedExtension(PASS_TYPE_OID, _DER_NULL), critical=False
             )
-        certificate = builder.sign(self.ca_key, hashes.SHA256())
+        if issuer is None:
+            assert self.ca_key is not None
+            return Credentials(builder.sign(self.ca_key, hashes.SHA256()), key)
+        certificate = builder.sign(issuer.private_key, hashes.SHA256())
+        return Credentials(certificate, key, (issuer.certificate,))
+
+    def issue_intermediate(
+        self,
+        common_name: str = "Worldwide Developer Relations CA (apns-legacy test, not Apple)",
+    ) -> Credentials:
+        """Issue an intermediate CA under the root, shaped like Apple's WWDR certificate.
+
+        Give it to :meth:`issue_client` as ``issuer``; its certificate is what a pass
+        signature carries and what a TLS client sends as its chain.
+
+        Returns:
+            The intermediate's certificate and key (``chain`` empty).
+        """
+        if self.ca_key is None:
+            raise ValueError("this TestPKI was loaded from files without the CA key")
+        key = _new_key()
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "G4"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "apns-legacy"),
+            ]
+        )
+        now = datetime.now(UTC)
+        certificate = (
+            _ca_builder(name, key, now - timedelta(days=1), now + timedelta(days=1825), 0)
+            .issuer_name(self.ca_certificate.subject)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                    self.ca_certificate.extensions.get_extension_for_class(
+                        x509.SubjectKeyIdentifier
+                    ).value
+                ),
+                critical=False,
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
         return Credentials(certificate, key)
 
     def write(self, directory: str | os.PathLike[str], *, p12_passphrase: bytes) -> dict[str, Path]:
@@ -277,6 +324,40 @@ def _leaf_builder(
     )
 
 
+def _ca_builder(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    not_before: datetime,
+    not_after: datetime,
+    path_length: int,
+) -> x509.CertificateBuilder:
+    """A CA certificate builder without its issuer (set it, then sign)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
 def make_test_pki(
     *,
     topic: str = "com.example.app",
@@ -305,32 +386,10 @@ def make_test_pki(
             ),
         ]
     )
+    # path_length 1: one level of intermediate (issue_intermediate) is allowed.
     ca_certificate = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
+        _ca_builder(ca_name, ca_key, now - timedelta(days=1), now + timedelta(days=3650), 1)
         .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
         .sign(ca_key, hashes.SHA256())
     )
     server_key = _new_key()

@@ -1,4 +1,4 @@
-"""Payloads: compact UTF-8 JSON for the ``payload`` field (PROTOCOL.md section 6).
+"""Payloads: compact UTF-8 JSON for the ``payload`` field (docs/PROTOCOL.md section 6).
 
 Apple wants a JSON object with an ``aps`` dictionary, raw UTF-8 (the ``\\U``
 notation is not supported), not null-terminated, and at most 2048 bytes since
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring as _escape
 from typing import Any, Final
 
 import attrs
+import regex
 
 from ._errors import LocalProtocolError
 from ._frames import PAYLOAD_LIMIT
@@ -128,10 +128,17 @@ _ALERT_KEYS: Final = tuple(
 # --- encoding -------------------------------------------------------------------------
 
 
+#: The message for JSON nested deeper than Python's parser and writer can follow
+#: (both recurse, so a few hundred to a thousand levels, depending on the stack).
+_TOO_DEEP: Final = "payload nests arrays or objects too deeply"
+
+
 def _encode(obj: object) -> bytes:
     # allow_nan=False: NaN and Infinity are not JSON, and Python would write them anyway.
     try:
         text = _json(obj)
+    except RecursionError:
+        raise LocalProtocolError(_TOO_DEEP) from None
     except _Unusual:
         # Anything _compact does not know (non-str keys, str or dict subclasses with
         # their own behaviour, ...): json.dumps decides, and raises for what it refuses.
@@ -139,6 +146,8 @@ def _encode(obj: object) -> bytes:
             text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"payload cannot be encoded as JSON: {exc}") from exc
+        except RecursionError:
+            raise LocalProtocolError(_TOO_DEEP) from None
     return _utf8(text)
 
 
@@ -353,83 +362,29 @@ def _longest_prefix(text: str, budget: int) -> int:
     return bounds[index]
 
 
-# --- grapheme clusters (an approximation of UAX #29) ----------------------------------
+# --- grapheme clusters (UAX #29) -------------------------------------------------------
 #
-# Python 3.11 has no grapheme segmentation and we take no dependency for it. The rules
-# below cover what push texts carry. Where they differ from UAX #29 they join *more*
-# (ZWJ glues any next character, not only emoji; a Hangul vowel glues to anything),
-# which is the safe direction: a cut may drop a little more text, but never splits a
-# real cluster. Not covered: Prepend characters (GB9b, rare Indic/Arabic marks) and the
-# Indic conjunct rule of Unicode 15.1 (GB9c).
+# Python's standard library has no grapheme segmentation; the ``regex`` module's ``\X``
+# matches one extended grapheme cluster as UAX #29 defines it (including the emoji ZWJ
+# sequences of GB11, flags, Hangul syllables and the Indic conjuncts of GB9c), kept up
+# to date with Unicode by its maintainers.
 
-_ZWJ: Final = 0x200D
-
-
-def _is_extender(ch: str) -> bool:
-    """True if ``ch`` belongs to the cluster of the character before it (GB9, GB9a)."""
-    cp = ord(ch)
-    if cp < 0x300:  # fast path: nothing below the combining diacritics extends
-        return False
-    return (
-        cp == _ZWJ
-        or 0xFE00 <= cp <= 0xFE0F  # variation selectors (text/emoji presentation)
-        or 0xE0100 <= cp <= 0xE01EF  # variation selectors supplement
-        or 0x1F3FB <= cp <= 0x1F3FF  # emoji skin-tone modifiers (category Sk)
-        or 0xE0020 <= cp <= 0xE007F  # tags, as in the flags of England and Scotland
-        or 0x1160 <= cp <= 0x11FF  # Hangul jamo vowels and trailing consonants
-        or 0xD7B0 <= cp <= 0xD7FB  # their extension block
-        # combining marks: nonspacing (e + U+0301), enclosing (keycap U+20E3), spacing
-        or unicodedata.category(ch) in ("Mn", "Me", "Mc")
-    )
-
-
-def _is_regional_indicator(ch: str) -> bool:
-    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
-
-
-def _is_control(ch: str) -> bool:
-    return ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F  # exactly category Cc
-
-
-def _is_boundary(prev: str, cur: str, ri_run: int) -> bool:
-    """Whether a cluster ends between ``prev`` and ``cur``.
-
-    ``ri_run`` counts the regional indicators in a row that end with ``prev``.
-    """
-    if prev == "\r" and cur == "\n":  # GB3
-        return False
-    if _is_control(prev) or _is_control(cur):  # GB4, GB5
-        return True
-    if _is_extender(cur):  # GB9, GB9a (and ZWJ itself, which is an extender)
-        return False
-    if ord(prev) == _ZWJ:  # GB11, loosened: ZWJ joins whatever follows
-        return False
-    # GB12/13: regional indicators pair up from the start of their run, so a flag is
-    # never split and "🇫🇷🇩🇪" breaks only between the two flags.
-    if ri_run % 2 == 1 and _is_regional_indicator(cur):
-        return False
-    # GB6: a leading Hangul consonant joins a following jamo or precomposed syllable.
-    p, c = ord(prev), ord(cur)
-    return not (
-        (0x1100 <= p <= 0x115F or 0xA960 <= p <= 0xA97C)
-        and (0x1100 <= c <= 0x11FF or 0xAC00 <= c <= 0xD7A3)
-    )
+_CLUSTER: Final = regex.compile(r"\X")
 
 
 def _cluster_boundaries(text: str, stop: int | None = None) -> list[int]:
     """Indices where ``text`` may be cut: 0, every cluster boundary, and ``len(text)``.
 
     With ``stop``, only boundaries up to ``stop`` are returned (they are the same as in
-    the whole text: whether index ``i`` is a boundary depends only on ``text[:i + 1]``).
+    the whole text: clusters are found from the start, so a boundary depends only on
+    the text before it and the character after it).
     """
-    end = len(text) if stop is None else min(stop, len(text))
     bounds = [0]
-    ri_run = 0
-    for i in range(1, end + 1):
-        prev = text[i - 1]
-        ri_run = ri_run + 1 if _is_regional_indicator(prev) else 0
-        if i == len(text) or _is_boundary(prev, text[i], ri_run):
-            bounds.append(i)
+    for match in _CLUSTER.finditer(text):
+        end = match.end()
+        if stop is not None and end > stop:
+            break
+        bounds.append(end)
     return bounds
 
 
@@ -462,7 +417,8 @@ def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_L
 
     Raises:
         PayloadTooLargeError: The payload is over ``limit``.
-        LocalProtocolError: The text is not UTF-8, not JSON, or not a JSON object.
+        LocalProtocolError: The text is not UTF-8, not JSON, not a JSON object, or
+            nests arrays or objects deeper than Python's JSON parser can follow.
         TypeError: ``data`` has the wrong type.
     """
     _check_limit(limit)
@@ -482,6 +438,8 @@ def raw_payload(data: bytes | str | Mapping[str, Any], *, limit: int = PAYLOAD_L
         value = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise LocalProtocolError(f"payload is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise LocalProtocolError(_TOO_DEEP) from None
     if not isinstance(value, dict):
         raise LocalProtocolError(f"payload must be a JSON object, not a JSON {_json_kind(value)}")
     return _check_size(raw, limit)
