@@ -91,6 +91,7 @@ class CaseGateway:
         self.open_connections = 0
         self._fired: set[str] = set()
         self._feedback_served: set[str | None] = set()
+        self._noted = 0  # arrivals already in the timeline
         self._start = trio.current_time()
         self._changed = trio.Event()
         self.last_activity = self._start
@@ -225,9 +226,8 @@ class CaseGateway:
                 await _close(stream)
                 return
             decoder.receive_data(data)
-            before = len(obs.arrivals)
             ending = self._drain(decoder, log)
-            self._note_arrivals(before, log)
+            self._note_arrivals(log)
             self._touch()
             if ending is not None:
                 await self._end(ending, stream, transport, log)
@@ -282,6 +282,7 @@ class CaseGateway:
                     # KnownBadPushNotification, PROTOCOL.md section 11), not a mistake;
                     # the workload has no empty token. Answered as Apple did: 08 02 0.
                     obs.probes += 1
+                    self._note_arrivals(log)
                     obs.note(now, log.number, "confirmation probe (zero-length token)")
                     return _Ending("frame", event.status, event.identifier, "probe")
                 obs.bad_frames.append(
@@ -298,8 +299,11 @@ class CaseGateway:
             else:
                 return None
 
-    def _note_arrivals(self, before: int, log: ConnectionLog) -> None:
-        new = self.observation.arrivals[before:]
+    def _note_arrivals(self, log: ConnectionLog) -> None:
+        # One timeline line for the arrivals since the last note (per read, and before
+        # anything else that happens in the same read, so the order stays true).
+        new = self.observation.arrivals[self._noted :]
+        self._noted = len(self.observation.arrivals)
         if not new:
             return
         by_fate: dict[Fate, list[int]] = {}
