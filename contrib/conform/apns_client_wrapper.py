@@ -84,7 +84,7 @@ def main(host: str, port: str, certs: str, workload: str, result_path: str) -> N
                 expiry=batch[0].get("expiry", 0),
             )
             outcome: dict[str, dict[str, Any]] = {}
-            for _attempt in range(20):
+            for attempt in range(10):
                 try:
                     res = service.send(message)
                 except Exception as exc:  # could not connect
@@ -104,6 +104,9 @@ def main(host: str, port: str, certs: str, workload: str, result_path: str) -> N
                         outcome[token] = {"outcome": "accepted"}
                 if retry is None:
                     break
+                # The README: "re-schedule task with the new message after some delay";
+                # and "user should limit number of retries" (10 here).
+                time.sleep(min(0.1 * 2**attempt, 1.0))
                 message = retry
             for token, what in outcome.items():
                 out.append(dict(what, index=index_of[token]))
