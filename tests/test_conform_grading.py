@@ -371,3 +371,40 @@ def test_wire_log_keeps_first_and_last_kib():
     assert len(tail) == 1024
     assert tail.endswith(b"\xbb" * 10)
     assert data["skipped"] == 4034 - 2048
+
+
+def test_terminal_tree_marks_and_ascii_fallback():
+    import io
+
+    from apns_legacy.conform import CaseResult
+    from apns_legacy.conform._grading import Verdict
+    from apns_legacy.conform._report import TerminalTree
+
+    def result(case_id, grade_):
+        return CaseResult(
+            case=case(case_id),
+            agent="a",
+            verdict=Verdict(
+                grade=grade_, findings=("lost 1: 3",) if grade_ is Grade.FAILED else ()
+            ),
+            observation=Observation(),
+            report=None,
+        )
+
+    out = io.StringIO()
+    tree = TerminalTree(out)
+    tree.add(result("reject.mid", Grade.OK))
+    tree.add(result("reject.two-in-window", Grade.FAILED))
+    assert out.getvalue().splitlines()[:3] == [
+        "reject",
+        "  ✔ reject.mid: rejection mid-stream: status 8 for notification 20 of 50 [OK]",
+        "  \u00d7 reject.two-in-window: two rejections in one window: status 8 for 15 and 40 of 60 "
+        "[FAILED]",
+    ]
+    assert tree.summary() == "2 cases: 1 OK, 1 FAILED"
+    latin = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    ascii_tree = TerminalTree(latin)
+    ascii_tree.add(result("reject.mid", Grade.OK))
+    latin.seek(0)
+    assert "  + reject.mid:" in latin.read()
+    assert TerminalTree(io.StringIO()).summary() == "no case was graded"

@@ -50,6 +50,12 @@ class TerminalTree:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._group: str | None = None
+        # A terminal that cannot print the marks (a Latin-1 locale) gets ASCII ones.
+        try:
+            "".join(MARKS.values()).encode(getattr(out, "encoding", None) or "utf-8")
+            self.marks = dict(MARKS)
+        except (UnicodeEncodeError, LookupError):
+            self.marks = dict(MARKS) | {Grade.OK: "+", Grade.FAILED: "x"}
         self.counts: dict[Grade, int] = dict.fromkeys(Grade, 0)
 
     def add(self, result: CaseResult) -> None:
@@ -58,7 +64,7 @@ class TerminalTree:
             self._group = case.group
             print(case.group, file=self.out)
         self.counts[result.grade] += 1
-        mark = MARKS[result.grade]
+        mark = self.marks[result.grade]
         print(f"  {mark} {case.id}: {case.title} [{result.grade.value}]", file=self.out)
         for finding in result.verdict.findings[:4]:
             print(f"      {finding}", file=self.out)
