@@ -144,3 +144,50 @@ async def test_serve_grades_whoever_connects(tmp_path):
     }
     # The agent is named after the client certificate.
     assert {r.agent for r in results} == {"Apple Push Services: com.example.app"}
+
+
+async def test_serve_command_line(tmp_path):
+    """`conform serve` as a subprocess: its ready line, our wrapper against a case port,
+    the report written when the case is graded, exit 0 on SIGINT."""
+    import signal
+    from functools import partial
+
+    out = tmp_path / "report"
+    command = [
+        sys.executable, "-m", "apns_legacy", "conform", "serve", "--out", str(out),
+        "--cases", "tls.client-cert", "--agent", "ours", "--for", "60",
+    ]  # fmt: skip
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                partial(
+                    trio.run_process, command, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, check=False,
+                )
+            )  # fmt: skip
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+            ready = json.loads(line)
+            assert ready["workloads"] == str(out / "workloads")
+            port = ready["cases"]["tls.client-cert"]
+            wrapper = [
+                sys.executable, "-m", "apns_legacy.conform.our_client", "127.0.0.1", str(port),
+                ready["certs"], str(out / "workloads" / "tls.client-cert.jsonl"),
+                str(tmp_path / "result.jsonl"),
+            ]  # fmt: skip
+            done = await trio.run_process(wrapper, capture_stderr=True, check=False)
+            assert done.returncode == 0, done.stderr
+            # The tree line on stderr says the case was graded (after its quiet period).
+            log = b""
+            while b"tls.client-cert:" not in log:
+                chunk = await process.stderr.receive_some()
+                assert chunk, log
+                log += chunk
+            assert b"[OK]" in log
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+    entry = json.loads((out / "index.json").read_text())["agents"]["ours"]["tls.client-cert"]
+    assert entry["grade"] == "OK"
+    detail = json.loads((out / "ours" / "tls.client-cert.json").read_text())
+    assert detail["figures"]["delivered"] == 10
