@@ -63,6 +63,7 @@ def test_run_our_client_and_write_every_report(tmp_path):
     assert first["from_client"]["head"].startswith("02")
     assert any("in pieces 1+5" in t["event"] for t in detail["timeline"])
     assert detail["report"]["outcomes"]["10"]["outcome"] == "rejected"
+    assert 10_000 < detail["figures"]["client_peak_rss_kib"] < 2_000_000  # a Python process
     suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
     assert suite is not None
     assert suite.get("tests") == "5"

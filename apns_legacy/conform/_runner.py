@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,13 +47,24 @@ def fill(template: str, values: dict[str, str]) -> str:
     return command
 
 
+# Runs the shell, waits, and writes the peak RSS of everything it waited for (the
+# client and its children: RUSAGE_CHILDREN of a process that exists for this case only).
+_MEASURE: Final = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "open(sys.argv[1], 'w').write(str(peak))\n"
+    "sys.exit(code if code >= 0 else 128 - code)\n"
+)
+
+
 async def _run_command(
-    command: str, env: dict[str, str], deadline: float
+    command: str, env: dict[str, str], deadline: float, rss_path: Path
 ) -> tuple[int | None, bool, str]:
     """Run ``command``; (exit code or None, timed out, output tail)."""
     output = bytearray()
     process = await trio.lowlevel.open_process(
-        ["/bin/sh", "-c", command],
+        [sys.executable, "-c", _MEASURE, str(rss_path), "/bin/sh", "-c", command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -137,7 +149,8 @@ async def run_case(
             APNS_CONFORM_SERVICE=case.service.value,
             APNS_CONFORM_P12_PASSPHRASE=P12_PASSPHRASE.decode(),
         )
-        exit_code, timed_out, output = await _run_command(command, env, limit)
+        rss_path = folder / "peak-rss-kib"
+        exit_code, timed_out, output = await _run_command(command, env, limit, rss_path)
         # The gateway still reads what the client wrote before it exited (a slow
         # reader may be seconds behind), up to the rest of the deadline.
         remaining = limit - (trio.current_time() - begin)
@@ -151,6 +164,9 @@ async def run_case(
     verdict = grade(case, gateway.observation, report, timed_out=timed_out)
     figures = dict(verdict.figures)
     figures["client_exit_code"] = exit_code
+    if not timed_out and await trio.Path(rss_path).exists():
+        text = await trio.Path(rss_path).read_text()
+        figures["client_peak_rss_kib"] = int(text) if text.isdigit() else None
     return CaseResult(
         case=case,
         agent=agent,
