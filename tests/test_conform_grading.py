@@ -408,3 +408,46 @@ def test_terminal_tree_marks_and_ascii_fallback():
     latin.seek(0)
     assert "  + reject.mid:" in latin.read()
     assert TerminalTree(io.StringIO()).summary() == "no case was graded"
+
+
+def test_junit_and_html_from_results(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from apns_legacy.conform import CaseResult
+    from apns_legacy.conform._grading import Verdict
+    from apns_legacy.conform._report import ReportWriter, junit_xml
+
+    def result(agent, case_id, grade_, findings=()):
+        return CaseResult(
+            case=case(case_id),
+            agent=agent,
+            verdict=Verdict(grade=grade_, findings=findings),
+            observation=Observation(),
+            report=None,
+        )
+
+    writer = ReportWriter(tmp_path)
+    writer.add(result("a<b>", "reject.mid", Grade.NON_STRICT, ("delivered more than once: 5",)))
+    writer.add(result("a<b>", "command.simple", Grade.UNIMPLEMENTED, ("no command 0",)))
+    writer.add(result("other", "reject.mid", Grade.FAILED, ("lost 1: 3",)))
+    details = list(writer.details.values())
+    lenient = ET.fromstring(junit_xml(details))
+    strict = ET.fromstring(junit_xml(details, strict=True))
+    suites = {s.get("name"): s for s in lenient.iter("testsuite")}
+    assert suites["a<b>"].get("failures") == "0"
+    assert suites["a<b>"].get("skipped") == "1"
+    assert suites["other"].get("failures") == "1"
+    assert {s.get("name"): s.get("failures") for s in strict.iter("testsuite")} == {
+        "a<b>": "1",
+        "other": "1",
+    }
+    page = (tmp_path / "index.html").read_text()
+    assert "a&lt;b&gt;" in page
+    assert "<b>a<b>" not in page
+    assert page.count("<details") == 3
+    # A second writer on the same folder keeps what the first wrote.
+    again = ReportWriter(tmp_path)
+    again.add(result("third", "reject.mid", Grade.OK))
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert set(index["agents"]) == {"a<b>", "other", "third"}
+    assert (tmp_path / "a_b_" / "reject.mid.json").exists()
