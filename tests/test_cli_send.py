@@ -487,6 +487,14 @@ async def test_unreachable_gateway_fails_every_notification(certs):
             ["--token", TOKEN_A, "--alert", "x", "--write-timeout", "-1"],
             "--write-timeout must be more than 0 seconds",
         ),
+        (
+            ["--token", TOKEN_A, "--alert", "x", "--connections", "5000"],
+            "--connections must be 1 to 100",
+        ),
+        (
+            ["--token", TOKEN_A, "--alert", "x", "--connect-attempts", "0"],
+            "--connect-attempts must be at least 1",
+        ),
         (["--token", TOKEN_A, "--alert", "x", "--payload-limit", "0"], "--payload-limit must"),
         (["--token", TOKEN_A, "--alert", "x", "--expiry", "-1"], "--expiry must be 0 to"),
         (["--token", TOKEN_A, "--alert", "x", "--sandbox"], "give either --sandbox or --host"),
@@ -609,3 +617,41 @@ def test_line_splitter_drops_overlong_lines_without_keeping_them():
     assert splitter.buffered == 0  # the long line is not kept
     assert splitter.feed(b"\nok\n") == [(2, None), (3, b"ok")]
     assert splitter.finish() == []
+
+
+async def test_connections_open_as_work_needs_them(pki, certs):
+    async with open_simulator(pki=pki) as sim:
+        done = await send(*pem_flags(certs, sim), "--connections", "50", "--token", TOKEN_A,
+                          "--alert", "one")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sim.stats.gateway_connections <= 2  # not 50 for one notification
+
+
+async def test_a_closed_port_is_one_plain_reason(certs):
+    with trio.socket.socket() as probe:  # a free port, then closed: nobody listens there
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = await send("--host", "127.0.0.1", "--port", str(port), "--ca", str(certs["ca.pem"]),
+                      "--cert", str(certs["client.pem"]), "--key", str(certs["client-key.pem"]),
+                      "--connect-attempts", "2", "--token", TOKEN_A, "--alert", "x")  # fmt: skip
+    assert done.returncode == 1
+    assert f"could not connect to 127.0.0.1:{port}: connection refused (2 attempts)" in done.stderr
+    assert done.stderr.count("connection refused") == 1  # said once, not three times
+
+
+async def test_a_listener_that_never_speaks_gives_up_after_connect_timeout(certs):
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(5)  # the kernel completes TCP; nobody ever starts TLS
+    with listener:
+        port = listener.getsockname()[1]
+        started = trio.current_time()
+        done = await send("--host", "127.0.0.1", "--port", str(port),
+                          "--ca", str(certs["ca.pem"]), "--cert", str(certs["client.pem"]),
+                          "--key", str(certs["client-key.pem"]), "--connect-timeout", "0.5",
+                          "--connect-attempts", "2", "--token", TOKEN_A,
+                          "--alert", "x")  # fmt: skip
+        elapsed = trio.current_time() - started
+    assert done.returncode == 1
+    assert "no answer within 0.5 s" in done.stderr
+    assert elapsed < 20

@@ -353,3 +353,26 @@ async def test_broadcast_ten_thousand_with_three_invalid_tokens(pki, connections
     assert rejected == {token_for(i).hex for i in bad}
     assert counts == collections.Counter(token_for(i).hex for i in range(10_000) if i not in bad)
     assert {record.payload for record in sim.accepted} == {payload.decode()}
+
+
+@SHAPES
+async def test_error_response_then_reset_is_never_missed(pki, connections, command):
+    # The gateway answers, then closes with our bytes unread: a TCP reset right behind
+    # the 6 bytes, while we are still writing. Every answer must still be read.
+    from apns_legacy.simulator import ErrorClose
+
+    items = notifications(5_000)
+    bad = {700, 2_100, 3_500, 4_900}
+    config = SenderConfig(backoff_initial=0.01, connections=connections, command=command)
+    async with open_simulator(
+        pki=pki,
+        invalid_tokens=[token_for(i).value for i in bad],
+        error_close=ErrorClose.RESET,
+    ) as sim:
+        outcomes, stats = await run(sim, items, config)
+        counts = recorded_counts(sim)
+    assert {i for i, o in outcomes.items() if o.kind is OutcomeKind.REJECTED} == bad
+    accepted = {token_for(i).hex for i, o in outcomes.items() if o.accepted}
+    assert accepted == set(counts)
+    assert all(count == 1 for count in counts.values())
+    assert stats.possible_duplicates == 0  # no answer was missed

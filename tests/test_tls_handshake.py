@@ -382,3 +382,16 @@ async def test_cancelled_connect_closes_the_socket():
             assert scope.cancelled_caught
             await closed.wait()
             nursery.cancel_scope.cancel()
+
+
+def test_handshake_errors_say_whether_tls_refused():
+    from apns_legacy.client._diagnosis import is_tls_refusal
+
+    refused = TLSHandshakeError("TLS handshake failed: certificate verify failed")
+    broke = TLSHandshakeError("TLS handshake failed: the connection broke", refused=False)
+    assert refused.refused
+    assert is_tls_refusal(refused)
+    assert not broke.refused
+    assert not is_tls_refusal(broke)
+    # Classified by the TLS layer, not by the words of the message.
+    assert not is_tls_refusal(TLSHandshakeError("certificate", refused=False))

@@ -57,6 +57,8 @@ from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter,
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
 
+#: Most parallel connections one send may open (each costs a TLS session and memory).
+MAX_CONNECTIONS: Final = 100
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
 
 
@@ -89,6 +91,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add = how.add_argument
     add("--format", choices=list(_FORMATS), default="frame", help="command 0, 1 or 2 (default)")
     add("--connections", type=int, default=1, metavar="N", help="parallel connections (default 1)")
+    add("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="TCP connect plus TLS handshake, per attempt (default 10)")  # fmt: skip
+    add("--connect-attempts", type=int, default=5, metavar="N",
+        help="failed connects in a row before the queue fails (default 5)")  # fmt: skip
     add("--payload-limit", type=int, default=PAYLOAD_LIMIT, metavar="N", help="default 2048")
     add("--probe-timeout", type=float, default=20.0, metavar="SECONDS",
         help="wait this long for the answer to a confirmation probe; without one the "
@@ -124,14 +130,20 @@ def make_plan(args: argparse.Namespace) -> Plan:
     """
     if bool(args.token) == (args.input is not None):
         raise UsageError("give either --token HEX (repeatable) or --input FILE|-")
-    if args.connections < 1:
-        raise UsageError(f"--connections must be at least 1, not {args.connections}")
+    if not 1 <= args.connections <= MAX_CONNECTIONS:
+        raise UsageError(
+            f"--connections must be 1 to {MAX_CONNECTIONS}, not {args.connections} "
+            "(one process is the limit long before that; run several for more)"
+        )
+    if args.connect_attempts < 1:
+        raise UsageError(f"--connect-attempts must be at least 1, not {args.connect_attempts}")
     if not 1 <= args.payload_limit <= 0xFFFF:
         raise UsageError(f"--payload-limit must be 1 to 65535, not {args.payload_limit}")
     for flag, value in (
         ("--settle", args.settle),
         ("--probe-timeout", args.probe_timeout),
         ("--write-timeout", args.write_timeout),
+        ("--connect-timeout", args.connect_timeout),
     ):
         if not (math.isfinite(value) and value > 0):
             raise UsageError(f"{flag} must be more than 0 seconds, not {value}")
@@ -158,6 +170,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         allow_long_tokens=args.long_tokens,
         settle_after=args.settle,
         probe_timeout=args.probe_timeout,
+        connect_timeout=args.connect_timeout,
+        max_connect_attempts=args.connect_attempts,
         write_timeout=args.write_timeout,
         assume_accepted=args.assume_accepted,
     )

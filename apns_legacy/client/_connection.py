@@ -70,7 +70,7 @@ from ..wire import (
 from ._config import SenderConfig
 from ._diagnosis import causes, describe_error, is_tls_refusal
 from ._ledger import Ledger
-from ._outcomes import BroadcastOutcome, Evidence, Outcome
+from ._outcomes import Evidence, Outcome
 from ._policy import CAREFUL_WINDOW, Ended, EndKind
 from ._transport import unacknowledged_bytes
 from ._window import IdentifierAllocator, InFlightWindow
@@ -416,19 +416,12 @@ class Connection:
 
 
 def _encode_jobs(command: Command, first: int, jobs: list[Outcome]) -> bytes:
-    # A run of one broadcast's outcomes is encoded straight from their raw tokens,
-    # without making a Notification for each; anything else goes through encode_batch.
-    head = jobs[0]
-    if command == Command.FRAME and type(head) is BroadcastOutcome:
-        shared = head.shared
-        length = len(head.token_bytes)
-        tokens = [
-            job.token_bytes
-            for job in jobs
-            if type(job) is BroadcastOutcome
-            and job.shared is shared
-            and len(job.token_bytes) == length
-        ]
-        if len(tokens) == len(jobs):
+    # The devices of one broadcast share one Broadcast value: their frames differ only
+    # in token and identifier, and are assembled from the raw tokens without a
+    # Notification each. Anything else goes through encode_batch.
+    shared = jobs[0].broadcast
+    if command == Command.FRAME and shared is not None:
+        tokens = [job.token_bytes for job in jobs if job.broadcast is shared]
+        if len(tokens) == len(jobs) and all(len(t) == len(tokens[0]) for t in tokens):
             return encode_broadcast(first, tokens, shared.payload, shared.expiry, shared.priority)
     return encode_batch(command, first, [job.notification for job in jobs])

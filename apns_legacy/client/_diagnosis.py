@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import OpenSSL.SSL
+import trio
 
 from ..tls import TLSHandshakeError
 from ..wire import DeviceToken
@@ -24,12 +26,12 @@ def is_tls_refusal(exc: BaseException) -> bool:
     """Whether a connection error came from the TLS layer itself (an alert, a bad
     certificate, a failed verification) rather than from the network."""
     for cause in causes(exc):
+        if isinstance(cause, TLSHandshakeError):
+            return cause.refused  # the TLS layer has classified it
         if isinstance(cause, OpenSSL.SSL.Error) and not isinstance(
             cause, OpenSSL.SSL.SysCallError | OpenSSL.SSL.ZeroReturnError
         ):
-            return True
-        if isinstance(cause, TLSHandshakeError) and "certificate" in str(cause):
-            return True
+            return True  # a TLS alert after the handshake (TLS 1.3 late refusals)
     return False
 
 
@@ -41,6 +43,26 @@ def token_bytes(token: object) -> bytes:
     if isinstance(token, bytes | bytearray | memoryview):
         return bytes(token)
     raise TypeError(f"a token must be DeviceToken or bytes, not {type(token).__name__}")
+
+
+def describe_connect_error(exc: BaseException, timeout: float) -> str:
+    """Why a connection attempt failed, in a few plain words: refused, timed out, the
+    name did not resolve, the TLS handshake was refused (and why), or the OS's words."""
+    for cause in causes(exc):
+        if isinstance(cause, trio.TooSlowError):
+            return f"no answer within {timeout:g} s (connect and TLS handshake)"
+        if isinstance(cause, TLSHandshakeError):
+            return str(cause)
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"the host name did not resolve ({cause.strerror})"
+        if isinstance(cause, BaseExceptionGroup):
+            inner = [describe_connect_error(e, timeout) for e in cause.exceptions]
+            return inner[0] if len(set(inner)) == 1 else "; ".join(inner)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return describe_error(exc)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ..wire import Notification, Status, status_from_int, status_name
+from ..wire import Broadcast, Notification, Status, status_from_int, status_name
 
 
 class OutcomeKind(enum.Enum):
@@ -52,6 +52,7 @@ class Outcome:
 
     __slots__ = (
         "_notification",
+        "broadcast",
         "evidence",
         "identifier",
         "kind",
@@ -61,8 +62,13 @@ class Outcome:
         "tag",
     )
 
+    #: For one device of a broadcast (``Sender.submit_broadcast``): what it shares with
+    #: the others. None otherwise.
+    broadcast: Broadcast | None
+
     def __init__(self, notification: Notification, tag: Any = None) -> None:
         self._notification = notification
+        self.broadcast = None
         #: Whatever the caller passed to ``submit(..., tag=...)``, handed back untouched.
         self.tag = tag
         self.kind = OutcomeKind.PENDING
@@ -82,6 +88,11 @@ class Outcome:
     def notification(self) -> Notification:
         """The notification this is the outcome of."""
         return self._notification
+
+    @property
+    def token_bytes(self) -> bytes:
+        """The raw device token."""
+        return self.notification.token.value
 
     @property
     def possible_duplicate(self) -> bool:
@@ -167,17 +178,19 @@ class SenderStats:
 class BroadcastOutcome(Outcome):
     """The outcome of one notification of a broadcast (``Sender.submit_broadcast``).
 
-    It keeps the raw token and the broadcast's shared notification, and makes its own
-    :class:`Notification` only when someone asks for it (a report of a rejection,
-    say): a million-device broadcast then costs one object per device, not three.
+    It keeps the raw token and the broadcast's shared values (``broadcast``), and
+    makes its own :class:`Notification` only when someone asks for it (a report of a
+    rejection, say): a million-device broadcast then costs one object per device, not
+    three.
     """
 
-    __slots__ = ("_made", "shared", "token_bytes")
+    __slots__ = ("_made", "_token")
 
-    def __init__(self, token: bytes, shared: Notification, tag: Any = None) -> None:
-        self.token_bytes = token
-        #: The notification every device of the broadcast gets, but for the token.
-        self.shared = shared
+    broadcast: Broadcast
+
+    def __init__(self, token: bytes, broadcast: Broadcast, tag: Any = None) -> None:
+        self._token = token
+        self.broadcast = broadcast
         self._made: Notification | None = None  # made on demand
         self.tag = tag
         self.kind = OutcomeKind.PENDING
@@ -191,13 +204,9 @@ class BroadcastOutcome(Outcome):
     def notification(self) -> Notification:
         made = self._made
         if made is None:
-            shared = self.shared
-            made = self._made = next(
-                Notification.for_tokens(
-                    [self.token_bytes],
-                    payload=shared.payload,
-                    expiry=shared.expiry,
-                    priority=shared.priority,
-                )
-            )
+            made = self._made = self.broadcast.notification(self._token)
         return made
+
+    @property
+    def token_bytes(self) -> bytes:
+        return self._token

@@ -29,15 +29,16 @@ from typing import Any, TypeVar
 import trio
 
 from ..wire import (
-    MAX_LONG_TOKEN_LENGTH,
     TOKEN_LENGTH,
+    Broadcast,
     DeviceToken,
     LocalProtocolError,
     Notification,
+    check_token_length,
 )
 from ._config import SenderConfig
 from ._connection import Connection
-from ._diagnosis import describe_error, is_tls_refusal, token_bytes
+from ._diagnosis import describe_connect_error, describe_error, is_tls_refusal, token_bytes
 from ._ledger import Ledger, OutcomeCallback
 from ._outcomes import BroadcastOutcome, Outcome, SenderStats
 from ._policy import ConnectionPolicy, GiveUp
@@ -48,6 +49,9 @@ logger = logging.getLogger("apns_legacy.sender")
 #: Opens one connection to the gateway: TCP plus TLS handshake, ready for frames.
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 T = TypeVar("T")
+# Queued notifications that justify opening one more connection while others are
+# still being opened (about one write's worth).
+_WORK_PER_NEW_CONNECTION = 512
 
 
 class Sender:
@@ -81,6 +85,7 @@ class Sender:
         self._connections: list[Connection | None] = [None] * config.connections
         self._scope = trio.CancelScope()
         self._closed = False
+        self._connecting = 0
 
     @property
     def stats(self) -> SenderStats:
@@ -115,12 +120,7 @@ class Sender:
             raise LocalProtocolError(
                 f"payload is {size} bytes; the limit is {config.payload_limit}"
             )
-        token_length = len(notification.token)
-        if token_length != TOKEN_LENGTH and not config.allow_long_tokens:
-            raise LocalProtocolError(
-                f"device token is {token_length} bytes; it must be {TOKEN_LENGTH} "
-                f"(allow_long_tokens permits up to {MAX_LONG_TOKEN_LENGTH})"
-            )
+        check_token_length(len(notification.token.value), allow_long=config.allow_long_tokens)
 
     async def submit(self, notification: Notification, tag: Any = None) -> None:
         """Queue one notification; waits while the queue is full (back-pressure).
@@ -172,14 +172,12 @@ class Sender:
             return count
         iterator = iter(notifications)
         while chunk := await self._next_chunk(iterator):
-            limit = self.config.payload_limit
-            long_tokens = self.config.allow_long_tokens
             for index, notification in enumerate(chunk):
-                if len(notification.payload) > limit or (
-                    not long_tokens and len(notification.token.value) != TOKEN_LENGTH
-                ):
+                try:
+                    self.check(notification)
+                except LocalProtocolError:
                     self._queue_jobs([Outcome(n) for n in chunk[:index]])
-                    self.check(notification)  # raises, naming the field and the limit
+                    raise
             jobs = [Outcome(notification) for notification in chunk]
             self._queue_jobs(jobs)
             count += len(jobs)
@@ -209,13 +207,8 @@ class Sender:
                 a token has a wrong length (those before it are queued; the message
                 names its position, counting from 1).
         """
-        shared = Notification(
-            token=DeviceToken(bytes(TOKEN_LENGTH)),
-            payload=payload,
-            expiry=expiry,
-            priority=priority,
-        )
-        self.check(shared)
+        shared = Broadcast(payload=payload, expiry=expiry, priority=priority)
+        self.check(shared.notification(bytes(TOKEN_LENGTH)))
         long_tokens = self.config.allow_long_tokens
         iterator = iter(tokens)
         count = 0
@@ -223,15 +216,15 @@ class Sender:
             jobs: list[Outcome] = []
             for token in chunk:
                 raw = token if type(token) is bytes else token_bytes(token)
-                if len(raw) != TOKEN_LENGTH and not (
-                    long_tokens and TOKEN_LENGTH <= len(raw) <= MAX_LONG_TOKEN_LENGTH
-                ):
-                    self._queue_jobs(jobs)
-                    raise LocalProtocolError(
-                        f"token {count + len(jobs) + 1} of the broadcast is {len(raw)} bytes; "
-                        f"it must be {TOKEN_LENGTH}"
-                        + (f" to {MAX_LONG_TOKEN_LENGTH}" if long_tokens else "")
-                    )
+                if len(raw) != TOKEN_LENGTH:
+                    try:
+                        check_token_length(len(raw), allow_long=long_tokens)
+                    except LocalProtocolError as exc:
+                        self._queue_jobs(jobs)
+                        where = f"token {count + len(jobs) + 1} of the broadcast is"
+                        raise LocalProtocolError(
+                            str(exc).replace("device token is", where, 1)
+                        ) from None
                 jobs.append(BroadcastOutcome(raw, shared, tag))
             self._queue_jobs(jobs)
             count += len(jobs)
@@ -349,11 +342,16 @@ class Sender:
         opened = 0
         while True:
             await self.queue.wait()
-            if not len(self.queue):
+            queued = len(self.queue)
+            # Open connections as the work needs them: not one more while those being
+            # opened can take everything that is queued (one notification and 50
+            # slots must not make 50 connections).
+            if not queued or queued <= self._connecting * _WORK_PER_NEW_CONNECTION:
                 continue
             if self._ledger.fatal is not None:
                 self._ledger.fail_queued(self._ledger.fatal)
                 continue
+            self._connecting += 1
             try:
                 with trio.fail_after(config.connect_timeout):
                     stream = await self._connect()
@@ -365,9 +363,12 @@ class Sender:
                     )
                     continue
                 failures += 1
-                message = f"could not connect to {self._describe}: {describe_error(exc)}"
+                why = describe_connect_error(exc, config.connect_timeout)
+                message = f"could not connect to {self._describe}: {why}"
                 if failures >= config.max_connect_attempts:
-                    logger.error("%s (%d attempts); failing the queue", message, failures)
+                    # Every queued notification fails with this reason, which is how
+                    # the caller hears of it; the log says it once more for operators.
+                    logger.info("%s (%d attempts); failing the queue", message, failures)
                     self._ledger.fail_queued(f"{message} ({failures} attempts)")
                     # Until a connection succeeds again, give later work one attempt,
                     # not a whole new round of backoff: a gateway that is down stays
@@ -381,6 +382,8 @@ class Sender:
                 logger.info("%s; retrying in %.2fs", message, delay)
                 await trio.sleep(delay)
                 continue
+            finally:
+                self._connecting -= 1
             failures = 0
             opened += 1
             self.stats.connections_opened += 1

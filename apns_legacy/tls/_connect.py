@@ -48,11 +48,11 @@ async def open_tls_stream(
     except trio.TooSlowError:
         await trio.aclose_forcefully(transport)
         raise TLSHandshakeError(
-            f"{host}:{port}: TLS handshake timed out after {handshake_timeout} s"
+            f"{host}:{port}: TLS handshake timed out after {handshake_timeout} s", refused=False
         ) from None
     except TLSHandshakeError as exc:
         await trio.aclose_forcefully(transport)
-        raise TLSHandshakeError(f"{host}:{port}: {exc}") from exc.__cause__
+        raise TLSHandshakeError(f"{host}:{port}: {exc}", refused=exc.refused) from exc.__cause__
     except BaseException:
         await trio.aclose_forcefully(transport)
         raise

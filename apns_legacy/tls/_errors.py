@@ -38,4 +38,11 @@ class TLSHandshakeError(trio.BrokenResourceError):
     no common protocol version, the peer closed the connection, or a timeout.
 
     The message says which; ``__cause__`` holds the underlying OpenSSL error.
+    ``refused`` says whether TLS itself refused the session (a certificate, a protocol
+    version, a host name: trying again will not help) rather than the connection
+    breaking or timing out on the way.
     """
+
+    def __init__(self, *args: object, refused: bool = True) -> None:
+        super().__init__(*args)
+        self.refused = refused

@@ -380,7 +380,8 @@ class TLSStream(trio.abc.Stream):
         except trio.BrokenResourceError as exc:
             # The transport broke (e.g. connection reset) mid-handshake.
             raise TLSHandshakeError(
-                f"TLS handshake failed: the connection broke ({exc or type(exc).__name__})"
+                f"TLS handshake failed: the connection broke ({exc or type(exc).__name__})",
+                refused=False,
             ) from exc
         logger.debug(
             "TLS handshake done (%s, %s)",
@@ -554,6 +555,9 @@ class TLSStream(trio.abc.Stream):
                     await self._send_raw(alert)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-        handshake_like = during_handshake or is_certificate_alert(error)
-        error_type = TLSHandshakeError if handshake_like else trio.BrokenResourceError
-        raise error_type(message) from error
+        if during_handshake or is_certificate_alert(error):
+            # A peer that just closes (SysCallError: EOF or reset) has not refused
+            # anything in TLS terms; everything else is TLS saying no.
+            refused = not isinstance(error, SSL.SysCallError)
+            raise TLSHandshakeError(message, refused=refused) from error
+        raise trio.BrokenResourceError(message) from error

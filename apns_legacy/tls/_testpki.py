@@ -8,6 +8,14 @@ and the Pass Type ID marker (.6.1.16). It can also issue one level of intermedia
 CA (like Apple's WWDR certificate, which issues Pass Type ID certificates) and
 client certificates under it. The CA is not Apple's and says so in its name. All
 keys are EC P-256 (fast to make).
+
+Why not ``trustme``: it makes a fine CA and server certificate, but its
+``issue_cert`` takes identities and names only, with no way to add the extensions
+that make a certificate a push certificate (the subject UID, the environment and
+topics OIDs, the Pass Type ID marker) or to issue from an intermediate; those are
+what the tests here exist for. Building all of them with ``cryptography`` in one
+place keeps one code path (the project's test suite uses trustme as an independent
+check of the TLS layer instead).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import attrs
 
 from ._errors import LocalProtocolError
 from ._status import Status
-from ._tokens import MAX_LONG_TOKEN_LENGTH, TOKEN_LENGTH, DeviceToken
+from ._tokens import DeviceToken
 
 
 class Need(enum.Enum):
@@ -111,49 +111,46 @@ class Notification:
     ) -> Iterator[Notification]:
         """One notification per token, all sharing one payload: the broadcast case.
 
-        The shared values are checked once, here; each token is checked for its type
-        and length (raw bytes become a :class:`DeviceToken`). That makes this several
-        times cheaper per notification than calling the constructor in a loop, and
-        the shared payload object lets the sender encode the batch in one piece.
+        The shared values are checked at once, here (see :class:`Broadcast`); each
+        token when the iterator reaches it (raw bytes become a :class:`DeviceToken`).
         Lazy: feed it to ``Sender.submit_many`` and a million tokens never sit in
-        memory as notifications at once.
+        memory as notifications at once. (``Sender.submit_broadcast`` is the faster
+        path for the same thing: it makes no notification objects at all.)
 
         Raises:
             LocalProtocolError, TypeError: as the constructor, for the shared values
                 (at once) or for a token (when the iterator reaches it).
         """
-        # Validates the shared values now, not when iteration starts.
-        first = cls(
-            token=DeviceToken(bytes(TOKEN_LENGTH)),
-            payload=payload,
-            expiry=expiry,
-            priority=priority,
-        )
-        return _share(first, tokens)
+        return Broadcast(payload=payload, expiry=expiry, priority=priority).notifications(tokens)
 
 
-def _share(first: Notification, tokens: Iterable[DeviceToken | bytes]) -> Iterator[Notification]:
-    # Notification.for_tokens, after its checks: each notification is built the way
-    # attrs' own __init__ builds a frozen instance, minus the re-checks of the shared
-    # values, which cost three times as much as the rest.
-    cls = type(first)
-    new = cls.__new__
-    make_token = DeviceToken.__new__
-    set_field = object.__setattr__
-    payload, expiry, priority = first.payload, first.expiry, first.priority
-    for token in tokens:
-        if type(token) is bytes and TOKEN_LENGTH <= len(token) <= MAX_LONG_TOKEN_LENGTH:
-            raw = token
-            token = make_token(DeviceToken)
-            set_field(token, "value", raw)
-        elif not isinstance(token, DeviceToken):
+@attrs.frozen(kw_only=True)
+class Broadcast:
+    """What the notifications of a broadcast share: one payload, expiry and priority.
+
+    Checked once, when made, as :class:`Notification` checks them. The sender's
+    broadcast path (``Sender.submit_broadcast``) keeps one of these for all the devices
+    and encodes their frames from it and the raw tokens; that it is one value, shared
+    on purpose, is what tells the encoder that the frames differ only in token and
+    identifier.
+    """
+
+    payload: bytes = attrs.field(validator=_check_payload)
+    expiry: int = attrs.field(default=0, validator=_check_expiry)
+    priority: int = attrs.field(default=PRIORITY_IMMEDIATE, validator=_check_priority)
+
+    def notification(self, token: DeviceToken | bytes) -> Notification:
+        """The notification of one device (raw bytes become a :class:`DeviceToken`)."""
+        if not isinstance(token, DeviceToken):
             token = DeviceToken.from_bytes(token, allow_long=True)
-        notification = new(cls)
-        set_field(notification, "token", token)
-        set_field(notification, "payload", payload)
-        set_field(notification, "expiry", expiry)
-        set_field(notification, "priority", priority)
-        yield notification
+        return Notification(
+            token=token, payload=self.payload, expiry=self.expiry, priority=self.priority
+        )
+
+    def notifications(self, tokens: Iterable[DeviceToken | bytes]) -> Iterator[Notification]:
+        """One notification per token, lazily."""
+        for token in tokens:
+            yield self.notification(token)
 
 
 @attrs.frozen(kw_only=True)

@@ -183,27 +183,6 @@ def encode_notification(command: Command, notification: Notification, identifier
     raise LocalProtocolError(f"command {command!r} does not carry notifications")
 
 
-def _encode_uniform_frames(
-    first_identifier: int, notifications: Sequence[Notification]
-) -> bytes | None:
-    """encode_broadcast for a batch whose notifications share one payload object,
-    expiry, priority and token length; None when the batch is not like that."""
-    if not notifications:
-        return None
-    head = notifications[0]
-    payload, expiry, priority = head.payload, head.expiry, head.priority
-    if not all(
-        n.payload is payload and n.expiry == expiry and n.priority == priority
-        for n in notifications
-    ):
-        return None
-    tokens = [n.token.value for n in notifications]
-    t = len(tokens[0])
-    if not all(len(token) == t for token in tokens):
-        return None
-    return _frames_for_tokens(first_identifier, tokens, payload, expiry, priority)
-
-
 def encode_broadcast(
     first_identifier: int,
     tokens: Sequence[bytes],
@@ -264,9 +243,6 @@ def encode_batch(
     _check_uint32("identifier", first_identifier)
     _check_uint32("identifier", first_identifier + max(len(notifications) - 1, 0))
     if command == Command.FRAME:
-        uniform = _encode_uniform_frames(first_identifier, notifications)
-        if uniform is not None:
-            return uniform
         parts: list[bytes] = []
         append = parts.append
         structs = _FRAME_STRUCTS
