@@ -149,3 +149,14 @@ def test_intermediate_issues_clients_that_carry_it_as_chain(pki):
     client.certificate.verify_directly_issued_by(wwdr.certificate)
     assert client.chain == (wwdr.certificate,)
     assert "not Apple" in wwdr.certificate.subject.rfc4514_string()
+
+
+def test_issue_client_with_a_given_rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pki = make_test_pki()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    creds = pki.issue_client(topic="com.example.rsa", key=key)
+    assert isinstance(creds.certificate.public_key(), rsa.RSAPublicKey)
+    assert creds.private_key is key
+    assert creds.topic == "com.example.rsa"

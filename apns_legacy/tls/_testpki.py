@@ -122,6 +122,7 @@ class TestPKI:
         pass_type: bool = False,
         topics_extension: bool | None = None,
         issuer: Credentials | None = None,
+        key: PrivateKey | None = None,
     ) -> Credentials:
         """Issue a client certificate that looks like an Apple push certificate.
 
@@ -137,6 +138,8 @@ class TestPKI:
                 certificates only, as Apple does.
             issuer: an intermediate CA from :meth:`issue_intermediate` to sign with
                 instead of the root; it becomes the credentials' ``chain``.
+            key: the certificate's private key (default: a new EC P-256 key; Apple's
+                were RSA 2048, which clients that parse only RSA need).
 
         Returns:
             The credentials; expired or future ones load only with allow_expired.
@@ -147,7 +150,7 @@ class TestPKI:
         now = datetime.now(UTC)
         not_before = now - timedelta(hours=1) if not_before is None else not_before
         not_after = now + timedelta(days=365) if not_after is None else not_after
-        key = _new_key()
+        key = _new_key() if key is None else key
         subject = x509.Name(
             [
                 x509.NameAttribute(UID_OID, topic),
@@ -293,7 +296,7 @@ def _key_pem(key: PrivateKey) -> bytes:
 
 def _leaf_builder(
     subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
+    key: PrivateKey,
     issuer: x509.Certificate,
     not_before: datetime,
     not_after: datetime,
