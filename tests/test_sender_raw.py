@@ -250,7 +250,7 @@ async def test_silent_close_resends_as_possible_duplicates(autojump_clock):
             await sender.submit(note(n), tag=n)
         server = await gateway.accept()
         await server.read_frames(3)
-        await trio.sleep(0.5)  # virtual time: the gateway holds the connection a while
+        await trio.sleep(0.2)  # virtual time: the gateway holds the connection a while
         await server.close()  # no error response: fate unknown
         # Careful replay: one notification and a probe, then a window of two.
         second = await gateway.accept()

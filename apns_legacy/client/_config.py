@@ -37,7 +37,9 @@ class SenderConfig:
     #: seconds after the last write (at once on ``flush`` and on close). The gateway's
     #: answer to the probe is what proves the notifications before it were taken; the
     #: price is one reconnect per quiet spell, since the gateway closes after answering.
-    confirm_after: float = attrs.field(default=1.0, validator=_positive_time)
+    #: Half a second confirms a burst before gateways and middleboxes that drop idle
+    #: connections quickly can lose it.
+    confirm_after: float = attrs.field(default=0.5, validator=_positive_time)
     #: How long to wait for the answer to a confirmation probe. Without one, the
     #: notifications it was to confirm end ``failed`` ("unconfirmed"): the gateway may
     #: or may not have taken them, and nothing else can tell. Apple answered within
