@@ -20,14 +20,16 @@ Fates, as :meth:`InFlightWindow.on_error` and friends report them:
 * any other status names the *bad* notification: everything before it is accepted,
   it is rejected, everything after it is resent (it was discarded, so resending
   cannot duplicate it);
-* an identifier we cannot find (a gateway bug, or an error that came after we had
-  already settled the notification by time) means we cannot tell: everything still
+* an identifier we cannot find (a gateway bug, or an error for one already settled
+  by assumption) means we cannot tell: everything still
   in the window is resent and marked as a possible duplicate (for status 10 an
   unknown identifier is older than the window, so the resend is certain);
 * a close with no error response means the same: resend all, possible duplicates;
-* a quiet period after a batch's write with no error is taken as acceptance
-  (:meth:`settle_written_before`); that is a heuristic, and the only one the protocol
-  allows short of a confirmation probe.
+* the answer to a confirmation probe (a deliberately bad notification written last)
+  names the probe: everything before it is accepted, as for any other rejection;
+* only where no answer can come (command 0) or the user opted in to assumptions, a
+  quiet period after the kernel acknowledged the bytes settles batches by
+  assumption (:meth:`settle_written_before`).
 
 Identifiers are uint32, never 0 (the real gateway answers 0 where it could not read
 one), and never reused while still in a window: the allocator wraps to 1, and after
@@ -62,9 +64,6 @@ class Batch(Generic[T]):
     def index_of(self, identifier: int) -> int | None:
         offset = identifier - self.first
         return offset if 0 <= offset < len(self.items) else None
-
-    def overlaps(self, first: int, count: int) -> bool:
-        return first < self.first + len(self.items) and self.first < first + count
 
 
 @attrs.frozen
@@ -161,10 +160,6 @@ class InFlightWindow(Generic[T]):
         """Set the write time of the newest batch (recorded before its write finished)."""
         if self._batches:
             self._batches[-1].time = now
-
-    def is_live(self, first: int, count: int) -> bool:
-        """Whether any identifier in ``first .. first + count - 1`` is in this window."""
-        return any(batch.overlaps(first, count) for batch in self._batches)
 
     def settle_written_before(self, cutoff: float) -> list[T]:
         """Take every item of the batches written at or before ``cutoff``: accepted."""
