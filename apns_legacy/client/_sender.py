@@ -72,7 +72,7 @@ class Sender:
         self._ledger = ledger = Ledger(
             queue_size=config.queue_size, max_losses=config.max_losses, on_outcome=on_outcome
         )
-        self.queue = ledger.queue
+        self._queue = ledger.queue
         self._allocator = IdentifierAllocator()
         self._policy = ConnectionPolicy(
             command=config.command,
@@ -132,7 +132,7 @@ class Sender:
         self.check(notification)
         self._check_open()
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self.queue.wait_for_room()
+        await self._queue.wait_for_room()
         self._ledger.add(Outcome(notification, tag))
 
     def submit_nowait(self, notification: Notification, tag: Any = None) -> None:
@@ -148,7 +148,7 @@ class Sender:
         """
         self.check(notification)
         self._check_open()
-        if not self.queue.room() > 0:
+        if not self._queue.room() > 0:
             raise trio.WouldBlock
         self._ledger.add(Outcome(notification, tag))
 
@@ -236,8 +236,8 @@ class Sender:
         # The bulk paths take as many items as the queue has room for (at least one,
         # after waiting for room), so that they never overfill it; [] at the end.
         self._check_open()
-        await self.queue.wait_for_room()
-        return list(islice(iterator, max(self.queue.room(), 1)))
+        await self._queue.wait_for_room()
+        return list(islice(iterator, max(self._queue.room(), 1)))
 
     def _queue_jobs(self, jobs: list[Outcome]) -> None:
         self._ledger.add_many(jobs)
@@ -262,12 +262,12 @@ class Sender:
         ledger = self._ledger
         if confirm:
             ledger.confirm_requested = True
-            self.queue.wake_all()
+            self._queue.wake_all()
         try:
             while ledger.stats.pending:
                 await ledger.wait_settled()
                 if confirm:
-                    self.queue.wake_all()
+                    self._queue.wake_all()
         finally:
             ledger.confirm_requested = False
         await trio.lowlevel.checkpoint()
@@ -277,7 +277,7 @@ class Sender:
         (instead of after ``confirm_after``): outcomes as early as possible, at the
         price of a reconnect per quiet moment. For request/response use."""
         self._ledger.confirm_requested = True
-        self.queue.wake_all()
+        self._queue.wake_all()
 
     def finish(self) -> None:
         """Say that nothing more will be submitted.
@@ -288,7 +288,7 @@ class Sender:
         """
         self._ledger.finish()
         self._ledger.confirm_requested = True  # nothing more is coming: confirm now
-        self.queue.wake_all()
+        self._queue.wake_all()
 
     async def aclose(self, *, graceful: bool = True) -> None:
         """Settle what is outstanding (up to ``close_timeout``), then stop.
@@ -309,7 +309,7 @@ class Sender:
                 await self.flush(confirm=True)
             if scope.cancelled_caught:
                 logger.warning("close timed out with %d outcomes outstanding", self.stats.pending)
-        leftovers = self.queue.take_all()
+        leftovers = self._queue.take_all()
         for connection in self._connections:
             if connection is not None:
                 leftovers += connection.take_window()
@@ -341,8 +341,8 @@ class Sender:
         failures = 0
         opened = 0
         while True:
-            await self.queue.wait()
-            queued = len(self.queue)
+            await self._queue.wait()
+            queued = len(self._queue)
             # Open connections as the work needs them: not one more while those being
             # opened can take everything that is queued (one notification and 50
             # slots must not make 50 connections).
