@@ -44,3 +44,18 @@ def test_bench_quick_run_writes_results(tmp_path):
     assert sender["submitted"] == sender["accepted"] == 2000
     assert sender["pending"] == 0
     assert "| sender-1 |" in done.stdout
+
+
+def test_latency_table_runs_one_row():
+    command = [
+        sys.executable, str(ROOT / "bench" / "latency.py"), "--n", "300", "--rates", "0.01",
+        "--rtts", "10", "--connections", "1", "--deadline", "60",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = json.loads(done.stderr.strip().splitlines()[-1])
+    assert (row["n"], row["invalid"], row["rtt_ms"], row["connections"]) == (300, 3, 10.0, 1)
+    assert row["missed"] == 0
+    assert row["nothing_lost"]
+    assert not row["timed_out"]
+    assert "nothing lost, no rejection missed" in done.stdout
