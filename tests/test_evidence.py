@@ -197,7 +197,10 @@ def run_virtual(gateway, n, config):
 def test_late_answers_still_settle_exactly(delay, connections):
     invalid = {token(i) for i in (7, 30, 51)}
     gateway = HandWrittenGateway([Script(answer_delay=delay)], invalid, lockstep=False)
-    config = SenderConfig(connections=connections, backoff_initial=0.01, write_size=1024)
+    # Every window costs one answer delay (up to 10 s here): give the close time for all.
+    config = SenderConfig(
+        connections=connections, backoff_initial=0.01, write_size=1024, close_timeout=600
+    )
     outcomes, stats = run_virtual(gateway, 60, config)
     check_invariants(outcomes, stats, gateway, 60)
     assert stats.accepted == 57

@@ -137,3 +137,22 @@ def test_an_idle_drop_makes_probes_come_sooner():
     assert p.confirm_after == 0.3
     p.on_end(ended(quiet_for=2.0, duration=5.0))
     assert p.confirm_after == 0.3
+
+
+def test_frequent_rejections_size_the_window_to_the_runs_between_them():
+    p = policy(window=200_000)
+    rejected_after = ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
+                           rejected=True, accepted=49)  # fmt: skip
+    p.on_end(rejected_after)
+    assert p.window == 100  # twice the run of 50 (49 accepted, then the rejected one)
+    for _ in range(10):
+        p.on_end(rejected_after)
+    assert p.window == 100
+    # A window confirmed without a rejection doubles it back.
+    p.on_end(ANSWERED)
+    assert p.window == 200
+    # Never below a floor, whatever the rate.
+    p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False, rejected=True))
+    for _ in range(20):
+        p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False, rejected=True))
+    assert p.window == 16

@@ -124,6 +124,8 @@ class Connection:
         self._silent = False
         self._unknown = 0
         self._written = 0
+        self._accepted = 0
+        self._rejected = False
         self._probe_identifier: int | None = None
         self._last_write = self.opened_at
         self._window_grew = trio.lowlevel.ParkingLot()
@@ -169,6 +171,8 @@ class Connection:
             silent=self._silent,
             careful=self._careful,
             quiet_for=quiet_for,
+            accepted=self._accepted,
+            rejected=self._rejected,
             reason=self._reason,
             tls_refusal=self._tls_refusal,
         )
@@ -375,8 +379,10 @@ class Connection:
         evidence = Evidence.SHUTDOWN if status == Status.SHUTDOWN else Evidence.CONFIRMED
         if accepted or resolution.rejected is not None:
             self._progress = True
+        self._accepted += len(accepted)
         ledger.accept(accepted, evidence)
         if rejected is not None:
+            self._rejected = True
             ledger.reject(rejected, status)
         ledger.requeue(resend, certain=resolution.certain, reason="")
         self.end(EndKind.ANSWERED, f"error response: status {int(status)}")

@@ -28,6 +28,13 @@ The rules:
   quiet on for a while, with notifications waiting for their confirmation probe,
   drops idle connections sooner than ``confirm_after``: from then on the probe is
   written within half that quiet time.
+* **Rejection-sized windows.** Everything written after a rejected notification is
+  discarded by the gateway and written again, and a fast writer gets a whole round
+  trip of frames (and the socket buffers) past the bad one before the answer arrives.
+  When rejections come often (stale device lists), the window is sized to about twice
+  the recent run of accepted notifications between rejections (an average over the
+  last few), so the waste per rejection stays near one window instead of a round
+  trip's worth; clean windows double it back.
 * **Unproductive connections.** ``max_unproductive`` connections in a row that
   ended without settling anything (stalled writes, unanswered probes, drops) fail the
   queue, so that a gateway that stopped reading cannot hold a run forever.
@@ -47,6 +54,8 @@ CAREFUL_WINDOW: Final = 1
 # A silent close this soon after the handshake counts towards the wrong-environment rule.
 _QUICK_CLOSE: Final = 2.0
 _QUICK_CLOSES_FATAL: Final = 2
+# The smallest window fitted to the rejection rate.
+_MIN_FITTED: Final = 16
 # A close after at least this long without a write is taken for an idle drop.
 _IDLE_DROP: Final = 0.1
 
@@ -89,6 +98,10 @@ class Ended:
     careful: bool
     #: Seconds since our last write when it ended (0 while a write was under way).
     quiet_for: float = 0.0
+    #: Notifications accepted on it on the gateway's word.
+    accepted: int = 0
+    #: The gateway rejected a notification on it (not the confirmation probe).
+    rejected: bool = False
     #: In words, for logs and failure reasons.
     reason: str = ""
     #: The TLS layer refused the session (a certificate problem), in words.
@@ -123,6 +136,8 @@ class ConnectionPolicy:
         self.window = window_size
         # Past this, the window grows slowly (TCP's ssthresh).
         self._ceiling = window_size
+        # Recent run of accepted notifications before a rejection (moving average).
+        self._run: float | None = None
         #: How long the next connection waits for more work before probing.
         self.confirm_after = confirm_after
         self._quick_closes = 0
@@ -142,6 +157,10 @@ class ConnectionPolicy:
         if ended.unknown and ended.kind in (EndKind.LOST, EndKind.STALLED):
             self.window = min(self._window_size, CAREFUL_WINDOW)
             self._ceiling = max(CAREFUL_WINDOW, min(self._ceiling, ended.written // 2))
+        elif ended.rejected:
+            run = ended.accepted + 1
+            self._run = run if self._run is None else 0.7 * self._run + 0.3 * run
+            self.window = max(_MIN_FITTED, min(self._window_size, round(2 * self._run)))
         elif ended.progress:
             if self.window < self._ceiling:
                 self.window = min(self._ceiling, self.window * 2)
