@@ -1,7 +1,7 @@
 """The sender under round-trip latency and stale tokens: the scenario table of real-world speed.
 
 Usage: python bench/latency.py [--n 20000] [--rates 0,0.005,0.02,0.1] [--rtts 0,20,100]
-                               [--connections 1,4] [--deadline 120]
+                               [--connections 1,4] [--deadline 120] [--spare no|yes|both]
 
 For each row it sends N notifications over real TLS to the simulator with a latency fault
 (``rtt / 2`` one way, on every byte and the handshake) and a share of invalid tokens spread
@@ -47,7 +47,7 @@ def invalid_positions(n: int, rate: float) -> list[int]:
 
 
 async def run_row(
-    pki: Any, n: int, rate: float, rtt_ms: float, connections: int, deadline: float
+    pki: Any, n: int, rate: float, rtt_ms: float, connections: int, deadline: float, spare: bool
 ) -> dict[str, Any]:
     bad = invalid_positions(n, rate)
     faults = [Fault.latency(rtt_ms / 2000, times=None)] if rtt_ms else []
@@ -64,7 +64,8 @@ async def run_row(
         with trio.move_on_after(deadline) as scope:
             async with open_sender(
                 sim.client_context(), host=host, port=port,
-                config=SenderConfig(connections=connections), on_outcome=outcomes.append,
+                config=SenderConfig(connections=connections, spare_connection=spare),
+                on_outcome=outcomes.append,
             ) as sender:  # fmt: skip
                 await sender.submit_many(items)
                 await sender.flush()
@@ -81,6 +82,7 @@ async def run_row(
         "invalid": len(bad),
         "rtt_ms": rtt_ms,
         "connections": connections,
+        "spare": spare,
         "seconds": round(seconds, 2),
         "per_s": round(stats.accepted / seconds) if seconds else 0,
         "frames_per_notification": round(stats.written / n, 2),
@@ -101,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtts", default="0,20,100", help="round trips in ms")
     parser.add_argument("--connections", default="1,4")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per row")
+    parser.add_argument(
+        "--spare", default="no", help="spare connections: no, yes, or both (a row for each)"
+    )
     args = parser.parse_args(argv)
     pki = make_test_pki()
-    columns = ["n", "invalid", "rtt_ms", "connections", "seconds", "per_s",
+    columns = ["n", "invalid", "rtt_ms", "connections", "spare", "seconds", "per_s",
                "frames_per_notification", "reconnects", "missed", "recorded_twice",
                "nothing_lost", "bound_s", "no_handshake_bound_s", "timed_out"]  # fmt: skip
     print("| " + " | ".join(columns) + " |")
@@ -112,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     for rate in (float(r) for r in args.rates.split(",")):
         for rtt in (float(r) for r in args.rtts.split(",")):
             for c in (int(x) for x in args.connections.split(",")):
-                row = trio.run(run_row, pki, args.n, rate, rtt, c, args.deadline)
-                ok = ok and row["nothing_lost"] and not row["missed"]
-                print("| " + " | ".join(str(row[k]) for k in columns) + " |", flush=True)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+                for spare in {"no": [False], "yes": [True], "both": [False, True]}[args.spare]:
+                    row = trio.run(run_row, pki, args.n, rate, rtt, c, args.deadline, spare)
+                    ok = ok and row["nothing_lost"] and not row["missed"]
+                    print("| " + " | ".join(str(row[k]) for k in columns) + " |", flush=True)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
     print("nothing lost, no rejection missed" if ok else "PROBLEM: see above")
     return 0 if ok else 1
 

@@ -863,3 +863,33 @@ async def test_aclose_inside_the_block_does_not_cancel_the_caller(autojump_clock
         after = "still running"  # the caller's own code goes on after aclose()
     assert after == "still running"
     assert len(seen) == 20 == sender.stats.accepted
+
+
+async def test_spare_connection_takes_the_replay_without_a_new_handshake(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(spare_connection=True, backoff_initial=0.01)
+
+    async def body(sender):
+        for n in range(5):
+            await sender.submit(note(n), tag=n)
+        first = await gateway.accept()
+        frames = await first.read_frames(5)
+        spare = await gateway.accept()  # opened while the first one is still running
+        await first.reply("0808" + struct.pack("!I", ident(frames[2])).hex())
+        await first.close()
+        started = trio.current_time()
+        again = await spare.read_frames(2)  # the replay goes to the spare at once
+        assert [f[1] for f in again] == [token(3).value, token(4).value]
+        assert trio.current_time() == started
+        assert gateway.connections == 3  # and a new spare is on its way
+        await flush_confirmed(sender, spare)
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert sorted((o.tag, o.kind) for o in outcomes) == [
+        (0, OutcomeKind.ACCEPTED),
+        (1, OutcomeKind.ACCEPTED),
+        (2, OutcomeKind.REJECTED),
+        (3, OutcomeKind.ACCEPTED),
+        (4, OutcomeKind.ACCEPTED),
+    ]
+    assert stats.connections_opened == 2  # the unused third spare is not counted

@@ -41,7 +41,7 @@ from ._connection import Connection
 from ._diagnosis import describe_connect_error, describe_error, is_tls_refusal, token_bytes
 from ._ledger import Ledger, OutcomeCallback
 from ._outcomes import BroadcastOutcome, Outcome, SenderStats
-from ._policy import ConnectionPolicy, GiveUp
+from ._policy import ConnectionPolicy, EndKind, GiveUp
 from ._window import IdentifierAllocator
 
 logger = logging.getLogger("apns_legacy.sender")
@@ -52,6 +52,48 @@ T = TypeVar("T")
 # Queued notifications that justify opening one more connection while others are
 # still being opened (about one write's worth).
 _WORK_PER_NEW_CONNECTION = 512
+# A spare connection older than this is closed rather than used (gateways and
+# middleboxes drop idle connections; a dead spare would cost a lost window).
+_SPARE_MAX_AGE = 60.0
+
+
+class _Spare:
+    """A connection opened ahead of need (``SenderConfig.spare_connection``)."""
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._stream: trio.abc.Stream | None = None
+        self._abandoned = False
+        self.opened_at = 0.0
+
+    async def open(self, connect: Connector, connect_timeout: float) -> None:
+        try:
+            with trio.fail_after(connect_timeout):
+                stream = await connect()
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError):
+            return  # the slot connects the ordinary way, with its retry rules
+        finally:
+            self._done.set()
+        if self._abandoned:
+            await trio.aclose_forcefully(stream)
+            return
+        self._stream = stream
+        self.opened_at = trio.current_time()
+
+    async def take(self) -> trio.abc.Stream | None:
+        """The spare's stream, once its connect has finished; None if it failed or is stale."""
+        await self._done.wait()
+        stream, self._stream = self._stream, None
+        if stream is not None and trio.current_time() - self.opened_at > _SPARE_MAX_AGE:
+            await trio.aclose_forcefully(stream)
+            return None
+        return stream
+
+    async def discard(self) -> None:
+        self._abandoned = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
 
 
 class Sender:
@@ -86,6 +128,7 @@ class Sender:
         self._scope = trio.CancelScope()
         self._closed = False
         self._connecting = 0
+        self._nursery: trio.Nursery | None = None
 
     @property
     def stats(self) -> SenderStats:
@@ -102,6 +145,7 @@ class Sender:
         # sender cancels them and never the caller's code around it.
         with self._scope:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 for slot in range(self.config.connections):
                     nursery.start_soon(self._run_slot, slot)
                 task_status.started()
@@ -337,6 +381,15 @@ class Sender:
     # -- connection slots --------------------------------------------------------------
 
     async def _run_slot(self, slot: int) -> None:
+        spare: list[_Spare] = []  # at most one; a list so the cleanup sees the latest
+        try:
+            await self._slot_loop(slot, spare)
+        finally:
+            with trio.CancelScope(shield=True):
+                for each in spare:
+                    await each.discard()
+
+    async def _slot_loop(self, slot: int, spare: list[_Spare]) -> None:
         config = self.config
         failures = 0
         opened = 0
@@ -351,10 +404,12 @@ class Sender:
             if self._ledger.fatal is not None:
                 self._ledger.fail_queued(self._ledger.fatal)
                 continue
+            stream = await spare.pop().take() if spare else None
             self._connecting += 1
             try:
-                with trio.fail_after(config.connect_timeout):
-                    stream = await self._connect()
+                if stream is None:
+                    with trio.fail_after(config.connect_timeout):
+                        stream = await self._connect()
             except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
                 self.stats.connect_failures += 1
                 if is_tls_refusal(exc):
@@ -399,10 +454,18 @@ class Sender:
                 confirm_after=self._policy.confirm_after,
             )
             self._connections[slot] = connection
+            if config.spare_connection and self._nursery is not None:
+                ahead = _Spare()
+                spare.append(ahead)
+                self._nursery.start_soon(ahead.open, self._connect, config.connect_timeout)
             try:
                 ended = await connection.run()
             finally:
                 self._connections[slot] = None
+            if ended.kind is EndKind.IDLE:
+                for each in spare:
+                    await each.discard()
+                spare.clear()
             verdict = self._policy.on_end(ended)
             if verdict is not None:
                 self._give_up(verdict)
