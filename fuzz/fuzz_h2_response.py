@@ -39,7 +39,8 @@ def TestOneInput(data: bytes) -> None:
     assert isinstance(response, Response), response
     assert 0 <= response.status <= 999, response
     if response.status == 200:
-        assert response.reason is None and response.timestamp is None, response
+        assert response.reason is None, response
+        assert response.timestamp is None, response
     else:
         assert isinstance(response.reason, (Reason, str)), response
     if response.timestamp is not None:
