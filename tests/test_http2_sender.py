@@ -1,0 +1,167 @@
+"""The HTTP/2 sender against the HTTP/2 simulator over real TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from apns_legacy.client import Evidence, Http2SenderConfig, OutcomeKind, open_http2_sender
+from apns_legacy.h2wire import AppSettings, ProviderKey
+from apns_legacy.simulator import Http2Faults, Http2SimulatorConfig, open_http2_simulator
+from apns_legacy.tls import make_test_pki
+from apns_legacy.wire import DeviceToken, Notification
+
+TOPIC = "com.example.app"
+PAYLOAD = b'{"aps":{"alert":"hi"}}'
+GONE_MS = 1_454_402_113_123
+
+
+def token(i: int) -> DeviceToken:
+    return DeviceToken.from_bytes(i.to_bytes(32, "big"))
+
+
+@pytest.fixture(scope="module")
+def pki():
+    return make_test_pki()
+
+
+@pytest.fixture(scope="module")
+def key() -> ProviderKey:
+    return ProviderKey(
+        key_id="KEY1234567",
+        team_id="TEAM123456",
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+    )
+
+
+def sim_config(key, **changes) -> Http2SimulatorConfig:
+    return Http2SimulatorConfig(
+        provider_keys={(key.team_id, key.key_id): key.public_key},
+        invalid_tokens=[token(3).value],
+        uninstalled_tokens={token(5).value.hex(): GONE_MS},
+        **changes,
+    )
+
+
+def sender_config(sim, *, key=None, credentials=None, **changes) -> Http2SenderConfig:
+    return Http2SenderConfig(
+        host="localhost",
+        port=sim.port,
+        ca=sim.pki.ca_pem(),
+        settings=AppSettings(topic=TOPIC),
+        provider_key=key,
+        credentials=credentials,
+        retry_delay=0.001,
+        **changes,
+    )
+
+
+async def send(config, count: int):
+    outcomes = []
+    with trio.fail_after(60):
+        async with open_http2_sender(config) as sender:
+            for i in range(count):
+                outcomes.append(
+                    await sender.submit(Notification(token=token(i), payload=PAYLOAD), tag=i)
+                )
+    return sender, outcomes
+
+
+async def test_token_auth_accepted_rejected_and_410(key, pki):
+    async with open_http2_simulator(sim_config(key), pki=pki) as sim:
+        sender, outcomes = await send(sender_config(sim, key=key), 20)
+    kinds = collections.Counter(o.kind for o in outcomes)
+    assert kinds == {OutcomeKind.ACCEPTED: 18, OutcomeKind.REJECTED: 2}
+    bad, gone = outcomes[3], outcomes[5]
+    assert (bad.status, bad.reason) == (400, "BadDeviceToken")
+    assert (gone.status, gone.reason) == (410, "Unregistered")
+    assert gone.timestamp == dt.datetime(2016, 2, 2, 8, 35, 13, 123000, tzinfo=dt.UTC)
+    assert gone.to_json()["timestamp"] == "2016-02-02T08:35:13.123000+00:00"
+    assert all(o.evidence is Evidence.CONFIRMED and o.apns_id for o in outcomes if o.accepted)
+    assert sorted(r.token for r in sim.accepted) == sorted(
+        token(i).value.hex() for i in range(20) if i not in (3, 5)
+    )
+    assert sender.stats.accepted == 18
+    assert sender.stats.rejected == 2
+    assert sender.stats.rejected_by_status == {400: 1, 410: 1}
+    assert sender.rejected_by_reason == {"BadDeviceToken": 1, "Unregistered": 1}
+    assert sender.stats.connections_opened == 1
+
+
+async def test_certificate_auth(key, pki):
+    async with open_http2_simulator(sim_config(key), pki=pki) as sim:
+        _sender, outcomes = await send(sender_config(sim, credentials=pki.client), 10)
+    assert sum(o.accepted for o in outcomes) == 8
+    assert {r.auth for r in sim.accepted} == {"certificate"}
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+async def test_goaway_refused_and_503_every_notification_once(key, pki, connections):
+    faults = Http2Faults(goaway_after=60, status_every=7, refuse_every=11)
+    async with open_http2_simulator(sim_config(key, faults=faults), pki=pki) as sim:
+        sender, outcomes = await send(
+            sender_config(sim, key=key, connections=connections, max_attempts=10), 500
+        )
+    kinds = collections.Counter(o.kind for o in outcomes)
+    assert kinds == {OutcomeKind.ACCEPTED: 498, OutcomeKind.REJECTED: 2}
+    recorded = collections.Counter(r.token for r in sim.accepted)
+    assert len(recorded) == 498
+    assert set(recorded.values()) == {1}  # none twice
+    assert sender.stats.possible_duplicates == 0
+    assert sim.stats.goaways >= 500 // 60 - 1
+    assert sim.stats.refused_streams > 0
+    assert sim.stats.by_reason["ServiceUnavailable"] > 0
+    assert sender.stats.replayed > 0
+
+
+async def test_dropped_connection_resends_as_possible_duplicates(key, pki):
+    faults = Http2Faults(drop_after=30)
+    async with open_http2_simulator(sim_config(key, faults=faults), pki=pki) as sim:
+        sender, outcomes = await send(sender_config(sim, key=key), 200)
+    assert sum(o.accepted for o in outcomes) == 198
+    assert {r.token for r in sim.accepted} == {
+        token(i).value.hex() for i in range(200) if i not in (3, 5)
+    }
+    assert sim.stats.drops == 1
+    assert sender.stats.reconnects >= 1
+    assert sender.stats.possible_duplicates == sum(o.possible_duplicate for o in outcomes) > 0
+
+
+async def test_unknown_key_fails_everything_fast_with_one_message(key, pki):
+    stranger = ProviderKey(
+        key_id="STRANGER12",
+        team_id=key.team_id,
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+    )
+    async with open_http2_simulator(sim_config(key), pki=pki) as sim:
+        _sender, outcomes = await send(sender_config(sim, key=stranger), 50)
+    assert {o.kind for o in outcomes} == {OutcomeKind.FAILED}
+    assert {o.reason for o in outcomes} == {
+        "APNs refused the credentials or topic: 403 InvalidProviderToken"
+    }
+    assert sim.stats.requests == 1
+    assert sim.accepted == []
+
+
+async def test_payload_over_the_limit_fails_before_sending(key, pki):
+    big = b'{"aps":{"alert":"' + b"x" * 4100 + b'"}}'
+    async with open_http2_simulator(sim_config(key), pki=pki) as sim:
+        with trio.fail_after(30):
+            async with open_http2_sender(sender_config(sim, key=key)) as sender:
+                outcome = await sender.submit(Notification(token=token(1), payload=big))
+                ok = await sender.submit(Notification(token=token(2), payload=PAYLOAD))
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "the limit for apns-push-type alert is 4096" in outcome.reason
+    assert ok.accepted
+    assert sim.stats.requests == 1
+
+
+def test_config_needs_exactly_one_kind_of_auth(key):
+    with pytest.raises(ValueError, match="exactly one of provider_key and credentials"):
+        Http2SenderConfig(settings=AppSettings(topic=TOPIC))
+    with pytest.raises(ValueError, match=r"token auth needs settings\.topic"):
+        Http2SenderConfig(provider_key=key)
