@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 
+import attrs
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -165,3 +166,44 @@ def test_config_needs_exactly_one_kind_of_auth(key):
         Http2SenderConfig(settings=AppSettings(topic=TOPIC))
     with pytest.raises(ValueError, match=r"token auth needs settings\.topic"):
         Http2SenderConfig(provider_key=key)
+
+
+async def submit_and_settle(sender, i: int):
+    outcome = await sender.submit(Notification(token=token(i), payload=PAYLOAD))
+    with trio.fail_after(10):
+        while outcome.kind is OutcomeKind.PENDING:
+            await sender._ledger.wait_settled()
+    return outcome
+
+
+async def test_expired_provider_token_gets_a_new_token_and_connection(key, pki):
+    # The server calls tokens stale after 30 minutes; the sender would keep one for 50.
+    now = [1_700_000_000.0]
+    config = sim_config(key, token_max_age=30 * 60)
+    async with open_http2_simulator(config, pki=pki, clock=lambda: now[0]) as sim:
+        sender_conf = attrs.evolve(sender_config(sim, key=key), clock=lambda: now[0])
+        async with open_http2_sender(sender_conf) as sender:
+            assert (await submit_and_settle(sender, 10)).accepted
+            now[0] += 31 * 60
+            outcome = await submit_and_settle(sender, 11)
+    assert outcome.accepted
+    assert sim.stats.by_reason == {"ExpiredProviderToken": 1}
+    assert sender.stats.connections_opened == 2
+    assert len({r.connection for r in sim.accepted}) == 2
+
+
+async def test_too_many_provider_token_updates_moves_to_a_new_connection(key, pki):
+    # The server wants 55 minutes between token changes on a connection; the sender's
+    # cache replaces its token after 50: the correct-timing case of pushy#811.
+    now = [1_700_000_000.0]
+    config = sim_config(key, token_update_interval=55 * 60)
+    async with open_http2_simulator(config, pki=pki, clock=lambda: now[0]) as sim:
+        sender_conf = attrs.evolve(sender_config(sim, key=key), clock=lambda: now[0])
+        async with open_http2_sender(sender_conf) as sender:
+            assert (await submit_and_settle(sender, 10)).accepted
+            now[0] += 50 * 60
+            outcome = await submit_and_settle(sender, 11)
+    assert outcome.accepted
+    assert not outcome.possible_duplicate
+    assert sim.stats.by_reason == {"TooManyProviderTokenUpdates": 1}
+    assert sender.stats.connections_opened == 2
