@@ -61,6 +61,7 @@ from ..h2wire import (
     verify_provider_token,
 )
 from ..tls import (
+    Credentials,
     TestPKI,
     TLSStream,
     certificate_topic,
@@ -69,6 +70,7 @@ from ..tls import (
     make_test_pki,
     server_context,
 )
+from ._server import ServerCertificates
 
 logger = logging.getLogger("apns_legacy.simulator.http2")
 
@@ -207,7 +209,7 @@ class Http2Simulator:
     """A running HTTP/2 simulator (see :func:`open_http2_simulator`)."""
 
     def __init__(
-        self, config: Http2SimulatorConfig, pki: TestPKI, clock: Callable[[], float]
+        self, config: Http2SimulatorConfig, pki: TestPKI | None, clock: Callable[[], float]
     ) -> None:
         self.config = config
         self.pki = pki
@@ -236,10 +238,12 @@ class Http2Simulator:
 
     def client_context(self, *, certificate: bool = False) -> SSL.Context:
         """A client context trusting the simulator's CA, offering ALPN h2; with
-        ``certificate`` it presents the test PKI's client certificate (certificate auth)."""
-        return client_context(
-            self.pki.client if certificate else None, ca=self.pki.ca_pem(), alpn=[b"h2"]
-        )
+        ``certificate`` it presents the test PKI's client certificate (certificate auth).
+        Needs the simulator's ``pki``."""
+        if self.pki is None:
+            raise RuntimeError("client_context() needs the simulator's TestPKI (pki=...)")
+        client: Credentials | None = self.pki.client if certificate else None
+        return client_context(client, ca=self.pki.ca_pem(), alpn=[b"h2"])
 
     def add_invalid_token(self, token: bytes | str) -> None:
         """Answer 400 BadDeviceToken for ``token`` from now on."""
@@ -613,6 +617,7 @@ async def open_http2_simulator(
     config: Http2SimulatorConfig | None = None,
     *,
     pki: TestPKI | None = None,
+    certificates: ServerCertificates | None = None,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Http2Simulator]:
     """Run the HTTP/2 APNs simulator with TLS (ALPN h2) for the ``async with`` block.
@@ -622,14 +627,18 @@ async def open_http2_simulator(
         pki: the test certificates; default: a throwaway CA, server and client
             certificate. Clients may present the client certificate (certificate
             auth) or none (token auth).
+        certificates: the server certificate and client CA instead of ``pki`` (a
+            certificate directory, as ``apns-legacy serve --http2`` reads it).
         clock: UNIX seconds, for token ages and 410 timestamps.
     """
     config = config or Http2SimulatorConfig()
-    pki = pki or make_test_pki()
+    if certificates is None:
+        pki = pki or make_test_pki()
+        certificates = ServerCertificates.from_pki(pki)
     sim = Http2Simulator(config, pki, clock)
     context = server_context(
-        pki.server,
-        client_ca=pki.ca_certificate,
+        certificates.server,
+        client_ca=certificates.client_ca,
         allow_tls13=True,
         require_client_certificate=False,
         alpn=[b"h2"],
