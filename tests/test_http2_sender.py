@@ -207,3 +207,32 @@ async def test_too_many_provider_token_updates_moves_to_a_new_connection(key, pk
     assert not outcome.possible_duplicate
     assert sim.stats.by_reason == {"TooManyProviderTokenUpdates": 1}
     assert sender.stats.connections_opened == 2
+
+
+@pytest.mark.parametrize(("connections", "goaway_after"), [(1, 3000), (4, 1000)])
+async def test_ten_thousand_with_goaways_each_recorded_exactly_once(
+    key, pki, connections, goaway_after
+):
+    # The acceptance case: 10,000 notifications, 3 BadDeviceToken and 5
+    # Unregistered tokens, GOAWAY after a number of answers on each connection.
+    bad = [3, 4_444, 9_001]
+    gone = [5, 1_000, 3_001, 6_000, 9_999]
+    config = Http2SimulatorConfig(
+        provider_keys={(key.team_id, key.key_id): key.public_key},
+        invalid_tokens=[token(i).value for i in bad],
+        uninstalled_tokens={token(i).value.hex(): GONE_MS for i in gone},
+        faults=Http2Faults(goaway_after=goaway_after),
+    )
+    async with open_http2_simulator(config, pki=pki) as sim:
+        sender, outcomes = await send(sender_config(sim, key=key, connections=connections), 10_000)
+    recorded = collections.Counter(r.token for r in sim.accepted)
+    assert len(recorded) == 9_992
+    assert set(recorded.values()) == {1}
+    assert [i for i, o in enumerate(outcomes) if o.reason == "BadDeviceToken"] == bad
+    unregistered = [i for i, o in enumerate(outcomes) if o.reason == "Unregistered"]
+    assert unregistered == gone
+    assert all(outcomes[i].timestamp is not None for i in gone)
+    assert sum(o.accepted for o in outcomes) == 9_992
+    assert sender.stats.pending == 0
+    assert sender.stats.possible_duplicates == 0
+    assert sim.stats.goaways >= 3

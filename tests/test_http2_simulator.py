@@ -98,6 +98,7 @@ class H2Client:
         self.settings_changed = trio.Event()
         self.closed = trio.Event()
         self.send_lock = trio.Lock()
+        self.goaway_seen = trio.Event()
 
     async def flush(self) -> None:
         async with self.send_lock:
@@ -137,6 +138,7 @@ class H2Client:
             self.settings_changed = trio.Event()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+            self.goaway_seen.set()
 
     @property
     def max_streams(self) -> int:
@@ -176,15 +178,17 @@ async def h2_client(sim, *, certificate: bool = False) -> AsyncIterator[H2Client
     await stream.do_handshake()
     assert stream.alpn_protocol == b"h2"
     client = H2Client(stream)
-    client.conn.initiate_connection()
-    await client.flush()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.read_loop)
-        # The server's first SETTINGS.
-        await client.settings_changed.wait()
-        yield client
-        nursery.cancel_scope.cancel()
-    await trio.aclose_forcefully(stream)
+    try:
+        client.conn.initiate_connection()
+        await client.flush()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read_loop)
+            # The server's first SETTINGS.
+            await client.settings_changed.wait()
+            yield client
+            nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 def request_for(token_hex: str, *, jwt: str | None = None, topic: str | None = TOPIC, **kw):
@@ -427,7 +431,7 @@ async def test_goaway_after_n_with_a_json_reason(key):
                     await client.settings_changed.wait()
             answers = await client.start_many([request_for(GOOD, jwt=jwt)] * 5)
             with trio.fail_after(5):
-                await client.closed.wait()
+                await client.goaway_seen.wait()
         assert client.goaway is not None
         assert json.loads(client.goaway.additional_data) == {"reason": "Shutdown"}
         answered = [a for a in answers if a.headers]

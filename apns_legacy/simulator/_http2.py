@@ -88,6 +88,8 @@ _STATUS_REASONS: Final = {
 }
 _CERT_SUFFIXES: Final = ("", ".voip", ".complication")
 _MAX_BODY_KEPT: Final = HTTP2_VOIP_PAYLOAD_LIMIT + 1
+#: How long a connection after a scripted GOAWAY waits for the client to close.
+_DRAIN_SECONDS: Final = 10.0
 
 
 def _token_set(values: Iterable[bytes | str]) -> frozenset[str]:
@@ -333,6 +335,9 @@ class _Connection:
         self.streams: dict[int, _Stream] = {}
         self.pending: dict[int, bytes] = {}
         self.closing = False
+        #: After a scripted GOAWAY: read (and drop) what the client still sends until it
+        #: closes, so that closing never resets the connection under answers in flight.
+        self.graceful = False
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         )
@@ -370,6 +375,10 @@ class _Connection:
             for event in events:
                 self._handle(event)
             await self._flush()
+        if self.graceful:
+            with trio.move_on_after(_DRAIN_SECONDS):
+                while await self.stream.receive_some():
+                    pass
 
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -451,7 +460,15 @@ class _Connection:
         self._respond(stream_id, verdict, apns_id)
         self.answered += 1
         if faults.goaway_after is not None and self.answered >= faults.goaway_after:
+            # A graceful GOAWAY: streams up to this one that are still incomplete were
+            # not processed, and say so (REFUSED_STREAM), so that last_stream_id is
+            # exact: everything at or below it was answered, nothing above it read.
+            for pending in [k for k in self.streams if k < stream_id]:
+                del self.streams[pending]
+                self.sim.stats.refused_streams += 1
+                self.conn.reset_stream(pending, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._goaway(h2.errors.ErrorCodes.NO_ERROR, faults.goaway_reason, last=stream_id)
+            self.graceful = True
 
     def _respond(self, stream_id: int, verdict: _Verdict, apns_id: str) -> None:
         headers = [(":status", str(verdict.status)), ("apns-id", apns_id)]
