@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+from functools import partial
 
 import attrs
 import pytest
@@ -236,3 +237,74 @@ async def test_ten_thousand_with_goaways_each_recorded_exactly_once(
     assert sender.stats.pending == 0
     assert sender.stats.possible_duplicates == 0
     assert sim.stats.goaways >= 3
+
+
+# -- against an HTTP/2 server nobody here wrote: hypercorn (h2 inside, ASGI app) ----------
+
+
+async def test_sender_against_hypercorn(key, tmp_path):
+    pytest.importorskip("hypercorn")
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    files = make_test_pki().write(tmp_path / "pki", p12_passphrase=b"x")
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        seen.append((scope["http_version"], headers, body))
+        device = scope["path"].rsplit("/", 1)[1]
+        if device == token(3).value.hex():
+            status, answer = 400, b'{"reason":"BadDeviceToken"}'
+        elif device == token(5).value.hex():
+            status, answer = 410, b'{"reason":"Unregistered","timestamp":1454402113123}'
+        else:
+            status, answer = 200, b""
+        response_headers = [(b"apns-id", b"eabeae54-14a8-11e5-b60b-1697f925ec7b")]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.certfile = str(files["server.pem"])
+    config.keyfile = str(files["server-key.pem"])
+    config.alpn_protocols = ["h2"]
+    stop = trio.Event()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            port = int(binds[0].rsplit(":", 1)[1])
+            sender_conf = Http2SenderConfig(
+                host="localhost",
+                port=port,
+                ca=files["ca.pem"].read_bytes(),
+                provider_key=key,
+                settings=AppSettings(topic=TOPIC),
+            )
+            outcomes = []
+            async with open_http2_sender(sender_conf) as sender:
+                for i in range(8):
+                    outcomes.append(
+                        await sender.submit(Notification(token=token(i), payload=PAYLOAD))
+                    )
+            stop.set()
+    assert [o.kind for o in outcomes].count(OutcomeKind.ACCEPTED) == 6
+    assert (outcomes[3].status, outcomes[3].reason) == (400, "BadDeviceToken")
+    assert (outcomes[5].status, outcomes[5].reason) == (410, "Unregistered")
+    assert outcomes[5].timestamp == dt.datetime(2016, 2, 2, 8, 35, 13, 123000, tzinfo=dt.UTC)
+    assert {version for version, _, _ in seen} == {"2"}
+    assert all(h["authorization"].startswith("bearer ey") for _, h, _ in seen)
+    assert {h["apns-topic"] for _, h, _ in seen} == {TOPIC}
+    assert {body for _, _, body in seen} == {PAYLOAD}
