@@ -308,3 +308,22 @@ async def test_sender_against_hypercorn(key, tmp_path):
     assert all(h["authorization"].startswith("bearer ey") for _, h, _ in seen)
     assert {h["apns-topic"] for _, h, _ in seen} == {TOPIC}
     assert {body for _, _, body in seen} == {PAYLOAD}
+
+
+async def test_tiny_flow_control_window_sends_bodies_in_pieces(key, pki):
+    # Each stream may carry 7 bytes until the server's WINDOW_UPDATE: every payload
+    # (22 bytes, and one of 3,000) goes out in pieces, none is refused or lost.
+    big = b'{"aps":{"alert":"' + b"x" * 2980 + b'"}}'
+    async with open_http2_simulator(sim_config(key, initial_window_size=7), pki=pki) as sim:
+        with trio.fail_after(30):
+            async with open_http2_sender(sender_config(sim, key=key)) as sender:
+                outcomes = [
+                    await sender.submit(Notification(token=token(i), payload=PAYLOAD))
+                    for i in range(20)
+                ]
+                outcomes.append(await sender.submit(Notification(token=token(99), payload=big)))
+    assert sum(o.accepted for o in outcomes) == 19
+    assert outcomes[-1].accepted
+    payloads = {r.token: r.payload for r in sim.accepted}
+    assert payloads[token(99).value.hex()] == big.decode()
+    assert payloads[token(0).value.hex()] == PAYLOAD.decode()

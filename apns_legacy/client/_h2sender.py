@@ -360,14 +360,32 @@ class _Connection:
                 self.in_flight[stream_id] = job
                 self.answers[stream_id] = ([], bytearray())
                 self.ledger.stats.written += 1
-                while self.conn.local_flow_control_window(stream_id) < len(request.body):
-                    await self.flush()
-                    await self.changed.wait()
-                    if stream_id not in self.in_flight:
-                        break
-                else:
-                    self.conn.send_data(stream_id, request.body, end_stream=True)
+                await self.send_body(stream_id, request.body)
             await self.flush()
+
+    async def send_body(self, stream_id: int, body: bytes) -> None:
+        # As much as the flow-control window (stream and connection) and the frame
+        # size allow, then wait for WINDOW_UPDATE: a server with a window smaller than
+        # the payload gets it in pieces, never a flow-control error.
+        view = memoryview(body)
+        while True:
+            window = min(
+                self.conn.local_flow_control_window(stream_id),
+                self.conn.max_outbound_frame_size,
+            )
+            if window >= len(view):
+                self.conn.send_data(stream_id, bytes(view), end_stream=True)
+                return
+            if window > 0:
+                self.conn.send_data(stream_id, bytes(view[:window]))
+                view = view[window:]
+            # Taken before the flush: a WINDOW_UPDATE read while flushing sets this
+            # one, and the wait below returns at once instead of missing it.
+            changed = self.changed
+            await self.flush()
+            await changed.wait()
+            if stream_id not in self.in_flight:
+                return  # reset or lost meanwhile; settled elsewhere
 
     async def reader(self) -> None:
         while True:

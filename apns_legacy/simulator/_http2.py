@@ -148,6 +148,8 @@ class Http2SimulatorConfig:
         uninstalled_tokens: device tokens answered 410 Unregistered, with the
             timestamp (ms) given, or the current time when the value is None.
         max_concurrent_streams: SETTINGS_MAX_CONCURRENT_STREAMS once authenticated.
+        initial_window_size: SETTINGS_INITIAL_WINDOW_SIZE (each stream's flow-control
+            window for request bodies; tiny values test a client's flow control).
         token_max_age: seconds after ``iat`` a token is ExpiredProviderToken.
         token_update_interval: a connection whose token changes again sooner than
             this (seconds) gets 429 TooManyProviderTokenUpdates.
@@ -162,6 +164,7 @@ class Http2SimulatorConfig:
     invalid_tokens: frozenset[str] = attrs.field(factory=frozenset, converter=_token_set)
     uninstalled_tokens: Mapping[str, int | None] = attrs.field(factory=dict)
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    initial_window_size: int = 65_535
     token_max_age: int = MAX_TOKEN_AGE
     token_update_interval: int = MIN_REFRESH_INTERVAL
     faults: Http2Faults = attrs.field(factory=Http2Faults)
@@ -347,6 +350,7 @@ class _Connection:
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 8000,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: sim.config.initial_window_size,
             },
         )
 
