@@ -327,3 +327,26 @@ async def test_tiny_flow_control_window_sends_bodies_in_pieces(key, pki):
     payloads = {r.token: r.payload for r in sim.accepted}
     assert payloads[token(99).value.hex()] == big.decode()
     assert payloads[token(0).value.hex()] == PAYLOAD.decode()
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+async def test_stream_limit_lowered_to_one_after_each_rejection(key, pki, connections):
+    # APNs drops SETTINGS_MAX_CONCURRENT_STREAMS to 1 after a rejection, with many
+    # streams open, and restores it after a success: the sender follows, never opening
+    # more streams than allowed (the simulator would answer with a GOAWAY).
+    bad = list(range(3, 400, 37))
+    config = Http2SimulatorConfig(
+        provider_keys={(key.team_id, key.key_id): key.public_key},
+        invalid_tokens=[token(i).value for i in bad],
+        lower_after_rejection=True,
+        # Bodies wait for WINDOW_UPDATE between streams of one batch, so that the
+        # lowered limit arrives while a batch is being written.
+        initial_window_size=7,
+    )
+    async with open_http2_simulator(config, pki=pki) as sim:
+        _sender, outcomes = await send(sender_config(sim, key=key, connections=connections), 400)
+    assert [i for i, o in enumerate(outcomes) if o.reason == "BadDeviceToken"] == bad
+    assert sum(o.accepted for o in outcomes) == 400 - len(bad)
+    assert sim.stats.protocol_errors == 0
+    assert sim.stats.goaways == 0
+    assert len({r.token for r in sim.accepted}) == len(sim.accepted) == 400 - len(bad)

@@ -316,7 +316,14 @@ class _Connection:
         # (after a GOAWAY it stops writing while the reader drains the answers).
         try:
             await task()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+            h2.exceptions.ProtocolError,
+        ) as exc:
+            # An h2 error of our own side (a state the code above should never reach)
+            # ends this connection like a loss, never the whole sender.
             logger.info("http2: connection lost: %r", exc)
             nursery.cancel_scope.cancel()
         else:
@@ -351,9 +358,11 @@ class _Connection:
                 except LocalProtocolError as exc:
                     self.ledger.fail(job, str(exc))
                     continue
-                if self.is_stopping():
-                    rest: list[Outcome] = list(jobs[index:])
-                    self.ledger.requeue(rest, certain=True, reason="connection closing")
+                if self.is_stopping() or len(self.in_flight) >= self.limit():
+                    # Closing, or the server lowered its stream limit while we were
+                    # writing this batch: the rest was never written, so it simply goes
+                    # back to the head of the queue (no replay, no duplicate risk).
+                    self.ledger.queue.put_front(jobs[index:])
                     break
                 stream_id = self.conn.get_next_available_stream_id()
                 self.conn.send_headers(stream_id, list(request.headers))

@@ -148,6 +148,8 @@ class Http2SimulatorConfig:
         uninstalled_tokens: device tokens answered 410 Unregistered, with the
             timestamp (ms) given, or the current time when the value is None.
         max_concurrent_streams: SETTINGS_MAX_CONCURRENT_STREAMS once authenticated.
+        lower_after_rejection: after a rejection, lower SETTINGS_MAX_CONCURRENT_STREAMS
+            to 1 until the next success, as APNs does.
         initial_window_size: SETTINGS_INITIAL_WINDOW_SIZE (each stream's flow-control
             window for request bodies; tiny values test a client's flow control).
         token_max_age: seconds after ``iat`` a token is ExpiredProviderToken.
@@ -165,6 +167,7 @@ class Http2SimulatorConfig:
     uninstalled_tokens: Mapping[str, int | None] = attrs.field(factory=dict)
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     initial_window_size: int = 65_535
+    lower_after_rejection: bool = False
     token_max_age: int = MAX_TOKEN_AGE
     token_update_interval: int = MIN_REFRESH_INTERVAL
     faults: Http2Faults = attrs.field(factory=Http2Faults)
@@ -461,6 +464,12 @@ class _Connection:
                 )
         if verdict.reason is not None:
             sim._rejected(verdict.reason)
+            if sim.config.lower_after_rejection and self.authenticated:
+                # Apple drops the limit to 1 after a rejection and restores it after
+                # the next success (openradar 27870881, HTTP2.md 1.4).
+                self._set_limit(1)
+        elif sim.config.lower_after_rejection:
+            self._set_limit(sim.config.max_concurrent_streams)
         self._respond(stream_id, verdict, apns_id)
         self.answered += 1
         if faults.goaway_after is not None and self.answered >= faults.goaway_after:
@@ -473,6 +482,10 @@ class _Connection:
                 self.conn.reset_stream(pending, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._goaway(h2.errors.ErrorCodes.NO_ERROR, faults.goaway_reason, last=stream_id)
             self.graceful = True
+
+    def _set_limit(self, limit: int) -> None:
+        if self.conn.local_settings.max_concurrent_streams != limit:
+            self.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit})
 
     def _respond(self, stream_id: int, verdict: _Verdict, apns_id: str) -> None:
         headers = [(":status", str(verdict.status)), ("apns-id", apns_id)]
