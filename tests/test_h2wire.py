@@ -431,3 +431,23 @@ def test_h2wire_pulls_in_no_io_modules():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_verify_also_accepts_a_der_signature_as_apns_does(key):
+    # Java's SHA256withECDSA (Pushy) and Apple's sample token carry DER signatures;
+    # APNs accepts them (HTTP2.md 2), so the simulator's check does too.
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "ES256", "kid": key.key_id}).encode())
+    claims = b64(json.dumps({"iss": key.team_id, "iat": NOW}).encode())
+    der = key.private_key.sign(f"{header}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
+    assert der[0] == 0x30
+    token = f"{header}.{claims}.{b64(der)}"
+    keys = {(key.team_id, key.key_id): key.public_key}
+    assert verify_provider_token(token, keys, now=NOW).issued_at == NOW
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, key.public_key, algorithms=["ES256"], options={"verify_iat": False})
+    forged = f"{header}.{b64(json.dumps({'iss': key.team_id, 'iat': NOW + 1}).encode())}.{b64(der)}"
+    with pytest.raises(TokenRejected, match="InvalidProviderToken"):
+        verify_provider_token(forged, keys, now=NOW + 1)

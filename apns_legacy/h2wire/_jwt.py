@@ -16,6 +16,7 @@ lock around :meth:`ProviderTokenCache.token`.
 
 from __future__ import annotations
 
+import base64
 import enum
 from collections.abc import Mapping
 from typing import Final
@@ -23,6 +24,7 @@ from typing import Final
 import attrs
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from apns_legacy.wire import LocalProtocolError
@@ -137,6 +139,7 @@ def verify_provider_token(
             ``ExpiredProviderToken`` (``iat`` older than ``max_age``).
     """
     invalid = Reason.INVALID_PROVIDER_TOKEN
+    token = _der_signature_to_raw(token)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -174,6 +177,32 @@ def verify_provider_token(
             Reason.EXPIRED_PROVIDER_TOKEN, f"iat {iat} is {now - iat} s old; the limit is {max_age}"
         )
     return VerifiedToken(team_id=iss, key_id=kid, issued_at=iat)
+
+
+def _der_signature_to_raw(token: str) -> str:
+    """``token`` with a DER-encoded ECDSA signature rewritten as JWS's raw R||S.
+
+    APNs accepts both (HTTP2.md 2: Java's SHA256withECDSA, as Pushy signs, gives DER,
+    and so does Apple's own sample token); PyJWT checks only the raw form. Anything
+    that is not a DER signature comes back unchanged, for PyJWT to judge.
+    """
+    head, dot, signature = token.rpartition(".")
+    if not dot:
+        return token
+    try:
+        der = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except (ValueError, TypeError):
+        return token
+    if len(der) == 64 or not der.startswith(b"\x30"):
+        return token
+    try:
+        r, s = decode_dss_signature(der)
+    except ValueError:
+        return token
+    if r.bit_length() > 256 or s.bit_length() > 256:
+        return token
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return f"{head}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}"
 
 
 class TokenDecision(enum.Enum):
