@@ -14,6 +14,10 @@ needs pytest-trio: ``trio_mode = true`` in the pytest configuration, or
   ...), for code that loads certificates from files.
 * ``apns_p12_passphrase``: the passphrase of ``client.p12`` (default
   ``b"apns-legacy-test"``; override the fixture to choose another).
+* ``apns_provider_key``: a throwaway token-signing key (``ProviderKey``, team id
+  ``TEAM123456``, key id ``KEY1234567``) for the session.
+* ``apns_http2_simulator``: a running HTTP/2 APNs simulator on 127.0.0.1 (free port)
+  using ``apns_pki``, accepting tokens signed by ``apns_provider_key``.
 
 For other simulator settings, call ``open_simulator(pki=apns_pki, ...)`` in the test.
 """
@@ -24,8 +28,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from .simulator import Simulator, open_simulator
+from .h2wire import ProviderKey
+from .simulator import (
+    Http2Simulator,
+    Http2SimulatorConfig,
+    Simulator,
+    open_http2_simulator,
+    open_simulator,
+)
 from .tls import TestPKI, make_test_pki
 
 
@@ -54,3 +66,24 @@ def apns_cert_files(
 ) -> dict[str, Path]:
     """``apns_pki`` as files in a temporary directory (keys unencrypted, mode 0600)."""
     return apns_pki.write(tmp_path_factory.mktemp("apns-certs"), p12_passphrase=apns_p12_passphrase)
+
+
+@pytest.fixture(scope="session")
+def apns_provider_key() -> ProviderKey:
+    """A throwaway ES256 token-signing key for the session."""
+    return ProviderKey(
+        key_id="KEY1234567",
+        team_id="TEAM123456",
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+    )
+
+
+@pytest.fixture
+async def apns_http2_simulator(
+    apns_pki: TestPKI, apns_provider_key: ProviderKey
+) -> AsyncIterator[Http2Simulator]:
+    """An HTTP/2 APNs simulator on 127.0.0.1 (free port) for one test."""
+    key = apns_provider_key
+    config = Http2SimulatorConfig(provider_keys={(key.team_id, key.key_id): key.public_key})
+    async with open_http2_simulator(config, pki=apns_pki) as sim:
+        yield sim

@@ -1,7 +1,7 @@
 """Write the seed corpus: a few valid (and a few typical bad) units per harness.
 
 Run from anywhere: /tmp/venv/bin/python fuzz/make_corpus.py
-Writes fuzz/corpus/{gateway,error_response,feedback}/*.bin (overwriting same names).
+Writes fuzz/corpus/{gateway,error_response,feedback,h2_response}/*.bin (overwriting same names).
 """
 
 from __future__ import annotations
@@ -72,11 +72,26 @@ def feedback_seeds() -> dict[str, bytes]:
     }
 
 
+def h2_response_seeds() -> dict[str, bytes]:
+    # fuzz_h2_response.py's input: "name<TAB>value" lines, a blank line, the body.
+    apns_id = b"apns-id\teabeae54-14a8-11e5-b60b-1697f925ec7b"
+    return {
+        "ok": b":status\t200\n" + apns_id + b"\n\n",
+        "bad_token": b":status\t400\ncontent-type\tapplication/json\n"
+        + apns_id
+        + b'\n\n{"reason":"BadDeviceToken"}',
+        "unregistered": b':status\t410\n\n{"reason":"Unregistered","timestamp":1454402113123}',
+        "unknown_reason": b':status\t429\n\n{"reason":"SomethingNew"}',
+        "no_status": b'apns-id\tx\n\n{"reason":"Shutdown"}',
+    }
+
+
 def main() -> None:
     for name, seeds in [
         ("gateway", gateway_seeds()),
         ("error_response", error_response_seeds()),
         ("feedback", feedback_seeds()),
+        ("h2_response", h2_response_seeds()),
     ]:
         folder = HERE / "corpus" / name
         folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ["gateway", "error_response", "feedback"]
+HARNESSES = ["gateway", "error_response", "feedback", "h2_response"]
 RUNS = 5_000
 
 
@@ -27,7 +27,7 @@ def test_every_harness_has_a_seed_corpus():
 
 
 def test_harnesses_run_clean(tmp_path):
-    # All three at once (they are independent processes); each writes new inputs into a
+    # All of them at once (they are independent processes); each writes new inputs into a
     # scratch copy of its corpus, never into the repository.
     procs = {}
     for name in HARNESSES:

@@ -47,6 +47,22 @@ async def test_my_feedback_job_with_certificate_files(apns_simulator, apns_cert_
     assert [item.timestamp for item in items] == [1_700_000_000]
 
 
+async def test_my_http2_code_against_the_http2_simulator(apns_http2_simulator, apns_provider_key):
+    from apns_legacy.client import Http2SenderConfig, open_http2_sender
+    from apns_legacy.h2wire import AppSettings
+
+    config = Http2SenderConfig(
+        host="localhost", port=apns_http2_simulator.port, ca=apns_http2_simulator.pki.ca_pem(),
+        provider_key=apns_provider_key, settings=AppSettings(topic="com.example.app"),
+    )
+    async with open_http2_sender(config) as sender:
+        outcome = await sender.submit(
+            Notification(token=DeviceToken.from_hex("cd" * 32), payload=build_payload(alert="hi"))
+        )
+    assert outcome.accepted
+    assert [r.token for r in apns_http2_simulator.accepted] == ["cd" * 32]
+
+
 def test_the_p12_has_the_default_passphrase(apns_cert_files, apns_p12_passphrase):
     credentials = Credentials.load(apns_cert_files["client.p12"], passphrase=apns_p12_passphrase)
     assert credentials.topic == "com.example.app"
@@ -66,4 +82,4 @@ def test_the_plugin_gives_a_user_the_fixtures_without_a_conftest(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 passed" in done.stdout
+    assert "5 passed" in done.stdout

@@ -295,3 +295,68 @@ async def test_openssl_s_client_without_certificate_is_refused(pki, files):
     assert b"alert" in result.stderr
     assert kind == "error"
     assert "presented no certificate" in str(error)
+
+
+# -- ALPN (the HTTP/2 provider API negotiates "h2") ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offered", "selected"), [(["http/1.1", "h2"], "h2"), (["http/1.1"], None), (None, None)]
+)
+async def test_server_alpn_selects_h2_for_a_stdlib_client(pki, files, offered, selected):
+    server = server_context(pki.server, client_ca=files["ca.pem"], allow_tls13=True, alpn=[b"h2"])
+    seen = []
+
+    async def record(stream):
+        seen.append(stream.alpn_protocol)
+        await answer_one_line(stream)
+
+    def client():
+        context = ssl.create_default_context(cafile=files["ca.pem"])
+        context.load_cert_chain(files["client.pem"], files["client-key.pem"])
+        if offered is not None:
+            context.set_alpn_protocols(offered)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"x\n")
+            tls.recv(10)
+            return tls.selected_alpn_protocol()
+
+    with trio.fail_after(10):
+        async with tls_server(server, record) as (port, outcomes):
+            chosen = await trio.to_thread.run_sync(client)
+            await outcomes.receive()
+    assert chosen == selected
+    assert seen == [None if selected is None else selected.encode()]
+
+
+async def test_client_alpn_offers_h2_to_a_stdlib_server(files):
+    context = stdlib_server_context(files, tls13=True)
+    context.set_alpn_protocols(["h2"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        listener.settimeout(5)
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(10)
+            return tls.selected_alpn_protocol()
+
+    ours = client_context(client_credentials(files), ca=files["ca.pem"], alpn=[b"h2"])
+    with listener, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            result = []
+
+            async def run_server():
+                result.append(await trio.to_thread.run_sync(serve))
+
+            nursery.start_soon(run_server)
+            stream = await open_tls_stream("127.0.0.1", port, ours, server_hostname="localhost")
+            await stream.do_handshake()
+            assert stream.alpn_protocol == b"h2"
+            await stream.send_all(b"x\n")
+            await stream.aclose()
+    assert result == ["h2"]

@@ -148,6 +148,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--tls13", action="store_true", help="also offer TLS 1.3 (Apple's gateway: 1.2 at most)")
     add("--record", metavar="FILE", help="append accepted notifications as JSON lines")
     add("--for", dest="duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+    add(
+        "--http2",
+        action="store_true",
+        help="serve Apple's HTTP/2 provider API instead (one port, --http2-port; uses "
+        "--host, --cert-dir, --invalid-token, --uninstalled-token, --record, --for)",
+    )
+    add("--http2-port", type=int, default=2197, metavar="PORT", help="default 2197; 0: free")
+    add(
+        "--provider-key",
+        action="append",
+        default=[],
+        metavar="TEAM_ID:KEY_ID:FILE",
+        help="with --http2: accept provider tokens signed by this key (.p8 or PEM public key)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -327,6 +341,11 @@ async def _serve(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.http2:
+        from ._serve_http2 import run_http2
+
+        passphrase = args.p12_passphrase or DEFAULT_P12_PASSPHRASE
+        return run_http2(args, passphrase=passphrase, load_certificates=_load_or_write_certificates)
     config = _config(args)
     passphrase = args.p12_passphrase if args.p12_passphrase is not None else DEFAULT_P12_PASSPHRASE
     try:

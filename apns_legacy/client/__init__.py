@@ -11,6 +11,14 @@ from ._config import (
 )
 from ._feedback import FeedbackError, read_feedback, read_feedback_stream
 from ._gc import BULK_GC_THRESHOLDS, bulk_gc
+from ._h2sender import (
+    PRODUCTION_HOST,
+    SANDBOX_HOST,
+    Http2Outcome,
+    Http2Sender,
+    Http2SenderConfig,
+    open_http2_sender,
+)
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
@@ -34,6 +42,13 @@ __all__ = [
     "Evidence",
     "SenderStats",
     "bulk_gc",
+    # HTTP/2
+    "open_http2_sender",
+    "Http2Sender",
+    "Http2SenderConfig",
+    "Http2Outcome",
+    "PRODUCTION_HOST",
+    "SANDBOX_HOST",
     "BULK_GC_THRESHOLDS",
     # feedback cleanup
     "read_feedback",

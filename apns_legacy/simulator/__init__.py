@@ -26,6 +26,15 @@ from ._faults import (
     SplitErrors,
     StopReading,
 )
+from ._http2 import (
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    Http2AcceptedRecord,
+    Http2Faults,
+    Http2Simulator,
+    Http2SimulatorConfig,
+    Http2Stats,
+    open_http2_simulator,
+)
 from ._latency import LatencyStream, open_latency_stream
 from ._records import AcceptedRecord, ErrorRecord, SimulatorStats
 from ._server import ListenError, ServerCertificates, open_simulator, serve_simulator
@@ -62,4 +71,12 @@ __all__ = [
     "IdleTimeout",
     "Latency",
     "RefuseHandshake",
+    # HTTP/2
+    "open_http2_simulator",
+    "Http2Simulator",
+    "Http2SimulatorConfig",
+    "Http2Faults",
+    "Http2Stats",
+    "Http2AcceptedRecord",
+    "DEFAULT_MAX_CONCURRENT_STREAMS",
 ]

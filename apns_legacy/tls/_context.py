@@ -15,13 +15,18 @@ after the handshake.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from ._credentials import Credentials
+
+if TYPE_CHECKING:
+    # pyOpenSSL's type for its NO_OVERLAPPING_PROTOCOLS sentinel (the ALPN callback's
+    # "none of yours" answer); it has no public name.
+    from OpenSSL.SSL import _NoOverlappingProtocols as _NoOverlap
 from ._errors import UnreadableCredentialsError
 
 # OpenSSL's SSL_MODE_ENABLE_PARTIAL_WRITE and SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
@@ -86,6 +91,7 @@ def client_context(
     ca: bytes | str | os.PathLike[str] | None = None,
     min_version: int = SSL.TLS1_2_VERSION,
     allow_tls13: bool = True,
+    alpn: Sequence[bytes] = (),
 ) -> SSL.Context:
     """A context for connecting to a gateway or feedback service.
 
@@ -95,6 +101,8 @@ def client_context(
             None: the system's default trust store.
         min_version: lowest TLS version (an ``OpenSSL.SSL.TLS1_*_VERSION``).
         allow_tls13: False caps the connection at TLS 1.2.
+        alpn: ALPN protocols to offer, in order of preference (``[b"h2"]`` for the
+            HTTP/2 provider API); empty: no ALPN extension.
 
     Returns:
         A finished context; do not change it afterwards.
@@ -103,6 +111,8 @@ def client_context(
         UnreadableCredentialsError: ``ca`` is missing or holds no PEM certificate.
     """
     context = _base_context(SSL.TLS_CLIENT_METHOD, min_version, allow_tls13)
+    if alpn:
+        context.set_alpn_protos(list(alpn))
     if credentials is not None:
         _use_credentials(context, credentials)
     if ca is None:
@@ -120,6 +130,7 @@ def server_context(
     allow_tls13: bool = False,
     require_client_certificate: bool = True,
     min_version: int = SSL.TLS1_2_VERSION,
+    alpn: Sequence[bytes] = (),
 ) -> SSL.Context:
     """A context for the simulator's gateway and feedback servers.
 
@@ -135,6 +146,10 @@ def server_context(
         require_client_certificate: fail the handshake when the client presents
             no certificate (a presented certificate is always verified).
         min_version: lowest TLS version.
+        alpn: ALPN protocols the server speaks, in order of preference; the first
+            of them the client offers is selected. A client offering none of them
+            (or no ALPN at all) still connects, with no protocol selected, and the
+            server decides what to do (``TLSStream.alpn_protocol`` is None).
 
     Returns:
         A finished context; do not change it afterwards.
@@ -143,6 +158,8 @@ def server_context(
         UnreadableCredentialsError: ``client_ca`` holds no PEM certificate.
     """
     context = _base_context(SSL.TLS_SERVER_METHOD, min_version, allow_tls13)
+    if alpn:
+        context.set_alpn_select_callback(_alpn_selector(tuple(alpn)))
     _use_credentials(context, credentials)
     if isinstance(client_ca, x509.Certificate):
         authorities: Sequence[x509.Certificate] = [client_ca]
@@ -163,6 +180,18 @@ def server_context(
     # session resumption gets "session id context uninitialized".
     context.set_session_id(_SESSION_ID_CONTEXT)
     return context
+
+
+def _alpn_selector(
+    ours: tuple[bytes, ...],
+) -> Callable[[SSL.Connection, list[bytes]], bytes | _NoOverlap]:
+    def select(connection: SSL.Connection, offered: list[bytes]) -> bytes | _NoOverlap:
+        for protocol in ours:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return select
 
 
 def _base_context(method: int, min_version: int, allow_tls13: bool) -> SSL.Context:

@@ -236,6 +236,13 @@ class TLSStream(trio.abc.Stream):
             return None
         return self._connection.get_protocol_version_name()
 
+    @property
+    def alpn_protocol(self) -> bytes | None:
+        """The protocol ALPN selected (e.g. ``b"h2"``) once the handshake is done, or None."""
+        if not self._handshake_finished.is_set():
+            return None
+        return self._connection.get_alpn_proto_negotiated() or None
+
     async def do_handshake(self) -> None:
         """Run the handshake now, or wait for the one in progress; no-op when done.
 

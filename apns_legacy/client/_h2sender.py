@@ -1,0 +1,527 @@
+"""The HTTP/2 sender: notifications to the provider API, each with exactly one outcome.
+
+It shares the binary sender's :class:`Ledger` (queue, statistics, the outcome stream)
+and outcome model (:class:`Outcome`, :class:`OutcomeKind`, :class:`Evidence`); what is
+new is the connection, on ``h2`` over :class:`TLSStream` with ALPN ``h2``.
+
+Theory of operation. ``connections`` slots each run one connection at a time, opened
+when there is work. A connection has a writer task and a reader task. The writer
+takes notifications from the shared queue only while fewer streams are open than the
+server's current ``SETTINGS_MAX_CONCURRENT_STREAMS`` (re-read on every change; 1 on a
+token connection until its first answer, as Apple allows), builds each request with
+:func:`apns_legacy.h2wire.build_request`, and waits for flow-control window before
+sending a body. The reader feeds h2 and settles each stream when it ends:
+
+* 200: ``accepted`` (``Evidence.CONFIRMED``: APNs answered for this very request);
+* 429 TooManyRequests, 500, 503 (and a stream reset with REFUSED_STREAM, or one above
+  a GOAWAY's last stream id, which the server did not process): retried with
+  exponential back-off, at most ``max_attempts`` times, then ``failed``;
+* 403 ExpiredProviderToken: the token is marked stale (replaced once the 20-minute
+  rule allows), the connection is closed, the notification retried once;
+* 429 TooManyProviderTokenUpdates: that connection is closed and the notification
+  retried on another (with the cached token);
+* configuration faults (BadCertificate, BadCertificateEnvironment,
+  InvalidProviderToken, MissingProviderToken, TopicDisallowed, BadTopic,
+  MissingTopic): everything fails fast with one message (``Ledger.set_fatal``);
+* any other reason: ``rejected``, with the HTTP status, Apple's reason and, for 410,
+  the timestamp.
+
+A connection lost with streams open puts them back in the queue as possible
+duplicates (the server may have processed them), as the binary sender does.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import attrs
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import trio
+
+from ..h2wire import (
+    AppSettings,
+    ProviderKey,
+    ProviderTokenCache,
+    Reason,
+    build_request,
+    parse_response,
+)
+from ..tls import Credentials, client_context, open_tls_stream
+from ..wire import LocalProtocolError, Notification, RemoteProtocolError
+from ._ledger import Ledger
+from ._outcomes import Evidence, Outcome, SenderStats
+
+logger = logging.getLogger("apns_legacy.sender.http2")
+
+PRODUCTION_HOST: Final = "api.push.apple.com"
+SANDBOX_HOST: Final = "api.sandbox.push.apple.com"
+
+_RETRY: Final = {
+    Reason.TOO_MANY_REQUESTS,
+    Reason.INTERNAL_SERVER_ERROR,
+    Reason.SERVICE_UNAVAILABLE,
+    Reason.SHUTDOWN,
+    Reason.IDLE_TIMEOUT,
+}
+_FATAL: Final = {
+    Reason.BAD_CERTIFICATE,
+    Reason.BAD_CERTIFICATE_ENVIRONMENT,
+    Reason.INVALID_PROVIDER_TOKEN,
+    Reason.MISSING_PROVIDER_TOKEN,
+    Reason.TOPIC_DISALLOWED,
+    Reason.BAD_TOPIC,
+    Reason.MISSING_TOPIC,
+    Reason.BAD_ENVIRONMENT_KEY_ID_IN_TOKEN,
+}
+
+
+class Http2Outcome(Outcome):
+    """An :class:`Outcome` with what an HTTP/2 answer adds.
+
+    ``status`` is the HTTP status of a rejection (400, 403, 410...), ``reason`` Apple's
+    reason for a rejection (or why it failed), ``apns_id`` the id APNs answered with,
+    ``timestamp`` the 410 time (an aware UTC datetime).
+    """
+
+    __slots__ = ("apns_id", "attempts", "timestamp", "token_retries")
+
+    def __init__(self, notification: Notification, tag: Any = None) -> None:
+        super().__init__(notification, tag)
+        self.apns_id: str | None = None
+        self.timestamp: Any = None
+        #: Retryable answers so far (429/500/503, refused streams).
+        self.attempts = 0
+        self.token_retries = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``apns_id`` and ``timestamp`` added; no binary fields)."""
+        return {
+            "token": self.notification.token.hex,
+            "outcome": self.kind.value,
+            "status": None if self.status is None else int(self.status),
+            "reason": self.reason,
+            "apns_id": self.apns_id,
+            "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
+            "possible_duplicate": self.possible_duplicate,
+        }
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not value > 0:
+        raise LocalProtocolError(f"{attribute.name} must be > 0, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Http2SenderConfig:
+    """How to reach APNs over HTTP/2 and how hard to try.
+
+    Exactly one of ``provider_key`` (token auth; ``settings.topic`` required) and
+    ``credentials`` (certificate auth) is given.
+    """
+
+    host: str = PRODUCTION_HOST
+    port: int = 443
+    settings: AppSettings = attrs.field(factory=AppSettings)
+    provider_key: ProviderKey | None = None
+    credentials: Credentials | None = None
+    ca: bytes | str | os.PathLike[str] | None = None
+    server_hostname: str | None = None
+    connections: int = attrs.field(default=1, validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=_positive)
+    retry_delay: float = attrs.field(default=0.05, validator=_positive)
+    max_retry_delay: float = attrs.field(default=5.0, validator=_positive)
+    max_losses: int = attrs.field(default=3, validator=_positive)
+    max_connect_failures: int = attrs.field(default=5, validator=_positive)
+    queue_size: int = attrs.field(default=10_000, validator=_positive)
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    clock: Callable[[], float] = attrs.field(default=time.time, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.provider_key is None) == (self.credentials is None):
+            raise LocalProtocolError("give exactly one of provider_key and credentials")
+        if self.provider_key is not None and self.settings.topic is None:
+            raise LocalProtocolError("token auth needs settings.topic (apns-topic)")
+
+
+class Http2Sender:
+    """A running HTTP/2 sender (see :func:`open_http2_sender`)."""
+
+    def __init__(self, config: Http2SenderConfig, nursery: trio.Nursery) -> None:
+        self.config = config
+        self._nursery = nursery
+        self._ledger = Ledger(
+            queue_size=config.queue_size, max_losses=config.max_losses, on_outcome=None
+        )
+        self.rejected_by_reason: collections.Counter[str] = collections.Counter()
+        self._context = client_context(config.credentials, ca=config.ca, alpn=[b"h2"])
+        self._cache = (
+            ProviderTokenCache(config.provider_key) if config.provider_key is not None else None
+        )
+        self._token_stale = False
+        self._opened = 0
+
+    @property
+    def stats(self) -> SenderStats:
+        """Running totals, shared with the binary sender's model."""
+        return self._ledger.stats
+
+    async def submit(self, notification: Notification, tag: Any = None) -> Http2Outcome:
+        """Queue ``notification`` (waiting while the queue is full); returns its outcome,
+        filled in when it settles."""
+        await self._ledger.queue.wait_for_room()
+        job = Http2Outcome(notification, tag)
+        self._ledger.add(job)
+        return job
+
+    def outcomes(self) -> AsyncIterator[Outcome]:
+        """Every outcome as it settles; ends after :func:`open_http2_sender`'s block."""
+        return self._ledger.outcomes()
+
+    async def wait_settled(self) -> None:
+        """Return when every submitted notification has its outcome."""
+        while self.stats.pending:
+            await self._ledger.wait_settled()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _token(self) -> str | None:
+        if self._cache is None:
+            return None
+        before = self._cache.current
+        token = self._cache.token(int(self.config.clock()), stale=self._token_stale)
+        if token is not before:
+            self._token_stale = False
+        return token.value
+
+    def _retry(self, job: Http2Outcome, why: str) -> None:
+        job.attempts += 1
+        if job.attempts >= self.config.max_attempts:
+            self._ledger.fail(job, f"{why} (after {job.attempts} attempts)")
+            return
+        delay = min(self.config.retry_delay * 2 ** (job.attempts - 1), self.config.max_retry_delay)
+        self._nursery.start_soon(self._requeue_later, job, delay, why)
+
+    async def _requeue_later(self, job: Http2Outcome, delay: float, why: str) -> None:
+        await trio.sleep(delay)
+        self._ledger.requeue([job], certain=True, reason=why)
+
+    async def _slot(self) -> None:
+        failures = 0
+        while True:
+            await self._ledger.queue.wait()
+            if self._ledger.fatal is not None:
+                self._ledger.fail_queued(self._ledger.fatal)
+                continue
+            try:
+                with trio.fail_after(self.config.connect_timeout):
+                    stream = await open_tls_stream(
+                        self.config.host,
+                        self.config.port,
+                        self._context,
+                        server_hostname=self.config.server_hostname or self.config.host,
+                    )
+                    await stream.do_handshake()
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                self.stats.connect_failures += 1
+                failures += 1
+                logger.info(
+                    "http2: cannot connect to %s:%d: %r", self.config.host, self.config.port, exc
+                )
+                if failures >= self.config.max_connect_failures:
+                    self._ledger.set_fatal(
+                        f"cannot connect to {self.config.host}:{self.config.port} "
+                        f"({failures} attempts): {exc}"
+                    )
+                    continue
+                await trio.sleep(
+                    min(self.config.retry_delay * 2**failures, self.config.max_retry_delay)
+                )
+                continue
+            failures = 0
+            self.stats.connections_opened += 1
+            self._opened += 1
+            if self._opened > self.config.connections:
+                self.stats.reconnects += 1
+            if stream.alpn_protocol != b"h2":
+                await trio.aclose_forcefully(stream)
+                self._ledger.set_fatal(
+                    f"{self.config.host}:{self.config.port} does not speak HTTP/2 (no ALPN h2)"
+                )
+                continue
+            await _Connection(self, stream).run()
+
+
+class _Connection:
+    def __init__(self, sender: Http2Sender, stream: Any) -> None:
+        self.sender = sender
+        self.ledger = sender._ledger
+        self.stream = stream
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.in_flight: dict[int, Http2Outcome] = {}
+        self.answers: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
+        self.answered_once = sender._cache is None
+        self.stopping = False
+        self.changed = trio.Event()
+        self.send_lock = trio.Lock()
+        self.goaway_last: int | None = None
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+        self.ledger.queue.wake_all()
+
+    def is_stopping(self) -> bool:
+        # A method, not the attribute: it changes while the writer awaits.
+        return self.stopping
+
+    def limit(self) -> int:
+        if not self.answered_once:
+            return 1
+        return self.conn.remote_settings.max_concurrent_streams
+
+    async def flush(self) -> None:
+        async with self.send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                await self.stream.send_all(data)
+
+    async def run(self) -> None:
+        try:
+            self.conn.initiate_connection()
+            await self.flush()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guard, self.writer, nursery, False)
+                await self._guard(self.reader, nursery, True)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            logger.info("http2: connection lost: %r", exc)
+        finally:
+            self.lost()
+            await trio.aclose_forcefully(self.stream)
+
+    async def _guard(
+        self, task: Callable[[], Awaitable[None]], nursery: trio.Nursery, always: bool
+    ) -> None:
+        # The reader's end ends the connection; the writer's only when it failed
+        # (after a GOAWAY it stops writing while the reader drains the answers).
+        try:
+            await task()
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+            h2.exceptions.ProtocolError,
+        ) as exc:
+            # An h2 error of our own side (a state the code above should never reach)
+            # ends this connection like a loss, never the whole sender.
+            logger.info("http2: connection lost: %r", exc)
+            nursery.cancel_scope.cancel()
+        else:
+            if always:
+                nursery.cancel_scope.cancel()
+
+    def lost(self) -> None:
+        if self.in_flight:
+            jobs: list[Outcome] = [self.in_flight.pop(k) for k in sorted(self.in_flight)]
+            self.ledger.requeue(jobs, certain=False, reason="the connection was lost")
+
+    async def writer(self) -> None:
+        settings = self.sender.config.settings
+        host = self.sender.config.host
+        while not self.stopping:
+            room = self.limit() - len(self.in_flight)
+            if room <= 0:
+                await self.changed.wait()
+                continue
+            await self.ledger.queue.wait()
+            if self.is_stopping():
+                break
+            jobs = self.ledger.queue.take(room, 1 << 20)
+            token = self.sender._token()
+            for index, job in enumerate(jobs):
+                if not isinstance(job, Http2Outcome):  # pragma: no cover - only ours go in
+                    raise TypeError("the HTTP/2 sender's queue holds Http2Outcome only")
+                try:
+                    request = build_request(
+                        job.notification, settings, authorization=token, authority=host
+                    )
+                except LocalProtocolError as exc:
+                    self.ledger.fail(job, str(exc))
+                    continue
+                if self.is_stopping() or len(self.in_flight) >= self.limit():
+                    # Closing, or the server lowered its stream limit while we were
+                    # writing this batch: the rest was never written, so it simply goes
+                    # back to the head of the queue (no replay, no duplicate risk).
+                    self.ledger.queue.put_front(jobs[index:])
+                    break
+                stream_id = self.conn.get_next_available_stream_id()
+                self.conn.send_headers(stream_id, list(request.headers))
+                self.in_flight[stream_id] = job
+                self.answers[stream_id] = ([], bytearray())
+                self.ledger.stats.written += 1
+                await self.send_body(stream_id, request.body)
+            await self.flush()
+
+    async def send_body(self, stream_id: int, body: bytes) -> None:
+        # As much as the flow-control window (stream and connection) and the frame
+        # size allow, then wait for WINDOW_UPDATE: a server with a window smaller than
+        # the payload gets it in pieces, never a flow-control error.
+        view = memoryview(body)
+        while True:
+            window = min(
+                self.conn.local_flow_control_window(stream_id),
+                self.conn.max_outbound_frame_size,
+            )
+            if window >= len(view):
+                self.conn.send_data(stream_id, bytes(view), end_stream=True)
+                return
+            if window > 0:
+                self.conn.send_data(stream_id, bytes(view[:window]))
+                view = view[window:]
+            # Taken before the flush: a WINDOW_UPDATE read while flushing sets this
+            # one, and the wait below returns at once instead of missing it.
+            changed = self.changed
+            await self.flush()
+            await changed.wait()
+            if stream_id not in self.in_flight:
+                return  # reset or lost meanwhile; settled elsewhere
+
+    async def reader(self) -> None:
+        while True:
+            data = await self.stream.receive_some()
+            if not data:
+                return
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                logger.info("http2: protocol error from the server: %r", exc)
+                return
+            for event in events:
+                self.on_event(event)
+            await self.flush()
+            if self.stopping and not self.in_flight:
+                self.conn.close_connection()
+                await self.flush()
+                return
+
+    def on_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            if event.stream_id in self.answers:
+                self.answers[event.stream_id][0].extend(event.headers or ())
+            if event.stream_ended is not None:
+                self.settle(event.stream_id)
+        elif isinstance(event, h2.events.DataReceived):
+            assert event.stream_id is not None
+            if event.stream_id in self.answers:
+                self.answers[event.stream_id][1].extend(event.data or b"")
+            self.conn.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            assert event.stream_id is not None
+            self.settle(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            job = self.in_flight.pop(event.stream_id or 0, None)
+            self.answers.pop(event.stream_id or 0, None)
+            if job is not None:
+                if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                    self.sender._retry(job, "stream refused (REFUSED_STREAM)")
+                else:
+                    self.ledger.requeue(
+                        [job], certain=False, reason=f"stream reset ({event.error_code!r})"
+                    )
+            self.wake()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway(event)
+        elif isinstance(event, (h2.events.RemoteSettingsChanged, h2.events.WindowUpdated)):
+            self.wake()
+
+    def goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.stopping = True
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        reason = ""
+        try:
+            document = json.loads(event.additional_data or b"{}")
+            if isinstance(document, dict):
+                reason = str(document.get("reason", ""))
+        except ValueError:
+            pass
+        logger.info("http2: GOAWAY (last stream %d, reason %r)", last, reason)
+        unprocessed = sorted(k for k in self.in_flight if k > last)
+        if unprocessed:
+            jobs: list[Outcome] = [self.in_flight.pop(k) for k in unprocessed]
+            for k in unprocessed:
+                self.answers.pop(k, None)
+            self.ledger.requeue(jobs, certain=True, reason=f"GOAWAY {reason}".strip())
+        if reason in {r.value for r in _FATAL}:
+            self.ledger.set_fatal(f"APNs closed the connection: {reason}")
+        self.wake()
+
+    def settle(self, stream_id: int) -> None:
+        job = self.in_flight.pop(stream_id, None)
+        headers, body = self.answers.pop(stream_id, ([], bytearray()))
+        if job is None:
+            return
+        self.answered_once = True
+        self.wake()
+        try:
+            response = parse_response(headers, bytes(body))
+        except RemoteProtocolError as exc:
+            self.ledger.fail(job, f"unreadable answer: {exc}")
+            return
+        job.apns_id = response.apns_id
+        if response.ok:
+            self.ledger.accept([job], Evidence.CONFIRMED)
+            return
+        reason = response.reason
+        text = str(reason)
+        if (
+            reason in _RETRY
+            or response.status in (500, 503)
+            or (response.status == 429 and reason is not Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES)
+        ):
+            self.sender._retry(job, f"{response.status} {text}")
+        elif reason is Reason.EXPIRED_PROVIDER_TOKEN:
+            self.sender._token_stale = True
+            self.stopping = True
+            job.token_retries += 1
+            if job.token_retries > 1:
+                self.ledger.fail(job, "ExpiredProviderToken after a new token")
+            else:
+                self.ledger.requeue([job], certain=True, reason=text)
+        elif reason is Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES:
+            self.stopping = True
+            self.sender._retry(job, text)
+        elif reason in _FATAL:
+            message = f"APNs refused the credentials or topic: {response.status} {text}"
+            self.ledger.set_fatal(message)
+            self.ledger.fail(job, message)
+        else:
+            job.reason = text
+            job.timestamp = response.timestamp
+            self.sender.rejected_by_reason[text] += 1
+            self.ledger.reject(job, response.status)
+
+
+@asynccontextmanager
+async def open_http2_sender(config: Http2SenderConfig) -> AsyncIterator[Http2Sender]:
+    """Run an HTTP/2 sender for the ``async with`` block; leaving it waits until every
+    submitted notification has its outcome, then closes the connections."""
+    async with trio.open_nursery() as nursery:
+        sender = Http2Sender(config, nursery)
+        for _ in range(config.connections):
+            nursery.start_soon(sender._slot)
+        try:
+            yield sender
+            await sender.wait_settled()
+        finally:
+            sender._ledger.finish()
+            nursery.cancel_scope.cancel()
