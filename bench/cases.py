@@ -350,11 +350,13 @@ def high_water_kib(pid: int) -> int | None:
     return None
 
 
-def case_cli(setup: Setup) -> Result:
+def case_cli(setup: Setup, report: bool = False) -> Result:
     """``apns-legacy send --input FILE --quiet`` as a subprocess; peak RSS is the child's.
 
     The child's peak is read from /proc while it runs (every 20 ms): its
-    ``ru_maxrss`` would include this process's memory at the fork.
+    ``ru_maxrss`` would include this process's memory at the fork. With ``report``,
+    ``--report FILE`` too (one JSON line an outcome), and the file must hold a line
+    for every notification.
     """
     path = setup.work / f"input-{setup.n}.jsonl"
     if not path.exists():
@@ -368,6 +370,9 @@ def case_cli(setup: Setup) -> Result:
         "--connections", str(setup.connections),
         "--input", str(path), "--quiet",
     ]  # fmt: skip
+    report_path = setup.work / f"cli-report-{os.getpid()}.jsonl"
+    if report:
+        command += ["--report", str(report_path)]
     output = setup.work / f"cli-output-{os.getpid()}.txt"
     peak = 0
     with output.open("w+") as log:
@@ -388,6 +393,12 @@ def case_cli(setup: Setup) -> Result:
     problems = []
     if child.returncode != 0:
         problems.append(f"exit {child.returncode}: {text.strip()[-500:]}")
+    if report:
+        with report_path.open("rb") as file:
+            reported = sum(1 for _ in file)
+        report_path.unlink()
+        if reported != setup.n:
+            problems.append(f"--report has {reported} lines for {setup.n} notifications")
     return {
         "seconds": seconds,
         "written": setup.n,
@@ -427,6 +438,7 @@ SYNC_CASES = {
     "reference-ssl": case_reference_ssl,
     "sync": case_sync,
     "cli": case_cli,
+    "cli-report": lambda setup: case_cli(setup, report=True),
     "s_client": case_s_client,
 }
 
