@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import io
 import math
 import os
 import signal
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO, Final
+from typing import IO, Any, Final, cast
 
 import attrs
 import trio
@@ -52,7 +52,7 @@ from ..wire import (
 )
 from ._common import Target, add_connection_arguments, load_client_context
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from ._send_display import PLAIN_EVERY, Display, Progress, summary
+from ._send_display import PLAIN_EVERY, Display, Progress, report_line, summary
 from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
@@ -209,7 +209,7 @@ def _command_line_payload(args: argparse.Namespace) -> bytes | None:
 class _Run:
     """One send's state between the outcome callback, the input loop and the summary."""
 
-    report: IO[str] | None
+    report: IO[bytes] | None
     display: Display
     skipped: int = 0
     stopped_at: int | None = None
@@ -223,8 +223,7 @@ class _Run:
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
-            entry = {"line": outcome.tag, **outcome.to_json()}
-            self.report.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self.report.write(report_line(outcome))
         if outcome.kind is OutcomeKind.FAILED and self.first_failure is None:
             self.first_failure = outcome.reason
 
@@ -374,20 +373,42 @@ def _open_input(path: str | None) -> Iterator[int | None]:
 
 
 @contextlib.contextmanager
-def _open_report(path: str | None, append: bool = False) -> Iterator[IO[str] | None]:
+def _open_report(path: str | None, append: bool = False) -> Iterator[IO[bytes] | None]:
     if path is None:
         yield None
         return
     if path == "-":
-        yield sys.stdout
         sys.stdout.flush()
+        out: IO[bytes] | None = getattr(sys.stdout, "buffer", None)
+        if out is None:  # a text-only stdout (an embedding program's): write it decoded
+            out = cast(IO[bytes], _TextSink(sys.stdout))
+        yield out
+        out.flush()
         return
     try:
-        file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        file = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UsageError(f"--report {path}: cannot write ({os_error(exc)})") from None
     with file:
         yield file
+
+
+class _TextSink(io.RawIOBase):
+    """Bytes written to a text stream (UTF-8 report lines, decoded)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._stream.write(bytes(data).decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _file_size(source: int | None) -> int | None:

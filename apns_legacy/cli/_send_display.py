@@ -4,16 +4,23 @@ The progress display (``rich.progress``) is only drawn when stderr is a terminal
 ``--quiet`` is not given; it is refreshed from a trio task a few times a second from
 the sender's running totals, never per notification. When stderr is not a terminal
 a plain progress line is printed every few seconds instead.
+
+The ``--report`` lines are written here too (:func:`report_line`): msgspec writes
+them, and a line it would write differently from the standard library's
+``json.dumps(..., separators=(",", ":"))`` (anything not plain ASCII, or with an
+escape) is written by ``json`` instead, so the lines are the same bytes as before.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import attrs
+import msgspec
 import trio
 from rich.console import Console
 from rich.progress import (
@@ -27,13 +34,30 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
-from ..client import SenderStats
+from ..client import Outcome, SenderStats
 from ..wire import status_from_int, status_name
 from ._text import plural
 
 _REFRESH: Final = 0.2
 #: Seconds between plain progress lines when stderr is not a terminal.
 PLAIN_EVERY: Final = 10.0
+
+
+_ENCODE: Final = msgspec.json.Encoder().encode
+
+
+def json_line(entry: dict[str, Any]) -> bytes:
+    """``entry`` as ``json.dumps(entry, separators=(",", ":"))`` writes it, and a newline."""
+    data = _ENCODE(entry)
+    # json.dumps escapes non-ASCII (ensure_ascii) and may write an escape differently.
+    if not data.isascii() or b"\\" in data:
+        data = json.dumps(entry, separators=(",", ":")).encode()
+    return data + b"\n"
+
+
+def report_line(outcome: Outcome) -> bytes:
+    """The ``--report`` line of an outcome: its input line number, then ``to_json()``."""
+    return json_line({"line": outcome.tag, **outcome.to_json()})
 
 
 def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
