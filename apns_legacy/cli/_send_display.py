@@ -60,8 +60,12 @@ def report_line(outcome: Outcome) -> bytes:
     return json_line({"line": outcome.tag, **outcome.to_json()})
 
 
-def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
-    """The one-line summary, e.g. ``sent 10: 9 accepted, 1 rejected (INVALID_TOKEN 1), ...``."""
+def summary(stats: SenderStats, skipped: int, elapsed: float, *, deactivated: int = 0) -> str:
+    """The one-line summary, e.g. ``sent 10: 9 accepted, 1 rejected (INVALID_TOKEN 1), ...``.
+
+    ``skipped`` counts bad input lines, ``deactivated`` the notifications not sent
+    because ``--db``'s token store has their token deactivated.
+    """
     rejected = f"{stats.rejected} rejected"
     if stats.rejected_by_status:
         counts = ", ".join(
@@ -80,6 +84,8 @@ def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
         text += f", {stats.pending} without outcome"
     if skipped:
         text += f", {skipped} skipped (bad input)"
+    if deactivated:
+        text += f", {deactivated} skipped (deactivated in the token store)"
     return (
         f"{text}; {stats.replayed} replayed, "
         f"{plural(stats.possible_duplicates, 'possible duplicate')}, "
