@@ -296,6 +296,8 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(watch_stop_signals, run.stop_input(stop_input))
+            if run.guard is not None:
+                nursery.start_soon(run.guard.keep_recording)
             async with open_sender(
                 target.context,
                 host=target.host,

@@ -14,7 +14,7 @@ a batch at a time (one query per input chunk), never loaded all at once.
 Tokens the gateway rejects with status 8 (invalid token) are deactivated in the
 store as the rejections come in, with the reason ``invalid-token`` (what
 ``tokens deactivate --from-report`` records), in one transaction per batch: when
-1,000 are waiting or a second has passed since the last write, and at the end.
+1,000 are waiting, else within a second, and at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import Final
+
+import trio
 
 from ..client import Device
 from ..wire import DeviceToken, Status
@@ -60,8 +62,9 @@ class StoreGuard:
             problems = self.store.check()
         if problems:
             self.store.close()
+            first = (problems[0].splitlines() or ["?"])[0]  # quick_check's text may run on
             raise Failed(
-                f"--db {path}: the token store is damaged ({problems[0]}); nothing was sent. "
+                f"--db {path}: the token store is damaged ({first}); nothing was sent. "
                 "Restore it from a backup, or try `sqlite3 FILE .recover`"
             )
         #: Notifications not sent because the store has their token deactivated.
@@ -91,6 +94,13 @@ class StoreGuard:
             or time.monotonic() - self._last_write >= RECORD_EVERY
         ):
             self.record()
+
+    async def keep_recording(self) -> None:
+        """Write waiting rejections every RECORD_EVERY seconds, until cancelled."""
+        while True:
+            await trio.sleep(RECORD_EVERY)
+            if self._waiting:
+                self.record()
 
     def record(self) -> None:
         """Deactivate the rejected tokens noted so far, in one transaction."""
