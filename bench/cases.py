@@ -377,7 +377,9 @@ def case_cli(setup: Setup, report: bool = False) -> Result:
     peak = 0
     with output.open("w+") as log:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # Not in the repository's root: `python -m` puts the working directory first on
+        # sys.path, and the working tree's apns_legacy would shadow the one of `--at REV`.
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=setup.work)
         deadline = start + setup.deadline
         while child.poll() is None:
             peak = max(peak, high_water_kib(child.pid) or 0)
