@@ -79,9 +79,25 @@ class StoreGuard:
         self._closed = False
 
     def dead(self, tokens: Iterable[DeviceToken]) -> dict[DeviceToken, Device]:
-        """The deactivated devices among ``tokens``."""
-        with damage_is_one_line(self.path):
+        """The deactivated devices among ``tokens``.
+
+        A store that fails while sending (it was sound when checked) is reported once
+        and no longer consulted: the rest is sent as if its tokens were unknown, and the
+        exit code is 1.
+        """
+        if self.failure is not None:
+            return {}
+        try:
             return self.store.inactive_among(tokens)
+        except sqlite3.Error as exc:
+            self.failure = (
+                f"--db {self.path}: cannot read the token store any more ({exc}); the rest "
+                "is sent without skipping deactivated tokens, and new rejections are not "
+                "recorded (apply the report later with `apns-legacy tokens deactivate "
+                "--from-report FILE`)"
+            )
+            print(f"apns-legacy send: {self.failure}", file=sys.stderr)
+            return {}
 
     def rejected_token(self, token: DeviceToken, status: Status | int | None) -> None:
         """Note a rejection; status 8 deactivates the token (in a batch, soon)."""
