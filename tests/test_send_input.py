@@ -272,7 +272,11 @@ def outcomes(draw: st.DrawFn) -> Outcome:
     outcome.kind = draw(st.sampled_from(list(OutcomeKind)))
     outcome.identifier = draw(st.none() | st.integers(0, 2**32 - 1))
     outcome.status = draw(st.none() | st.sampled_from(list(Status)) | st.integers(0, 255))
-    outcome.reason = draw(st.none() | st.text() | st.just('connection lost: [Errno 104] ü\n"x"'))
+    outcome.reason = draw(
+        st.none()
+        | st.text()
+        | st.sampled_from(['connection lost: [Errno 104] ü\n"x"', "DEL \x7f", "tab\t~"])
+    )
     outcome.evidence = draw(st.none() | st.sampled_from(list(Evidence)))
     outcome.losses = draw(st.integers(0, 3))
     return outcome
@@ -283,3 +287,14 @@ def test_report_lines_are_the_bytes_json_dumps_wrote(outcome):
     entry = {"line": outcome.tag, **outcome.to_json()}
     expected = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
     assert report_line(outcome) == expected
+
+
+def test_report_lines_escape_what_json_dumps_escapes():
+    # json.dumps (ensure_ascii) escapes DEL too, which is ASCII; msgspec writes it as is.
+    notification = Notification(token=DeviceToken(bytes(32)), payload=b'{"aps":{}}')
+    for reason in ("DEL \x7f", "é", 'quote "', "newline \n", "plain"):
+        outcome = Outcome(notification, tag=1)
+        outcome.kind = OutcomeKind.FAILED
+        outcome.reason = reason
+        entry = {"line": 1, **outcome.to_json()}
+        assert report_line(outcome) == (json.dumps(entry, separators=(",", ":")) + "\n").encode()

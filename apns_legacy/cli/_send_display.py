@@ -46,11 +46,18 @@ PLAIN_EVERY: Final = 10.0
 _ENCODE: Final = msgspec.json.Encoder().encode
 
 
+def _plain_ascii(data: bytes) -> bool:
+    """Whether json.dumps (ensure_ascii) would write ``data`` as msgspec did: printable
+    ASCII only (it escapes DEL and everything outside ASCII) and no escape at all."""
+    return data.isascii() and b"\\" not in data and b"\x7f" not in data
+
+
 def json_line(entry: dict[str, Any]) -> bytes:
     """``entry`` as ``json.dumps(entry, separators=(",", ":"))`` writes it, and a newline."""
     data = _ENCODE(entry)
-    # json.dumps escapes non-ASCII (ensure_ascii) and may write an escape differently.
-    if not data.isascii() or b"\\" in data:
+    # json.dumps escapes DEL and non-ASCII (ensure_ascii), and may write an escape
+    # differently.
+    if not _plain_ascii(data):
         data = json.dumps(entry, separators=(",", ":")).encode()
     return data + b"\n"
 
@@ -75,7 +82,7 @@ def report_line(outcome: Outcome) -> bytes:
         "possible_duplicate": outcome.losses > 0,
     }
     data = _ENCODE(entry)
-    if not data.isascii() or b"\\" in data:
+    if not _plain_ascii(data):
         data = json.dumps(entry, separators=(",", ":")).encode()
     return data + b"\n"
 
