@@ -350,11 +350,13 @@ def high_water_kib(pid: int) -> int | None:
     return None
 
 
-def case_cli(setup: Setup) -> Result:
+def case_cli(setup: Setup, report: bool = False) -> Result:
     """``apns-legacy send --input FILE --quiet`` as a subprocess; peak RSS is the child's.
 
     The child's peak is read from /proc while it runs (every 20 ms): its
-    ``ru_maxrss`` would include this process's memory at the fork.
+    ``ru_maxrss`` would include this process's memory at the fork. With ``report``,
+    ``--report FILE`` too (one JSON line an outcome), and the file must hold a line
+    for every notification.
     """
     path = setup.work / f"input-{setup.n}.jsonl"
     if not path.exists():
@@ -368,11 +370,16 @@ def case_cli(setup: Setup) -> Result:
         "--connections", str(setup.connections),
         "--input", str(path), "--quiet",
     ]  # fmt: skip
+    report_path = setup.work / f"cli-report-{os.getpid()}.jsonl"
+    if report:
+        command += ["--report", str(report_path)]
     output = setup.work / f"cli-output-{os.getpid()}.txt"
     peak = 0
     with output.open("w+") as log:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # Not in the repository's root: `python -m` puts the working directory first on
+        # sys.path, and the working tree's apns_legacy would shadow the one of `--at REV`.
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=setup.work)
         deadline = start + setup.deadline
         while child.poll() is None:
             peak = max(peak, high_water_kib(child.pid) or 0)
@@ -388,6 +395,12 @@ def case_cli(setup: Setup) -> Result:
     problems = []
     if child.returncode != 0:
         problems.append(f"exit {child.returncode}: {text.strip()[-500:]}")
+    if report:
+        with report_path.open("rb") as file:
+            reported = sum(1 for _ in file)
+        report_path.unlink()
+        if reported != setup.n:
+            problems.append(f"--report has {reported} lines for {setup.n} notifications")
     return {
         "seconds": seconds,
         "written": setup.n,
@@ -427,6 +440,7 @@ SYNC_CASES = {
     "reference-ssl": case_reference_ssl,
     "sync": case_sync,
     "cli": case_cli,
+    "cli-report": lambda setup: case_cli(setup, report=True),
     "s_client": case_s_client,
 }
 

@@ -6,6 +6,7 @@ import json
 import pickle
 import unicodedata
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,7 @@ from apns_legacy import (
     raw_payload,
 )
 from apns_legacy.wire import OLD_PAYLOAD_LIMIT, VOIP_PAYLOAD_LIMIT
-from apns_legacy.wire._payload import _cluster_boundaries
+from apns_legacy.wire._payload import _cluster_boundaries, _encode
 
 # --- building --------------------------------------------------------------------------
 
@@ -579,3 +580,52 @@ def test_deeply_nested_mappings_are_refused_as_a_protocol_error():
         raw_payload({"aps": {}, "deep": value}, limit=0xFFFF)
     with pytest.raises(LocalProtocolError, match="nests arrays or objects too deeply"):
         build_payload(custom={"deep": value}, limit=0xFFFF)
+
+
+def test_msgspec_escapes_every_code_point_as_json_dumps_does():
+    # The fast writer (msgspec) is used for plain values only because its string
+    # escapes are the standard library's, character for character.
+    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    expected = json.dumps({"aps": {}, "all": text}, ensure_ascii=False, separators=(",", ":"))
+    assert _encode({"aps": {}, "all": text}) == expected.encode()
+    assert msgspec.json.encode(text) == json.dumps(text, ensure_ascii=False).encode()
+
+
+_big_ints = st.integers(-(2**200), 2**200)
+_plain_values = st.recursive(
+    st.none() | st.booleans() | _big_ints | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _plain_values, max_size=5))
+def test_plain_values_encode_as_json_dumps(custom):
+    # The fast writer's domain (tuples and big ints included), and the surrogate error.
+    custom.pop("aps", None)
+    value = {"aps": {}, **custom}
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        expected = text.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(LocalProtocolError, match="surrogate"):
+            _encode(value)
+        return
+    assert _encode(value) == expected
+
+
+def test_subclasses_and_floats_take_the_standard_librarys_path():
+    class Text(str):
+        pass
+
+    class Number(int):
+        def __repr__(self) -> str:
+            return "not-a-number"
+
+    value = {"aps": {"alert": Text("x")}, "n": Number(5), "f": 1e16, "g": 0.5}
+    assert _encode(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    assert _encode(value) == b'{"aps":{"alert":"x"},"n":5,"f":1e+16,"g":0.5}'

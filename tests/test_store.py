@@ -307,3 +307,19 @@ def test_check_reports_a_damaged_page(tmp_path):
         file.write(b"\xff" * 4096)
     with TokenStore(path) as store:
         assert store.check() != []
+
+
+def test_inactive_among_finds_the_deactivated_tokens_in_batches(store):
+    tokens = [f"{n:064x}" for n in range(1, 1201)]
+    store.register_many(tokens, at=100)
+    dead = {tokens[n] for n in (0, 499, 500, 1199)}  # on both sides of a 500-token batch
+    store.deactivate(sorted(dead), reason="invalid-token", at=200)
+    store.apply_feedback([FeedbackItem(300, bytes.fromhex(tokens[7]))], now=301)
+    store.deactivate([tokens[9]], reason="invalid-token", at=200)
+    store.register(tokens[9], at=250)  # registered again since: active, so not listed
+    asked = [*tokens, f"{9999:064x}", tokens[0]]  # unknown and repeated tokens too
+    found = store.inactive_among(DeviceToken.from_hex(t) for t in asked)
+    assert {token.hex for token in found} == dead | {tokens[7]}
+    assert found[DeviceToken.from_hex(tokens[7])].deactivated_reason == "feedback"
+    assert found[DeviceToken.from_hex(tokens[0])].deactivated_reason == "invalid-token"
+    assert store.inactive_among([]) == {}

@@ -8,23 +8,28 @@ loop), split into lines, checked and submitted one by one; the sender's queue ap
 back-pressure, and outcomes go straight to the ``--report`` file as they arrive, so
 memory stays bounded however long the input is.
 
+With ``--db PATH`` (see ``_send_store``) tokens the token store has deactivated are
+skipped (reported ``"outcome":"skipped"``) and new status-8 rejections are recorded
+in the store.
+
 Exit codes: 0 all accepted on the gateway's evidence; 1 some rejected or failed, some
-accepted only by assumption (``--assume-accepted``, command 0), or bad input lines
-skipped; 2 bad usage or input (with ``--strict``: a bad input line stopped the run).
+accepted only by assumption (``--assume-accepted``, command 0), bad input lines or
+deactivated tokens skipped; 2 bad usage or input (with ``--strict``: a bad input line
+stopped the run).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import io
 import math
 import os
 import signal
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO, Final
+from typing import IO, Any, Final, cast
 
 import attrs
 import trio
@@ -32,6 +37,7 @@ import trio
 from ..client import (
     PRODUCTION_GATEWAY,
     SANDBOX_GATEWAY,
+    Device,
     Outcome,
     OutcomeKind,
     Sender,
@@ -52,8 +58,9 @@ from ..wire import (
 )
 from ._common import Target, add_connection_arguments, load_client_context
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from ._send_display import PLAIN_EVERY, Display, Progress, summary
+from ._send_display import PLAIN_EVERY, Display, Progress, json_line, report_line, summary
 from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
+from ._send_store import StoreGuard, skip_reason
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
 
@@ -109,6 +116,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="quiet period of --assume-accepted and --format simple (default 1)")  # fmt: skip
     add("--long-tokens", action="store_true", help="allow tokens of 32 to 100 bytes")
     add("--report", metavar="FILE", help="write one JSON outcome a line ('-': stdout)")
+    add("--db", metavar="PATH",
+        help="token store: skip the tokens it has deactivated (reported as skipped), "
+        "and deactivate the ones the gateway rejects as invalid (status 8)")  # fmt: skip
     add("--append", action="store_true", help="add to the --report file instead of replacing it")
     add("--strict", action="store_true", help="stop at the first bad input line (exit 2)")
     add("--quiet", "-q", action="store_true", help="no progress display and no summary")
@@ -209,7 +219,7 @@ def _command_line_payload(args: argparse.Namespace) -> bytes | None:
 class _Run:
     """One send's state between the outcome callback, the input loop and the summary."""
 
-    report: IO[str] | None
+    report: IO[bytes] | None
     display: Display
     skipped: int = 0
     stopped_at: int | None = None
@@ -220,13 +230,43 @@ class _Run:
     last_line: int = 0
     #: Bytes of the input read so far.
     bytes_read: int = 0
+    #: The token store of --db.
+    guard: StoreGuard | None = None
+
+    @property
+    def skipped_dead(self) -> int:
+        """Notifications not sent because the store has their token deactivated."""
+        return 0 if self.guard is None else self.guard.skipped
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
-            entry = {"line": outcome.tag, **outcome.to_json()}
-            self.report.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        if outcome.kind is OutcomeKind.FAILED and self.first_failure is None:
+            self.report.write(report_line(outcome))
+        kind = outcome.kind
+        if kind is OutcomeKind.REJECTED and self.guard is not None:
+            self.guard.rejected_token(outcome.notification.token, outcome.status)
+        elif kind is OutcomeKind.FAILED and self.first_failure is None:
             self.first_failure = outcome.reason
+
+    def skip_dead(self, tag: int, token: DeviceToken, device: Device) -> None:
+        """Report a notification not sent: the store has its token deactivated."""
+        assert self.guard is not None
+        self.guard.skipped += 1
+        if self.report is not None:
+            self.report.write(
+                json_line(
+                    {
+                        "line": tag,
+                        "token": token.hex,
+                        "identifier": None,
+                        "outcome": "skipped",
+                        "status": None,
+                        "status_name": None,
+                        "reason": skip_reason(device),
+                        "evidence": None,
+                        "possible_duplicate": False,
+                    }
+                )
+            )
 
     def bad_line(self, number: int, message: str, strict: bool) -> None:
         self.skipped += 1
@@ -256,6 +296,8 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(watch_stop_signals, run.stop_input(stop_input))
+            if run.guard is not None:
+                nursery.start_soon(run.guard.keep_recording)
             async with open_sender(
                 target.context,
                 host=target.host,
@@ -265,11 +307,11 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
             ) as sender:
                 nursery.start_soon(
                     run.display.follow,
-                    lambda: Progress(sender.stats, run.skipped, run.bytes_read),
+                    lambda: Progress(sender.stats, run.skipped + run.skipped_dead, run.bytes_read),
                 )
                 with stop_input:
                     if source is None:
-                        await _submit_tokens(plan, sender)
+                        await _submit_tokens(plan, sender, run)
                     else:
                         await _submit_lines(plan, source, sender, run)
                 # Leaving the block settles everything: a confirmation probe per
@@ -290,7 +332,10 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
             "gateway (assumed after a quiet period)",
             file=sys.stderr,
         )
-    run.display.summary(summary(stats, run.skipped, trio.current_time() - started))
+    if run.guard is not None:
+        print(f"apns-legacy send: {run.guard.close()}", file=sys.stderr)
+    elapsed = trio.current_time() - started
+    run.display.summary(summary(stats, run.skipped, elapsed, deactivated=run.skipped_dead))
     if run.interrupted is not None and source is not None:
         # Every line up to last_line has its outcome in the report (or was skipped).
         print(
@@ -305,12 +350,19 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
         return EXIT_USAGE
     if stats.rejected or stats.failed or run.skipped or stats.pending or stats.assumed:
         return EXIT_FAILED
+    if run.skipped_dead or (run.guard is not None and run.guard.failure is not None):
+        return EXIT_FAILED
     return EXIT_OK
 
 
-async def _submit_tokens(plan: Plan, sender: Sender) -> None:
+async def _submit_tokens(plan: Plan, sender: Sender, run: _Run) -> None:
     assert plan.payload is not None  # make_plan insists on one with --token
+    dead = {} if run.guard is None else run.guard.dead(plan.tokens)
     for position, token in enumerate(plan.tokens, start=1):
+        device = dead.get(token)
+        if device is not None:
+            run.skip_dead(position, token, device)
+            continue
         notification = Notification(
             token=token, payload=plan.payload, expiry=plan.expiry, priority=plan.priority
         )
@@ -323,26 +375,36 @@ async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> N
         chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
         run.bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
+        # Each line of the chunk: a notification, an error message, or None (blank).
+        items: list[tuple[int, Notification | str | None]] = []
         for number, raw in lines:
             if raw is None:
-                run.bad_line(number, f"longer than {MAX_LINE} bytes", plan.strict)
+                items.append((number, f"longer than {MAX_LINE} bytes"))
             elif raw.strip():
                 try:
-                    notification = parse_line(raw, plan)
+                    items.append((number, parse_line(raw, plan)))
                 except BadLine as exc:
-                    run.bad_line(number, str(exc), plan.strict)
+                    items.append((number, str(exc)))
+            else:
+                items.append((number, None))  # blank lines are allowed and numbered
+        dead = {}
+        if run.guard is not None:  # one lookup for the chunk's tokens
+            dead = run.guard.dead(item.token for _, item in items if isinstance(item, Notification))
+        for number, item in items:
+            if isinstance(item, Notification):
+                device = dead.get(item.token) if dead else None
+                if device is not None:
+                    run.skip_dead(number, item.token, device)
                 else:
                     try:
-                        sender.submit_nowait(notification, tag=number)
+                        sender.submit_nowait(item, tag=number)
                     except trio.WouldBlock:
-                        await sender.submit(notification, tag=number)
-                    run.last_line = number  # submitted: its outcome will be reported
-                    continue
-            else:
-                run.last_line = number
-                continue  # blank lines are allowed and numbered
-            if run.stopped_at is not None:
-                return
+                        await sender.submit(item, tag=number)
+                # submitted (its outcome will be reported) or reported skipped
+            elif item is not None:
+                run.bad_line(number, item, plan.strict)
+                if run.stopped_at is not None:
+                    return
             run.last_line = number
         if not chunk:
             return
@@ -374,20 +436,42 @@ def _open_input(path: str | None) -> Iterator[int | None]:
 
 
 @contextlib.contextmanager
-def _open_report(path: str | None, append: bool = False) -> Iterator[IO[str] | None]:
+def _open_report(path: str | None, append: bool = False) -> Iterator[IO[bytes] | None]:
     if path is None:
         yield None
         return
     if path == "-":
-        yield sys.stdout
         sys.stdout.flush()
+        out: IO[bytes] | None = getattr(sys.stdout, "buffer", None)
+        if out is None:  # a text-only stdout (an embedding program's): write it decoded
+            out = cast("IO[bytes]", _TextSink(sys.stdout))
+        yield out
+        out.flush()
         return
     try:
-        file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        file = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UsageError(f"--report {path}: cannot write ({os_error(exc)})") from None
     with file:
         yield file
+
+
+class _TextSink(io.RawIOBase):
+    """Bytes written to a text stream (UTF-8 report lines, decoded)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._stream.write(bytes(data).decode("utf-8"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _file_size(source: int | None) -> int | None:
@@ -402,7 +486,12 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``send``: check everything, then connect and send."""
     plan = make_plan(args)
     target = load_client_context(args)
-    with _open_input(args.input) as source, _open_report(args.report, args.append) as report:
+    guard = StoreGuard(args.db, allow_long_tokens=args.long_tokens) if args.db is not None else None
+    with (
+        contextlib.closing(guard) if guard is not None else contextlib.nullcontext(),
+        _open_input(args.input) as source,
+        _open_report(args.report, args.append) as report,
+    ):
         display = Display.create(
             enabled=not args.quiet,
             total=len(plan.tokens) if source is None else None,
@@ -411,4 +500,4 @@ def run(args: argparse.Namespace) -> int:
         )
         # Few long-lived objects per notification: collect less often (client/_gc.py).
         with bulk_gc():
-            return run_trio(send, plan, target, source, _Run(report, display))
+            return run_trio(send, plan, target, source, _Run(report, display, guard=guard))

@@ -4,16 +4,23 @@ The progress display (``rich.progress``) is only drawn when stderr is a terminal
 ``--quiet`` is not given; it is refreshed from a trio task a few times a second from
 the sender's running totals, never per notification. When stderr is not a terminal
 a plain progress line is printed every few seconds instead.
+
+The ``--report`` lines are written here too (:func:`report_line`): msgspec writes
+them, and a line it would write differently from the standard library's
+``json.dumps(..., separators=(",", ":"))`` (anything not plain ASCII, or with an
+escape) is written by ``json`` instead, so the lines are the same bytes as before.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import attrs
+import msgspec
 import trio
 from rich.console import Console
 from rich.progress import (
@@ -27,7 +34,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
-from ..client import SenderStats
+from ..client import Outcome, SenderStats
 from ..wire import status_from_int, status_name
 from ._text import plural
 
@@ -36,8 +43,56 @@ _REFRESH: Final = 0.2
 PLAIN_EVERY: Final = 10.0
 
 
-def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
-    """The one-line summary, e.g. ``sent 10: 9 accepted, 1 rejected (INVALID_TOKEN 1), ...``."""
+_ENCODE: Final = msgspec.json.Encoder().encode
+
+
+def _plain_ascii(data: bytes) -> bool:
+    """Whether json.dumps (ensure_ascii) would write ``data`` as msgspec did: printable
+    ASCII only (it escapes DEL and everything outside ASCII) and no escape at all."""
+    return data.isascii() and b"\\" not in data and b"\x7f" not in data
+
+
+def json_line(entry: dict[str, Any]) -> bytes:
+    """``entry`` as ``json.dumps(entry, separators=(",", ":"))`` writes it, and a newline."""
+    data = _ENCODE(entry)
+    # json.dumps escapes DEL and non-ASCII (ensure_ascii), and may write an escape
+    # differently.
+    if not _plain_ascii(data):
+        data = json.dumps(entry, separators=(",", ":")).encode()
+    return data + b"\n"
+
+
+def report_line(outcome: Outcome) -> bytes:
+    """The ``--report`` line of an outcome: its input line number, then ``to_json()``.
+
+    The dict is built here, field for field as ``Outcome.to_json`` builds it, without
+    its property calls (the test compares the two on arbitrary outcomes).
+    """
+    status = outcome.status
+    evidence = outcome.evidence
+    entry = {
+        "line": outcome.tag,
+        "token": outcome.notification.token.value.hex(),
+        "identifier": outcome.identifier,
+        "outcome": outcome.kind.value,
+        "status": None if status is None else int(status),
+        "status_name": None if status is None else status_name(status),
+        "reason": outcome.reason,
+        "evidence": None if evidence is None else evidence.value,
+        "possible_duplicate": outcome.losses > 0,
+    }
+    data = _ENCODE(entry)
+    if not _plain_ascii(data):
+        data = json.dumps(entry, separators=(",", ":")).encode()
+    return data + b"\n"
+
+
+def summary(stats: SenderStats, skipped: int, elapsed: float, *, deactivated: int = 0) -> str:
+    """The one-line summary, e.g. ``sent 10: 9 accepted, 1 rejected (INVALID_TOKEN 1), ...``.
+
+    ``skipped`` counts bad input lines, ``deactivated`` the notifications not sent
+    because ``--db``'s token store has their token deactivated.
+    """
     rejected = f"{stats.rejected} rejected"
     if stats.rejected_by_status:
         counts = ", ".join(
@@ -56,6 +111,8 @@ def summary(stats: SenderStats, skipped: int, elapsed: float) -> str:
         text += f", {stats.pending} without outcome"
     if skipped:
         text += f", {skipped} skipped (bad input)"
+    if deactivated:
+        text += f", {deactivated} skipped (deactivated in the token store)"
     return (
         f"{text}; {stats.replayed} replayed, "
         f"{plural(stats.possible_duplicates, 'possible duplicate')}, "

@@ -8,6 +8,16 @@ device) is skipped. Other fields are refused, so a typo such as ``priorty`` is n
 silently ignored. Errors name the field and the rule, e.g. ``token: device token has
 'x' at position 5; ...``. A UTF-8 byte order mark at the start of the input is
 skipped.
+
+Speed: a line is first decoded by msgspec into a typed struct in one pass (its
+payload kept as the raw bytes it arrived as), and a payload object that is already
+the compact JSON this program would write is sent as those bytes, without being
+decoded into Python objects and written again. Whatever that fast path cannot vouch
+for (an error of any kind, floats or numbers not in their shortest form, whitespace,
+escapes msgspec writes differently, deep nesting) goes through the plain path with the
+standard library's ``json``, which decides and words every error; so the fast path
+changes the speed only, never a result or a message (tests/test_send_input.py compares
+the two on arbitrary lines).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import json
 from typing import Any, Final
 
 import attrs
+import msgspec
 
 from ..client import SenderConfig
 from ..wire import (
@@ -61,6 +72,9 @@ class Plan:
     strict: bool
     #: Payloads seen on input lines, so that equal ones share one bytes object.
     shared_payloads: dict[bytes, bytes] = attrs.field(factory=dict, eq=False, repr=False)
+    #: Payload objects found compact by the fast path (bounded like shared_payloads):
+    #: the same bytes again need no second look.
+    passed_objects: dict[bytes, bytes] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 class BadLine(Exception):
@@ -85,6 +99,126 @@ _TOO_DEEP: Final = "arrays or objects nested too deeply"
 
 
 def _parse_line(raw: bytes, plan: Plan) -> Notification:
+    notification = _fast_line(raw, plan)
+    if notification is None:
+        notification = _plain_line(raw, plan)
+    return notification
+
+
+class _Line(msgspec.Struct, forbid_unknown_fields=True):
+    """An input line as msgspec decodes it: the payload and the store's columns raw."""
+
+    token: str
+    payload: msgspec.Raw = msgspec.Raw()
+    expiry: int | msgspec.UnsetType = msgspec.UNSET
+    priority: int | msgspec.UnsetType = msgspec.UNSET
+    # The columns of `tokens export`: checked to be JSON, not decoded (but "active").
+    topic: msgspec.Raw = msgspec.Raw()
+    registered_at: msgspec.Raw = msgspec.Raw()
+    active: Any = True
+    deactivated_at: msgspec.Raw = msgspec.Raw()
+    deactivated_reason: msgspec.Raw = msgspec.Raw()
+    feedback_time: msgspec.Raw = msgspec.Raw()
+
+
+class _NotShortest(ValueError):
+    """A float in a payload that Python would write differently."""
+
+
+def _shortest_float(text: str) -> float:
+    # json.dumps writes float.__repr__; a float written any other way in the input
+    # (1.50, 1E2, 1e16 for 1e+16) would be rewritten, so it cannot pass through.
+    value = float(text)
+    if float.__repr__(value) != text:
+        raise _NotShortest(text)
+    return value
+
+
+_LINE_DECODER: Final = msgspec.json.Decoder(_Line)
+_PAYLOAD_DECODER: Final = msgspec.json.Decoder(float_hook=_shortest_float)
+_ENCODE: Final = msgspec.json.Encoder().encode
+#: A payload object with at most this many "{" and "[" (so nested no deeper) may pass
+#: through; deeper ones take the plain path, whose recursion limits decide.
+_PASS_NESTING: Final = 64
+
+
+def _fast_line(raw: bytes, plan: Plan) -> Notification | None:
+    """The notification of a well-formed line, or None for the plain path to decide."""
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # msgspec does not check the bytes it skips
+        except UnicodeDecodeError:
+            return None
+    try:
+        line = _LINE_DECODER.decode(raw)
+    except (msgspec.MsgspecError, RecursionError, ValueError):
+        return None
+    if line.active is False:
+        return None
+    expiry = plan.expiry if line.expiry is msgspec.UNSET else line.expiry
+    priority = plan.priority if line.priority is msgspec.UNSET else line.priority
+    if not 0 <= expiry <= UINT32_MAX or priority not in _PRIORITIES:
+        return None
+    config = plan.config
+    raw_value = bytes(line.payload)
+    if not raw_value:
+        if plan.payload is None:
+            return None
+        payload = plan.payload
+    else:
+        passed = plan.passed_objects.get(raw_value)
+        if passed is None:
+            passed = _passed_payload(raw_value, config.payload_limit)
+            if passed is None:
+                return None
+            if raw_value[:1] == b"{":
+                passed_objects = plan.passed_objects
+                if len(passed_objects) >= _SHARED_PAYLOADS:
+                    passed_objects.clear()
+                passed_objects[passed] = passed
+        shared = plan.shared_payloads
+        if len(shared) >= _SHARED_PAYLOADS:
+            shared.clear()
+        payload = shared.setdefault(passed, passed)
+    token = line.token
+    try:
+        if len(token) == 64 and token.isascii() and token.isalnum():
+            # Plain hex of a 32-byte token, the usual case: what from_hex does for it.
+            device_token = DeviceToken(bytes.fromhex(token))
+        else:
+            device_token = DeviceToken.from_hex(token, allow_long=config.allow_long_tokens)
+    except (LocalProtocolError, ValueError):
+        return None
+    return Notification(token=device_token, payload=payload, expiry=expiry, priority=priority)
+
+
+_PRIORITIES: Final = frozenset((PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER))
+
+
+def _passed_payload(value: bytes, limit: int) -> bytes | None:
+    """The payload bytes the plain path would make of ``value``, if cheaply known."""
+    first = value[:1]
+    if first == b'"':  # a string holding the payload: raw_payload checks it, as always
+        try:
+            text = msgspec.json.decode(value)
+            return raw_payload(text, limit=limit)
+        except (msgspec.MsgspecError, LocalProtocolError, RecursionError, ValueError):
+            return None
+    if first != b"{" or len(value) > limit:
+        return None
+    if value.count(b"{") + value.count(b"[") > _PASS_NESTING:
+        return None
+    try:
+        decoded = _PAYLOAD_DECODER.decode(value)
+        # Already compact, in the form the plain path writes: pass it through.
+        if _ENCODE(decoded) == value:
+            return value
+    except (msgspec.MsgspecError, RecursionError, ValueError):
+        pass
+    return None
+
+
+def _plain_line(raw: bytes, plan: Plan) -> Notification:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -5,6 +5,12 @@ notation is not supported), not null-terminated, and at most 2048 bytes since
 iOS 8 (256 before; 4096 for VoIP pushes by node-apn's account). The gateway checks
 the size only, so the limit is checked here, before anything is sent.
 
+Payloads of plain values (str, int, bool, None, lists and str-keyed dicts of them)
+are written by msgspec, whose compact output is the same bytes as ``json.dumps(...,
+ensure_ascii=False, separators=(",", ":"))`` for them (tests/test_payload.py checks
+every code point's escape and arbitrary values); anything else (floats, subclasses,
+other types, deep nesting) by the standard library's rules.
+
 Truncation shortens the alert text so that the *encoded* bytes fit. JSON escaping
 is per character (``"`` becomes ``\\"``, a control character ``\\u001f``, anything
 else is its raw UTF-8), so the encoded size of ``prefix + ellipsis`` is the size of
@@ -23,6 +29,7 @@ from json.encoder import encode_basestring as _escape
 from typing import Any, Final
 
 import attrs
+import msgspec
 import regex
 
 from ._errors import LocalProtocolError
@@ -134,6 +141,13 @@ _TOO_DEEP: Final = "payload nests arrays or objects too deeply"
 
 
 def _encode(obj: object) -> bytes:
+    if _plain(obj, 0):
+        # Plain values only: msgspec writes exactly what json.dumps would (the same
+        # escapes; no floats, whose text it writes differently), much faster.
+        try:
+            return _msgspec_encode(obj)
+        except (UnicodeEncodeError, msgspec.MsgspecError, TypeError, OverflowError):
+            pass  # a lone surrogate, say: the path below words the error
     # allow_nan=False: NaN and Infinity are not JSON, and Python would write them anyway.
     try:
         text = _json(obj)
@@ -149,6 +163,35 @@ def _encode(obj: object) -> bytes:
         except RecursionError:
             raise LocalProtocolError(_TOO_DEEP) from None
     return _utf8(text)
+
+
+_msgspec_encode: Final = msgspec.json.Encoder().encode
+_PLAIN_SCALARS: Final = frozenset((str, int, bool, type(None)))
+#: Deeper values take the standard library's path (and its recursion limits).
+_PLAIN_DEPTH: Final = 32
+
+
+def _plain(obj: object, depth: int) -> bool:
+    """Whether ``obj`` holds only str, int, bool, None, and lists, tuples and dicts with
+    str keys of those (exact types, no subclasses), nested at most _PLAIN_DEPTH deep."""
+    kind = type(obj)
+    if kind is dict:
+        if depth >= _PLAIN_DEPTH:
+            return False
+        for key, value in obj.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            inner = type(value)
+            if inner is not str and inner is not int and not _plain(value, depth + 1):
+                return False
+        return True
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is list or kind is tuple:
+        if depth >= _PLAIN_DEPTH:
+            return False
+        return all(type(value) is str or _plain(value, depth + 1) for value in obj)  # type: ignore[attr-defined]
+    return False
 
 
 class _Unusual(Exception):
@@ -282,14 +325,15 @@ def build_payload(
     if sound is not None:
         _check_str("sound", sound)
         aps["sound"] = sound
-    for name, key, flag in (
-        ("content_available", "content-available", content_available),
-        ("mutable_content", "mutable-content", mutable_content),
-    ):
-        if type(flag) is not bool:
-            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
-        if flag:
-            aps[key] = 1
+    if content_available is not False or mutable_content is not False:  # the rare case
+        for name, key, flag in (
+            ("content_available", "content-available", content_available),
+            ("mutable_content", "mutable-content", mutable_content),
+        ):
+            if type(flag) is not bool:
+                raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+            if flag:
+                aps[key] = 1
     if category is not None:
         _check_str("category", category)
         aps["category"] = category
@@ -301,7 +345,7 @@ def build_payload(
 
     root: dict[str, Any] = {"aps": aps}
     if custom is not None:
-        if not isinstance(custom, Mapping):
+        if type(custom) is not dict and not isinstance(custom, Mapping):
             raise TypeError(f"custom must be a mapping, not {type(custom).__name__}")
         for key, value in custom.items():
             _check_str("custom key", key)
