@@ -305,29 +305,8 @@ def _leaf_builder(
         issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     )
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
+        _builder(subject, key, not_before, not_after, ca_path_length=None)
         .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(issuer_key_id, critical=False)
     )
 
@@ -340,6 +319,20 @@ def _ca_builder(
     path_length: int,
 ) -> x509.CertificateBuilder:
     """A CA certificate builder without its issuer (set it, then sign)."""
+    return _builder(subject, key, not_before, not_after, ca_path_length=path_length)
+
+
+def _builder(
+    subject: x509.Name,
+    key: PrivateKey,
+    not_before: datetime,
+    not_after: datetime,
+    *,
+    ca_path_length: int | None,
+) -> x509.CertificateBuilder:
+    # What a CA and a leaf certificate share; a CA (ca_path_length given) may sign
+    # certificates and CRLs, a leaf only signs (the TLS handshake).
+    ca = ca_path_length is not None
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -347,7 +340,7 @@ def _ca_builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=ca_path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -355,8 +348,8 @@ def _ca_builder(
                 key_encipherment=False,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
+                key_cert_sign=ca,
+                crl_sign=ca,
                 encipher_only=False,
                 decipher_only=False,
             ),
