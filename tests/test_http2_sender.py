@@ -350,3 +350,19 @@ async def test_stream_limit_lowered_to_one_after_each_rejection(key, pki, connec
     assert sim.stats.protocol_errors == 0
     assert sim.stats.goaways == 0
     assert len({r.token for r in sim.accepted}) == len(sim.accepted) == 400 - len(bad)
+
+
+async def test_on_outcome_is_called_once_for_each_notification(key, pki):
+    seen = []
+    async with open_http2_simulator(sim_config(key), pki=pki) as sim:
+        with trio.fail_after(60):
+            async with open_http2_sender(
+                sender_config(sim, key=key), on_outcome=seen.append
+            ) as sender:
+                for i in range(8):
+                    await sender.submit(Notification(token=token(i), payload=PAYLOAD), tag=i)
+    assert sorted(o.tag for o in seen) == list(range(8))
+    assert {o.tag: o.kind for o in seen}[3] is OutcomeKind.REJECTED
+    with pytest.raises(RuntimeError):
+        async for _ in sender.outcomes():
+            pass

@@ -59,7 +59,7 @@ from ..h2wire import (
 )
 from ..tls import Credentials, client_context, open_tls_stream
 from ..wire import LocalProtocolError, Notification, RemoteProtocolError
-from ._ledger import Ledger
+from ._ledger import Ledger, OutcomeCallback
 from ._outcomes import Evidence, Outcome, SenderStats
 
 logger = logging.getLogger("apns_legacy.sender.http2")
@@ -157,11 +157,16 @@ class Http2SenderConfig:
 class Http2Sender:
     """A running HTTP/2 sender (see :func:`open_http2_sender`)."""
 
-    def __init__(self, config: Http2SenderConfig, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        config: Http2SenderConfig,
+        nursery: trio.Nursery,
+        on_outcome: OutcomeCallback | None = None,
+    ) -> None:
         self.config = config
         self._nursery = nursery
         self._ledger = Ledger(
-            queue_size=config.queue_size, max_losses=config.max_losses, on_outcome=None
+            queue_size=config.queue_size, max_losses=config.max_losses, on_outcome=on_outcome
         )
         self.rejected_by_reason: collections.Counter[str] = collections.Counter()
         self._context = client_context(config.credentials, ca=config.ca, alpn=[b"h2"])
@@ -512,11 +517,16 @@ class _Connection:
 
 
 @asynccontextmanager
-async def open_http2_sender(config: Http2SenderConfig) -> AsyncIterator[Http2Sender]:
+async def open_http2_sender(
+    config: Http2SenderConfig, *, on_outcome: OutcomeCallback | None = None
+) -> AsyncIterator[Http2Sender]:
     """Run an HTTP/2 sender for the ``async with`` block; leaving it waits until every
-    submitted notification has its outcome, then closes the connections."""
+    submitted notification has its outcome, then closes the connections.
+
+    ``on_outcome`` is called with each :class:`Http2Outcome` as it settles (as for
+    :func:`open_sender`); without it, :meth:`Http2Sender.outcomes` streams them."""
     async with trio.open_nursery() as nursery:
-        sender = Http2Sender(config, nursery)
+        sender = Http2Sender(config, nursery, on_outcome)
         for _ in range(config.connections):
             nursery.start_soon(sender._slot)
         try:
