@@ -311,13 +311,14 @@ def sql(path, statement: str) -> None:
         connection.close()
 
 
-def damaged_store(path) -> None:
-    """A store of 3,000 devices with one page in the middle overwritten."""
+def damaged_store(path, *, at: int = 4096 * 5, size: int = 4096) -> None:
+    """A store of 3,000 devices with ``size`` bytes from ``at`` overwritten (by default
+    one page in the middle)."""
     with TokenStore(path) as store:
         store.register_many([n.to_bytes(4, "big") * 8 for n in range(3000)], at=T0)
     with open(path, "r+b") as file:
-        file.seek(4096 * 5)
-        file.write(b"\xff" * 4096)
+        file.seek(at)
+        file.write(b"\xff" * size)
 
 
 async def test_a_damaged_store_is_checked_before_the_list_is_read(pki, cert_dir, tmp_path, capsys):
@@ -333,6 +334,21 @@ async def test_a_damaged_store_is_checked_before_the_list_is_read(pki, cert_dir,
     assert out == ""
     assert f"--db {db}: the token store is damaged (database disk image is malformed)" in err
     assert "Traceback" not in err
+
+
+async def test_a_store_with_several_problems_is_refused_in_one_line(
+    pki, cert_dir, tmp_path, capsys
+):
+    db = tmp_path / "devices.db"
+    damaged_store(db, at=4096 * 4 + 100, size=200)  # quick_check: one problem per cell
+    async with open_simulator(pki=pki) as sim:
+        sim.add_feedback(token(1), T0)
+        code = await run_cli(feedback_args(sim, cert_dir, "--db", str(db)))
+        assert sim.feedback.pending(pki.client.topic) == [(T0, token(1))]  # not cleared
+    _out, err = capsys.readouterr()
+    assert code == 1
+    (line,) = err.splitlines()
+    assert f"--db {db}: the token store is damaged (" in line
 
 
 async def test_a_list_that_cannot_be_applied_is_saved_and_can_be_applied_later(

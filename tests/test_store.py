@@ -323,3 +323,20 @@ def test_inactive_among_finds_the_deactivated_tokens_in_batches(store):
     assert found[DeviceToken.from_hex(tokens[7])].deactivated_reason == "feedback"
     assert found[DeviceToken.from_hex(tokens[0])].deactivated_reason == "invalid-token"
     assert store.inactive_among([]) == {}
+
+
+def test_check_names_each_problem_on_one_line(tmp_path):
+    """quick_check answers one row with several problems under a heading; check() gives
+    one problem per item, each one line (what the CLI prints after "damaged (...)")."""
+    path = tmp_path / "devices.db"
+    with TokenStore(path) as store:
+        store.register_many([n.to_bytes(4, "big") * 8 for n in range(3000)], at=1_700_000_000)
+        assert store.check() == []
+    with open(path, "r+b") as file:  # the cell pointers of a page in the middle
+        file.seek(4096 * 4 + 100)
+        file.write(b"\x00" * 200)
+    with TokenStore(path) as store:
+        problems = store.check()
+    assert problems
+    assert all(problem and "\n" not in problem for problem in problems)
+    assert not any(problem.startswith("***") for problem in problems)

@@ -235,7 +235,8 @@ class TokenStore:
     # -- lifecycle ------------------------------------------------------------------
 
     def check(self) -> list[str]:
-        """SQLite's ``PRAGMA quick_check``: the problems found, or ``[]`` for a sound store.
+        """SQLite's ``PRAGMA quick_check``: the problems found (one line each), or ``[]``
+        for a sound store.
 
         Cheap (it reads every page once, without checking index contents). Run it
         before anything destructive that depends on the store, such as reading the
@@ -246,7 +247,12 @@ class TokenStore:
         except sqlite3.DatabaseError as exc:
             return [str(exc)]
         problems = [str(row[0]) for row in rows]
-        return [] if problems == ["ok"] else problems
+        if problems == ["ok"]:
+            return []
+        # One row may hold several problems on several lines, under a
+        # "*** in database main ***" heading: one problem per item, one line each.
+        lines = (line.strip() for problem in problems for line in problem.splitlines())
+        return [line for line in lines if line and not line.startswith("***")] or problems
 
     def close(self) -> None:
         """Close the database connection."""
