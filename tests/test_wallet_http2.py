@@ -241,13 +241,12 @@ async def test_feedback_command_has_nothing_to_read_on_http2(issuer, capsys):
          "push.auth_key: auth key is not an unencrypted PEM private key"),
     ],
 )  # fmt: skip
-def test_update_refuses_a_bad_provider_key_before_changing_anything(issuer, capsys, push, message):
+def test_update_refuses_a_bad_provider_key_before_changing_anything(
+    issuer, capsys, monkeypatch, push, message
+):
     config = write_config(issuer, push)
-    os.environ["PASS_P12_SECRET"] = P12_SECRET
-    try:
-        assert main(["wallet", "update", "--config", str(config)]) == 2
-    finally:
-        del os.environ["PASS_P12_SECRET"]
+    monkeypatch.setenv("PASS_P12_SECRET", P12_SECRET)
+    assert main(["wallet", "update", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert message in err, err
     assert err.count("\n") == 1
