@@ -7,24 +7,19 @@ integrator adds a test against the real bridge once both are merged."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import trio
-from cryptography.hazmat.primitives import serialization
+from wallet_support import P12_SECRET, write_config, write_pass, write_signing_files
+from wallet_support import cli as run_cli
 
 from apns_legacy.cli import main
 from apns_legacy.simulator import open_simulator
 from apns_legacy.tls import Environment, TestPKI, make_test_pki
-from apns_legacy.wallet import BinaryGateway, PassStore, WalletConfig, write_sample_pass
+from apns_legacy.wallet import BinaryGateway, PassStore, WalletConfig
 
-AUTH = "0123456789abcdef0123456789abcdef"
-TEAM = "ABCDE12345"
 GOOD, GONE, BAD = "0a" * 32, "0b" * 32, "ee" * 32
-P12_SECRET = "wallet-p12-secret"
 BRIDGE_SECRET = "bridge-client-secret"
 
 
@@ -37,54 +32,21 @@ def bridge_pki(wallet_pki) -> TestPKI:
 
 @pytest.fixture
 def issuer(tmp_path, wallet_pki, bridge_pki) -> Path:
-    (tmp_path / "pass.p12").write_bytes(wallet_pki.pass_credentials.to_pkcs12(P12_SECRET.encode()))
-    (tmp_path / "wwdr.pem").write_bytes(
-        wallet_pki.wwdr.certificate.public_bytes(serialization.Encoding.PEM)
-    )
+    write_signing_files(tmp_path, wallet_pki)
     (tmp_path / "bridge-ca.pem").write_bytes(bridge_pki.ca_pem())
     (tmp_path / "bridge-client.p12").write_bytes(
         bridge_pki.client.to_pkcs12(BRIDGE_SECRET.encode())
     )
-    write_sample_pass(
-        tmp_path / "passes" / "S1",
-        pass_type_id=wallet_pki.pass_type_id,
-        serial_number="S1",
-        team_id=TEAM,
-        authentication_token=AUTH,
-    )
+    write_pass(tmp_path, wallet_pki.pass_type_id, "1.00")
     return tmp_path
 
 
-def write_config(issuer: Path, push: str) -> Path:
-    config = issuer / "wallet.toml"
-    config.write_text(
-        'pass_type_id = "pass.com.example.card"\n'
-        'store = "wallet.db"\n'
-        'passes = "passes"\n'
-        'cert = "pass.p12"\n'
-        'passphrase_env = "PASS_P12_SECRET"\n'
-        'wwdr = "wwdr.pem"\n'
-        f"[push]\n{push}"
-    )
-    return config
+def bridge_config(issuer: Path, push: str) -> Path:
+    return write_config(issuer, push=f"[push]\n{push}")
 
 
 async def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-m", "apns_legacy", *arguments],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={
-                **os.environ,
-                "PASS_P12_SECRET": P12_SECRET,
-                "BRIDGE_P12_SECRET": BRIDGE_SECRET,
-            },
-        )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
+    return await run_cli(*arguments, env={"BRIDGE_P12_SECRET": BRIDGE_SECRET})
 
 
 async def test_update_and_feedback_through_the_bridge(issuer, wallet_pki, bridge_pki):
@@ -93,7 +55,7 @@ async def test_update_and_feedback_through_the_bridge(issuer, wallet_pki, bridge
         pki=bridge_pki, environment=Environment.PRODUCTION, invalid_tokens=[bytes.fromhex(BAD)]
     ) as bridge:
         (host, port), (_, feedback_port) = bridge.gateway_address, bridge.feedback_address
-        config = write_config(
+        config = bridge_config(
             issuer,
             f'route = "bridge"\nhost = "{host}"\nport = {port}\nfeedback_port = {feedback_port}\n'
             'ca = "bridge-ca.pem"\ncert = "bridge-client.p12"\n'
@@ -143,7 +105,7 @@ async def test_the_pass_certificate_is_refused_by_a_bridge_that_expects_another(
     # CA did not issue: the handshake fails, the push is reported failed, exit 1.
     async with open_simulator(pki=bridge_pki, environment=Environment.PRODUCTION) as bridge:
         host, port = bridge.gateway_address
-        config = write_config(
+        config = bridge_config(
             issuer,
             f'route = "bridge"\nhost = "{host}"\nport = {port}\nca = "bridge-ca.pem"\n',
         )
@@ -163,7 +125,9 @@ async def test_the_pass_certificate_is_refused_by_a_bridge_that_expects_another(
 
 
 def test_bridge_defaults(issuer):
-    config = WalletConfig.load(write_config(issuer, 'route = "bridge"\nhost = "bridge.internal"\n'))
+    config = WalletConfig.load(
+        bridge_config(issuer, 'route = "bridge"\nhost = "bridge.internal"\n')
+    )
     route = config.route_for_push()
     assert isinstance(route, BinaryGateway)
     assert (route.host, route.port) == ("bridge.internal", 2195)
@@ -175,7 +139,7 @@ def test_bridge_client_certificate_must_carry_the_pass_type(issuer, capsys, monk
     other = make_test_pki(topic="com.example.app", environments=[Environment.PRODUCTION])
     (issuer / "other.p12").write_bytes(other.client.to_pkcs12(BRIDGE_SECRET.encode()))
     push = 'route = "bridge"\nhost = "127.0.0.1"\ncert = "other.p12"\n'
-    config = write_config(issuer, push + 'passphrase_env = "BRIDGE_P12_SECRET"\n')
+    config = bridge_config(issuer, push + 'passphrase_env = "BRIDGE_P12_SECRET"\n')
     monkeypatch.setenv("PASS_P12_SECRET", P12_SECRET)
     monkeypatch.setenv("BRIDGE_P12_SECRET", BRIDGE_SECRET)
     assert main(["wallet", "update", "--config", str(config)]) == 2
@@ -186,7 +150,7 @@ def test_bridge_client_certificate_must_carry_the_pass_type(issuer, capsys, monk
     assert main(["wallet", "update", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "push.passphrase_env: the environment variable BRIDGE_P12_SECRET is not set" in err
-    config = write_config(issuer, push)
+    config = bridge_config(issuer, push)
     assert main(["wallet", "update", "--config", str(config)]) == 2
     assert "(set push.passphrase_env)" in capsys.readouterr().err
     assert not (issuer / "wallet.db").exists()

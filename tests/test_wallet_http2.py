@@ -12,13 +12,8 @@ unreachable host and refused credentials are reported, and nothing is removed.""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import os
-import subprocess
-import sys
 import time
-import zipfile
 from pathlib import Path
 
 import httpx
@@ -26,6 +21,17 @@ import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from wallet_support import (
+    AUTH,
+    P12_SECRET,
+    balance_of,
+    check_device_sees_update,
+    cli,
+    register_devices,
+    write_config,
+    write_pass,
+    write_signing_files,
+)
 
 from apns_legacy.cli import main
 from apns_legacy.client import PRODUCTION_HOST
@@ -38,13 +44,9 @@ from apns_legacy.wallet import (
     publish_pass,
     read_pass_folder,
     update_pass,
-    write_sample_pass,
 )
 
-AUTH = "0123456789abcdef0123456789abcdef"
-TEAM = "ABCDE12345"  # the pass's team (teamIdentifier)
 KEY_ID, TEAM_ID = "KEY1234567", "TEAM123456"  # the provider key's
-P12_SECRET = "wallet-p12-secret"
 GOOD, GONE, BACK, BAD = "0a" * 32, "0b" * 32, "0c" * 32, "ee" * 32
 #: Apple's example 410 timestamp (2016), before any registration made by these tests.
 OLD_410_MS = 1454402113123
@@ -69,10 +71,7 @@ def simulator_config(pass_type_id: str, key: ProviderKey, **kwargs: object) -> H
 @pytest.fixture
 def issuer(tmp_path, wallet_pki, provider_key) -> Path:
     """An issuer's folder: pass certificate (.p12), WWDR, the APNs CA, a .p8 key, one pass."""
-    (tmp_path / "pass.p12").write_bytes(wallet_pki.pass_credentials.to_pkcs12(P12_SECRET.encode()))
-    (tmp_path / "wwdr.pem").write_bytes(
-        wallet_pki.wwdr.certificate.public_bytes(serialization.Encoding.PEM)
-    )
+    write_signing_files(tmp_path, wallet_pki)
     (tmp_path / "apns-ca.pem").write_bytes(wallet_pki.pki.ca_pem())
     (tmp_path / f"AuthKey_{KEY_ID}.p8").write_bytes(
         provider_key.private_key.private_bytes(
@@ -85,55 +84,11 @@ def issuer(tmp_path, wallet_pki, provider_key) -> Path:
     return tmp_path
 
 
-def write_pass(issuer: Path, pass_type_id: str, balance: str) -> None:
-    write_sample_pass(
-        issuer / "passes" / "S1",
-        pass_type_id=pass_type_id,
-        serial_number="S1",
-        team_id=TEAM,
-        authentication_token=AUTH,
-        balance=balance,
-    )
-
-
-def write_config(issuer: Path, push: str) -> Path:
-    config = issuer / "wallet.toml"
-    config.write_text(
-        'pass_type_id = "pass.com.example.card"\n'
-        'store = "wallet.db"\n'
-        'passes = "passes"\n'
-        'cert = "pass.p12"\n'
-        'passphrase_env = "PASS_P12_SECRET"\n'
-        'wwdr = "wwdr.pem"\n'
-        f"[push]\n{push}"
-    )
-    return config
-
-
 def http2_push(port: int, auth: str) -> str:
-    push = f'route = "http2"\nhost = "127.0.0.1"\nport = {port}\nca = "apns-ca.pem"\n'
+    push = f'[push]\nroute = "http2"\nhost = "127.0.0.1"\nport = {port}\nca = "apns-ca.pem"\n'
     if auth == "token":
         push += f'auth_key = "AuthKey_{KEY_ID}.p8"\nkey_id = "{KEY_ID}"\nteam_id = "{TEAM_ID}"\n'
     return push
-
-
-async def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-m", "apns_legacy", *arguments],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={**os.environ, "PASS_P12_SECRET": P12_SECRET},
-        )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
-
-
-def balance_of(pkpass: bytes) -> str:
-    with zipfile.ZipFile(io.BytesIO(pkpass)) as archive:
-        return json.loads(archive.read("pass.json"))["storeCard"]["primaryFields"][0]["value"]
 
 
 @pytest.mark.parametrize("auth", ["token", "certificate"])
@@ -141,7 +96,7 @@ async def test_wallet_update_over_http2_end_to_end(issuer, wallet_pki, provider_
     pass_type = wallet_pki.pass_type_id
     config_file = simulator_config(pass_type, provider_key, invalid_tokens=[BAD])
     async with open_http2_simulator(config_file, pki=wallet_pki.pki) as sim:
-        config = write_config(issuer, http2_push(sim.port, auth))
+        config = write_config(issuer, push=http2_push(sim.port, auth))
         first = await cli("wallet", "update", "--config", str(config))
         assert first.returncode == 0, first.stderr
         [published] = [json.loads(line) for line in first.stdout.splitlines()]
@@ -157,13 +112,7 @@ async def test_wallet_update_over_http2_end_to_end(issuer, wallet_pki, provider_
                 with trio.fail_after(60):
                     headers = {"Authorization": f"ApplePass {AUTH}"}
                     devices = {"phone": GOOD, "gone": GONE, "back": BACK, "broken": BAD}
-                    for name, token in devices.items():
-                        response = await device.post(
-                            f"v1/devices/{name}/registrations/{pass_type}/S1",
-                            json={"pushToken": token},
-                            headers=headers,
-                        )
-                        assert response.status_code == 201
+                    await register_devices(device, pass_type, devices)
                     old = await device.get(f"v1/passes/{pass_type}/S1", headers=headers)
                     assert balance_of(old.content) == "1.00"
                     # APNs: GONE's app is gone since after it registered; BACK's token
@@ -204,18 +153,14 @@ async def test_wallet_update_over_http2_end_to_end(issuer, wallet_pki, provider_
                     assert abs(record.expiration - (pushed_at + 86400)) < 60
 
                     # Wallet's side: which serials changed since my tag, then the pass.
-                    since = await device.get(
-                        f"v1/devices/phone/registrations/{pass_type}",
-                        params={"passesUpdatedSince": first_tag},
+                    await check_device_sees_update(
+                        device,
+                        pass_type,
+                        since_tag=first_tag,
+                        tag=line["tag"],
+                        old=old,
+                        balance="2.50",
                     )
-                    assert since.json() == {"serialNumbers": ["S1"], "lastUpdated": line["tag"]}
-                    new = await device.get(
-                        f"v1/passes/{pass_type}/S1",
-                        headers={**headers, "If-Modified-Since": old.headers["last-modified"]},
-                    )
-                    assert new.status_code == 200
-                    assert new.headers["last-modified"] != old.headers["last-modified"]
-                    assert balance_of(new.content) == "2.50"
 
                     # 400 and 410 lost their registrations; the re-registered one kept it.
                     for name, expected in (("gone", 204), ("broken", 204), ("back", 200)):
@@ -225,7 +170,7 @@ async def test_wallet_update_over_http2_end_to_end(issuer, wallet_pki, provider_
 
 
 async def test_feedback_command_has_nothing_to_read_on_http2(issuer, capsys):
-    config = write_config(issuer, http2_push(443, "certificate"))
+    config = write_config(issuer, push=http2_push(443, "certificate"))
     assert main(["wallet", "feedback", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "push.route 'http2' has no feedback service" in err
@@ -235,16 +180,16 @@ async def test_feedback_command_has_nothing_to_read_on_http2(issuer, capsys):
 @pytest.mark.parametrize(
     ("push", "message"),
     [
-        (f'route = "http2"\nauth_key = "missing.p8"\nkey_id = "{KEY_ID}"\nteam_id = "{TEAM_ID}"\n',
+        (f'auth_key = "missing.p8"\nkey_id = "{KEY_ID}"\nteam_id = "{TEAM_ID}"\n',
          "push.auth_key: cannot read"),
-        (f'route = "http2"\nauth_key = "wwdr.pem"\nkey_id = "{KEY_ID}"\nteam_id = "{TEAM_ID}"\n',
+        (f'auth_key = "wwdr.pem"\nkey_id = "{KEY_ID}"\nteam_id = "{TEAM_ID}"\n',
          "push.auth_key: auth key is not an unencrypted PEM private key"),
     ],
 )  # fmt: skip
 def test_update_refuses_a_bad_provider_key_before_changing_anything(
     issuer, capsys, monkeypatch, push, message
 ):
-    config = write_config(issuer, push)
+    config = write_config(issuer, push=f'[push]\nroute = "http2"\n{push}')
     monkeypatch.setenv("PASS_P12_SECRET", P12_SECRET)
     assert main(["wallet", "update", "--config", str(config)]) == 2
     err = capsys.readouterr().err
