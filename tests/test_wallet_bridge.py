@@ -153,4 +153,7 @@ def test_bridge_client_certificate_must_carry_the_pass_type(issuer, capsys, monk
     config = bridge_config(issuer, push)
     assert main(["wallet", "update", "--config", str(config)]) == 2
     assert "(set push.passphrase_env)" in capsys.readouterr().err
+    config = bridge_config(issuer, 'route = "bridge"\nhost = "127.0.0.1"\nca = "nope.pem"\n')
+    assert main(["wallet", "update", "--config", str(config)]) == 2
+    assert "--config: push.ca: " in capsys.readouterr().err
     assert not (issuer / "wallet.db").exists()

@@ -184,6 +184,7 @@ async def test_feedback_command_has_nothing_to_read_on_http2(issuer, capsys):
          "push.auth_key: cannot read"),
         (f'auth_key = "wwdr.pem"\nkey_id = "{KEY_ID}"\nteam_id = "{TEAM_ID}"\n',
          "push.auth_key: auth key is not an unencrypted PEM private key"),
+        ('ca = "nope.pem"\n', "push.ca: "),
     ],
 )  # fmt: skip
 def test_update_refuses_a_bad_provider_key_before_changing_anything(

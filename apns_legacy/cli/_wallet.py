@@ -315,11 +315,15 @@ def _run_update(args: argparse.Namespace) -> int:
         route = None if args.no_push else config.route_for_push()
     except ConfigError as exc:
         raise UsageError(f"--config: {exc}") from None
-    if isinstance(route, Http2Gateway):
-        try:
-            route.sender_config(signer, config.pass_type_id)
-        except LocalProtocolError as exc:
-            raise UsageError(f"--config: push: {exc}") from None
+    try:
+        if isinstance(route, Http2Gateway):
+            route.check(signer, config.pass_type_id)
+        elif route is not None:
+            route.context(signer)
+    except LocalProtocolError as exc:
+        raise UsageError(f"--config: push: {exc}") from None
+    except CredentialsError as exc:  # an unreadable push.ca
+        raise UsageError(f"--config: push.ca: {exc}") from None
     with _open_store(config, create=True) as store:
         sources = _sources(config, store, args.serials)
         for source in sources:
@@ -330,10 +334,7 @@ def _run_update(args: argparse.Namespace) -> int:
         if not sources:
             print("no pass is new or changed", file=sys.stderr)
             return EXIT_OK
-        try:
-            code = trio.run(_update, store, signer, sources, route)
-        except CredentialsError as exc:  # an unreadable push.ca
-            raise UsageError(f"--config: push.ca: {exc}") from None
+        code = trio.run(_update, store, signer, sources, route)
     print(f"updated {len(sources)} pass(es)", file=sys.stderr)
     return code
 

@@ -152,6 +152,19 @@ class Http2Gateway:
     connect_timeout: float = 10.0
     max_connect_failures: int = 5
 
+    def check(self, signer: PassSigner, topic: str | None = None) -> Http2SenderConfig:
+        """:meth:`sender_config`, with its TLS context made once to check it (the trust
+        anchors are readable, the certificate and key usable): call it before anything
+        changes. Returns the configuration.
+
+        Raises:
+            LocalProtocolError: a setting breaks a rule (the message names it).
+            CredentialsError: ``ca`` or the certificate cannot be used.
+        """
+        config = self.sender_config(signer, topic)
+        client_context(config.credentials, ca=config.ca, alpn=[b"h2"])
+        return config
+
     def sender_config(self, signer: PassSigner, topic: str | None = None) -> Http2SenderConfig:
         """The HTTP/2 sender's configuration for pushes of ``topic`` (default: the
         signer's pass type ID).
@@ -272,8 +285,10 @@ async def push_pass_update(
     if isinstance(route, Http2Gateway):
         if context is not None:
             raise ValueError("context is for the binary route; the HTTP/2 route makes its own")
+        # Checked here, so that a bad ca or credential raises as itself, not from
+        # inside the sender's nursery.
         async with open_http2_sender(
-            route.sender_config(signer, pass_type_id), on_outcome=outcomes.append
+            route.check(signer, pass_type_id), on_outcome=outcomes.append
         ) as h2sender:
             for token, notification in notifications:
                 await h2sender.submit(notification, tag=token)
