@@ -110,8 +110,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     feedback = commands.add_parser(
         "feedback",
         help="read the feedback service and forget the devices it lists",
-        description="Read the feedback service with the pass certificate, print every entry "
-        "(JSON lines) and forget the listed devices that did not register again since.",
+        description="Read the feedback service (Apple's, or the bridge's) with the pass "
+        "certificate (or push.cert for the bridge), print every entry (JSON lines) and forget "
+        "the listed devices that did not register again since. Not for route http2, which has "
+        "no feedback service (wallet update applies its 410 answers).",
     )
     _add_config_argument(feedback)
     feedback.set_defaults(handler=_run_feedback)
