@@ -10,8 +10,9 @@
    latest-pass requests with If-Modified-Since (304) and without (200, the archive),
    and serial-number queries. Both share the machine's cores.
 3. ``update_pass`` for one pass registered on ``--devices`` devices: rebuild, sign, and
-   push ``{"aps":{}}`` to every device through the binary simulator (production); the
-   simulator's record is checked against the registrations.
+   push ``{"aps":{}}`` to every device through the binary simulator (production), then
+   the same through the HTTP/2 simulator with token auth and with certificate auth (one
+   connection); each simulator's record is checked against the registrations.
 
 Everything stays on loopback; every loop is bounded in count and time (``--deadline``).
 Prints a table and, with ``--output``, writes the figures as JSON.
@@ -29,13 +30,17 @@ from typing import Any
 
 import httpx
 import trio
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns_legacy.simulator import open_simulator
+from apns_legacy.h2wire import ProviderKey
+from apns_legacy.simulator import Http2SimulatorConfig, open_http2_simulator, open_simulator
 from apns_legacy.tls import Environment, TestPKI, make_test_pki
 from apns_legacy.wallet import (
     BinaryGateway,
+    Http2Gateway,
     PassSigner,
     PassStore,
+    UpdateResult,
     build_pkpass,
     open_wallet_server,
     publish_pass,
@@ -143,7 +148,7 @@ async def bench_web(
 
 async def bench_update(
     pki: TestPKI, signer: PassSigner, store: PassStore, folder: Path, devices: int, deadline: float
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     for i in range(devices):
         store.register(
             device_library_id=f"dev-{i}",
@@ -170,17 +175,43 @@ async def bench_update(
             result = await update_pass(store, signer, source, route)
         elapsed = time.perf_counter() - start
         recorded = {record.token for record in sim.accepted}
+    results = [
+        _checked(
+            "update_pass: rebuild, sign, push to every device", result, recorded, devices, elapsed
+        )
+    ]
+    key = ProviderKey(
+        key_id="KEY1234567",
+        team_id="TEAM123456",
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+    )
+    config = Http2SimulatorConfig(provider_keys={(key.team_id, key.key_id): key.public_key})
+    for auth, provider_key in (("token", key), ("certificate", None)):
+        async with open_http2_simulator(config, pki=pki) as h2sim:
+            route2 = Http2Gateway(
+                host="127.0.0.1", port=h2sim.port, ca=pki.ca_pem(), provider_key=provider_key
+            )
+            start = time.perf_counter()
+            with trio.fail_after(deadline):
+                result = await update_pass(store, signer, source, route2)
+            elapsed = time.perf_counter() - start
+            recorded = {record.token for record in h2sim.accepted}
+        case = f"update_pass over HTTP/2, {auth} auth, 1 connection"
+        results.append(_checked(case, result, recorded, devices, elapsed))
+    return results
+
+
+def _checked(
+    case: str, result: UpdateResult, recorded: set[str], devices: int, elapsed: float
+) -> dict[str, Any]:
     push = result.push
     assert push is not None
     expected = {i.to_bytes(32, "big").hex() for i in range(devices)}
     if push.accepted != devices or recorded != expected:
-        raise RuntimeError(f"{push.accepted} accepted, {len(recorded)} recorded of {devices}")
-    return {
-        "case": "update_pass: rebuild, sign, push to every device",
-        "n": devices,
-        "seconds": elapsed,
-        "per_second": devices / elapsed,
-    }
+        raise RuntimeError(
+            f"{case}: {push.accepted} accepted, {len(recorded)} recorded of {devices}"
+        )
+    return {"case": case, "n": devices, "seconds": elapsed, "per_second": devices / elapsed}
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -203,9 +234,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 serial_number="S1",
             )
             results += await bench_web(store, args.requests, args.concurrency, args.deadline)
-            results.append(
-                await bench_update(pki, signer, store, folder, args.devices, args.deadline)
-            )
+            results += await bench_update(pki, signer, store, folder, args.devices, args.deadline)
     return results
 
 

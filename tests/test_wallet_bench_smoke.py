@@ -28,6 +28,8 @@ def test_wallet_bench_quick_run(tmp_path):
         "GET pass",
         "GET serials since tag 0",
         "update_pass: rebuild",
+        "update_pass over HTTP/2",
+        "update_pass over HTTP/2",
     ]
     assert all(r["per_second"] > 0 for r in results)
     assert "| update_pass: rebuild, sign, push to every device | 20 |" in done.stdout

@@ -5,79 +5,44 @@ configuration checks (one line, exit code 2)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from cryptography.hazmat.primitives import serialization
+from wallet_support import (
+    AUTH,
+    P12_SECRET,
+    check_device_sees_update,
+    cli,
+    register_devices,
+    write_config,
+    write_pass,
+    write_signing_files,
+)
 
 from apns_legacy.cli import main
 from apns_legacy.simulator import open_simulator
 from apns_legacy.tls import Environment
-from apns_legacy.wallet import PassStore, write_sample_pass
+from apns_legacy.wallet import PassStore
 
-AUTH = "0123456789abcdef0123456789abcdef"
-TEAM = "ABCDE12345"
 GOOD = "0a" * 32
 BAD = "ee" * 32
-P12_SECRET = "wallet-p12-secret"
-
-
-def write_config(folder: Path, *, push: str = "", extra: str = "") -> Path:
-    config = folder / "wallet.toml"
-    config.write_text(
-        'pass_type_id = "pass.com.example.card"\n'
-        'store = "wallet.db"\n'
-        'passes = "passes"\n'
-        'cert = "pass.p12"\n'
-        'passphrase_env = "PASS_P12_SECRET"\n'
-        'wwdr = "wwdr.pem"\n'
-        f"{extra}"
-        f"{push}"
-    )
-    return config
 
 
 @pytest.fixture
 def issuer(tmp_path, wallet_pki) -> Path:
     """An issuer's folder: credentials, WWDR certificate, the gateway CA, one pass."""
-    (tmp_path / "pass.p12").write_bytes(wallet_pki.pass_credentials.to_pkcs12(P12_SECRET.encode()))
-    (tmp_path / "wwdr.pem").write_bytes(
-        wallet_pki.wwdr.certificate.public_bytes(serialization.Encoding.PEM)
-    )
+    write_signing_files(tmp_path, wallet_pki)
     (tmp_path / "gateway-ca.pem").write_bytes(wallet_pki.pki.ca_pem())
-    write_sample_pass(
-        tmp_path / "passes" / "S1",
-        pass_type_id=wallet_pki.pass_type_id,
-        serial_number="S1",
-        team_id=TEAM,
-        authentication_token=AUTH,
-        balance="1.00",
-    )
+    write_pass(tmp_path, wallet_pki.pass_type_id, "1.00")
     return tmp_path
-
-
-async def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-m", "apns_legacy", *arguments],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env={**os.environ, "PASS_P12_SECRET": P12_SECRET},
-        )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
 
 
 async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
@@ -128,25 +93,12 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
                 assert ready["url"] == f"http://{ready['listen']}/"
                 async with httpx.AsyncClient(base_url=ready["url"], timeout=10) as device:
                     headers = {"Authorization": f"ApplePass {AUTH}"}
-                    for name, token in (("phone", GOOD), ("old-phone", BAD)):
-                        response = await device.post(
-                            f"v1/devices/{name}/registrations/{pass_type}/S1",
-                            json={"pushToken": token},
-                            headers=headers,
-                        )
-                        assert response.status_code == 201
+                    await register_devices(device, pass_type, {"phone": GOOD, "old-phone": BAD})
                     old = await device.get(f"v1/passes/{pass_type}/S1", headers=headers)
                     assert old.status_code == 200
 
                     # The issuer changes the pass; `wallet update` finds and pushes it.
-                    write_sample_pass(
-                        issuer / "passes" / "S1",
-                        pass_type_id=pass_type,
-                        serial_number="S1",
-                        team_id=TEAM,
-                        authentication_token=AUTH,
-                        balance="7.25",
-                    )
+                    write_pass(issuer, pass_type, "7.25")
                     update = await cli("wallet", "update", "--config", str(config))
                     assert update.returncode == 1, update.stderr  # one push rejected
                     [line] = [json.loads(text) for text in update.stdout.splitlines()]
@@ -158,18 +110,14 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
                         (GOOD, '{"aps":{}}', pass_type)
                     ]
 
-                    since = await device.get(
-                        f"v1/devices/phone/registrations/{pass_type}",
-                        params={"passesUpdatedSince": first_tag},
+                    await check_device_sees_update(
+                        device,
+                        pass_type,
+                        since_tag=first_tag,
+                        tag=line["tag"],
+                        old=old,
+                        balance="7.25",
                     )
-                    assert since.json() == {"serialNumbers": ["S1"], "lastUpdated": line["tag"]}
-                    new = await device.get(
-                        f"v1/passes/{pass_type}/S1",
-                        headers={**headers, "If-Modified-Since": old.headers["last-modified"]},
-                    )
-                    assert new.status_code == 200
-                    with zipfile.ZipFile(io.BytesIO(new.content)) as archive:
-                        assert b'"7.25"' in archive.read("pass.json")
 
                 process.send_signal(signal.SIGTERM)
                 assert await process.wait() == 0
@@ -199,10 +147,25 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
 @pytest.mark.parametrize(
     ("push", "extra", "message"),
     [
-        ('[push]\nroute = "http2"\n', "",
-         "push.route 'http2' is not available yet; only 'binary' is"),
-        ('[push]\nroute = "bridge"\n', "", "push.route 'bridge' is not available yet"),
-        ('[push]\nroute = "carrier-pigeon"\n', "", "push.route must be 'binary'"),
+        ('[push]\nroute = "carrier-pigeon"\n', "",
+         "push.route must be 'binary', 'http2' or 'bridge', not 'carrier-pigeon'"),
+        ('[push]\nroute = "http2"\nfeedback_port = 2196\n', "",
+         "push.feedback_port is for route 'binary' or 'bridge', not 'http2'"),
+        ('[push]\nauth_key = "k.p8"\n', "", "push.auth_key is for route 'http2', not 'binary'"),
+        ('[push]\nroute = "binary"\ncert = "c.pem"\n', "",
+         "push.cert is for route 'bridge', not 'binary'"),
+        ('[push]\nroute = "bridge"\n', "",
+         "push.host is required for route 'bridge' (its address)"),
+        ('[push]\nroute = "bridge"\nhost = "b"\nkey = "k.pem"\n', "",
+         "push.key is given without push.cert"),
+        ('[push]\nroute = "http2"\nauth_key = "k.p8"\nteam_id = "T"\n', "",
+         "push.key_id is missing (token auth needs auth_key, key_id and team_id"),
+        ('[push]\nroute = "http2"\nauth_key = "k.p8"\nkey_id = "AB-1"\nteam_id = "T"\n', "",
+         "push.key_id must be ASCII letters and digits (Apple's are 10), not 'AB-1'"),
+        ('[push]\nroute = "http2"\npriority = 7\n', "",
+         "push.priority must be 10, 5 or 1, not 7"),
+        ('[push]\nroute = "http2"\nconnections = 0\n', "",
+         "push: connections must be an integer from 1 to 100, not 0"),
         ('[push]\nport = 70000\n', "", "port must be an integer from 1 to 65535, not 70000"),
         ('[push]\nhots = "x"\n', "", "unknown key push.hots"),
         ("", 'listen = "8080"\n', "listen must be HOST:PORT, not '8080'"),

@@ -7,8 +7,9 @@ Subcommands:
   ready (``{"url": ..., "listen": ..., "store": ..., "pass_type_id": ...}``), then
   serves until Ctrl-C, SIGTERM or ``--for SECONDS``.
 * ``wallet update --config FILE [SERIAL ...]``: rebuild, sign and store the named passes
-  (default: every pass folder that is new or changed), then push to their devices;
-  one JSON line per pass on stdout; exit 1 if a push was not accepted.
+  (default: every pass folder that is new or changed), then push to their devices by
+  the configured route (binary gateway, HTTP/2 or the bridge); one JSON line per pass
+  on stdout; exit 1 if a push was not accepted.
 * ``wallet feedback --config FILE``: read the feedback service with the pass
   certificate, print the entries (JSON lines), forget the devices it lists unless
   they registered again since.
@@ -37,7 +38,9 @@ import trio
 from ..client import FeedbackError
 from ..tls import Credentials, CredentialsError, WrongPassphraseError
 from ..wallet import (
+    BinaryGateway,
     ConfigError,
+    Http2Gateway,
     PassError,
     PassSigner,
     PassSource,
@@ -52,6 +55,7 @@ from ..wallet import (
     read_pass_folder,
     update_pass,
 )
+from ..wire import LocalProtocolError
 from ._common import read_passphrase
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 
@@ -106,8 +110,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     feedback = commands.add_parser(
         "feedback",
         help="read the feedback service and forget the devices it lists",
-        description="Read the feedback service with the pass certificate, print every entry "
-        "(JSON lines) and forget the listed devices that did not register again since.",
+        description="Read the feedback service (Apple's, or the bridge's) with the pass "
+        "certificate (or push.cert for the bridge), print every entry (JSON lines) and forget "
+        "the listed devices that did not register again since. Not for route http2, which has "
+        "no feedback service (wallet update applies its 410 answers).",
     )
     _add_config_argument(feedback)
     feedback.set_defaults(handler=_run_feedback)
@@ -273,14 +279,13 @@ def _sources(config: WalletConfig, store: PassStore, serials: list[str]) -> list
 
 
 async def _update(
-    config: WalletConfig,
     store: PassStore,
     signer: PassSigner,
     sources: list[PassSource],
-    push: bool,
+    route: BinaryGateway | Http2Gateway | None,
 ) -> int:
-    route = config.route_for_push() if push else None
-    context = route.context(signer) if route is not None else None
+    # One TLS context for every pass on the binary route (the HTTP/2 sender makes its own).
+    context = route.context(signer) if isinstance(route, BinaryGateway) else None
     code = EXIT_OK
     for source in sources:
         result = await update_pass(store, signer, source, route, context=context)
@@ -296,6 +301,7 @@ async def _update(
                 rejected=report.rejected,
                 failed=report.failed,
                 removed_registrations=report.removed_registrations,
+                kept_reregistered=report.kept_reregistered,
                 problems=[{"token": token, "problem": what} for token, what in report.problems],
             )
             if report.accepted != report.tokens:
@@ -308,8 +314,18 @@ def _run_update(args: argparse.Namespace) -> int:
     config = _load_config(args)
     try:
         signer = config.signer()
+        route = None if args.no_push else config.route_for_push()
     except ConfigError as exc:
         raise UsageError(f"--config: {exc}") from None
+    try:
+        if isinstance(route, Http2Gateway):
+            route.check(signer, config.pass_type_id)
+        elif route is not None:
+            route.context(signer)
+    except LocalProtocolError as exc:
+        raise UsageError(f"--config: push: {exc}") from None
+    except CredentialsError as exc:  # an unreadable push.ca
+        raise UsageError(f"--config: push.ca: {exc}") from None
     with _open_store(config, create=True) as store:
         sources = _sources(config, store, args.serials)
         for source in sources:
@@ -320,21 +336,24 @@ def _run_update(args: argparse.Namespace) -> int:
         if not sources:
             print("no pass is new or changed", file=sys.stderr)
             return EXIT_OK
-        try:
-            code = trio.run(_update, config, store, signer, sources, not args.no_push)
-        except CredentialsError as exc:  # an unreadable push.ca
-            raise UsageError(f"--config: push.ca: {exc}") from None
+        code = trio.run(_update, store, signer, sources, route)
     print(f"updated {len(sources)} pass(es)", file=sys.stderr)
     return code
 
 
 def _run_feedback(args: argparse.Namespace) -> int:
     config = _load_config(args)
+    if config.route == "http2":
+        raise UsageError(
+            "--config: push.route 'http2' has no feedback service (HTTP/2 answers 410 at push "
+            "time, and wallet update removes those registrations then)"
+        )
     try:
         signer = config.signer()
+        route = config.route_for_push()
     except ConfigError as exc:
         raise UsageError(f"--config: {exc}") from None
-    route = config.route_for_push()
+    assert isinstance(route, BinaryGateway)
     try:
         context = route.context(signer)
     except CredentialsError as exc:

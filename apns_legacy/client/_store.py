@@ -24,25 +24,21 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import math
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, Final, Literal, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Final, Literal
 
 import attrs
 
 from ..wire import DeviceToken, FeedbackItem
+from ._sqlite import Moment, SQLiteStore, TokenLike, create_tables, epoch_seconds, from_epoch
 
-Moment = _dt.datetime | int | float
-TokenLike = DeviceToken | bytes | str
 ExportKind = Literal["all", "active", "deactivated"]
 ExportFormat = Literal["csv", "jsonl"]
 
 #: The reason :meth:`TokenStore.apply_feedback` records.
 FEEDBACK_REASON: Final = "feedback"
-
-_T = TypeVar("_T")
 
 _SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = """
@@ -84,21 +80,8 @@ _COLUMNS: Final = ", ".join(_CSV_FIELDS)
 _LOOKUP_BATCH: Final = 500
 
 
-def epoch_seconds(moment: Moment | None) -> int:
-    """Whole UTC epoch seconds from an aware datetime, int or float (None: now)."""
-    if moment is None:
-        moment = _dt.datetime.now(_dt.UTC)
-    if isinstance(moment, _dt.datetime):
-        if moment.tzinfo is None:
-            raise ValueError("times must be timezone-aware datetimes (naive given)")
-        return math.floor(moment.timestamp())
-    if not math.isfinite(moment):
-        raise ValueError(f"time must be finite, not {moment}")
-    return math.floor(moment)
-
-
 def _utc(seconds: int | None) -> _dt.datetime | None:
-    return None if seconds is None else _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
+    return None if seconds is None else from_epoch(seconds)
 
 
 def _iso(moment: _dt.datetime | None) -> str | None:
@@ -164,7 +147,7 @@ class StoreError(sqlite3.DatabaseError):
     that catches SQLite's errors catches it too."""
 
 
-class TokenStore:
+class TokenStore(SQLiteStore):
     """Device tokens in a SQLite file (or ``":memory:"``), with the feedback rule.
 
     Args:
@@ -224,9 +207,7 @@ class TokenStore:
             raise StoreError(f"{self.path}: a SQLite database, but not a token store")
 
         def make_schema(db: sqlite3.Connection) -> None:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            create_tables(db, _SCHEMA)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
         if version < _SCHEMA_VERSION:
@@ -254,36 +235,7 @@ class TokenStore:
         lines = (line.strip() for problem in problems for line in problem.splitlines())
         return [line for line in lines if line and not line.startswith("***")] or problems
 
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
-    def __enter__(self) -> TokenStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` in one write transaction: all of it is kept, or none."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-
     # -- registering ----------------------------------------------------------------
-
-    def _hex(self, token: TokenLike) -> str:
-        if isinstance(token, DeviceToken):
-            return token.hex
-        if isinstance(token, str):
-            return DeviceToken.from_hex(token, allow_long=self.allow_long_tokens).hex
-        return DeviceToken.from_bytes(token, allow_long=self.allow_long_tokens).hex
 
     def register(
         self, token: TokenLike, *, topic: str | None = None, at: Moment | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._config import PLANNED_ROUTES, ROUTES, ConfigError, WalletConfig, parse_listen
+from ._config import ROUTES, ConfigError, WalletConfig, parse_listen
 from ._pkpass import (
     GENERATED_FILES,
     MIN_AUTH_TOKEN_LENGTH,
@@ -38,6 +38,7 @@ from ._store import (
 from ._update import (
     DEFAULT_PUSH_EXPIRY,
     BinaryGateway,
+    Http2Gateway,
     PushReport,
     UpdateResult,
     changed_passes,
@@ -99,6 +100,7 @@ __all__ = [
     "MAX_IDENTIFIER_LENGTH",
     # updates
     "BinaryGateway",
+    "Http2Gateway",
     "PushReport",
     "UpdateResult",
     "publish_pass",
@@ -115,7 +117,6 @@ __all__ = [
     "ConfigError",
     "parse_listen",
     "ROUTES",
-    "PLANNED_ROUTES",
     # web service
     "WalletService",
     "WalletServer",

@@ -13,7 +13,7 @@ Example (every relative path is relative to the file's own folder)::
     base_path = ""                  # the path part of webServiceURL, if any
 
     [push]
-    route = "binary"                # the only route so far
+    route = "binary"                # "binary" (the default), "http2" or "bridge"
     host = "gateway.push.apple.com" # default: Apple's production gateway
     port = 2195
     feedback_host = "feedback.push.apple.com"  # the default (wallet feedback)
@@ -21,7 +21,21 @@ Example (every relative path is relative to the file's own folder)::
     # ca = "gateway-ca.pem"         # trust anchors (default: the system store)
     expiry = 86400                  # seconds an offline device's push is kept
 
-Unknown keys are refused (a typo must not silently fall back to a default).
+Keys by route (``route``, ``host``, ``port``, ``ca`` and ``expiry`` everywhere):
+
+* ``binary``: ``feedback_host``, ``feedback_port``; host and port default to Apple's
+  production gateway (2195) and feedback service (2196).
+* ``http2``: host and port default to ``api.push.apple.com:443``; ``auth_key``,
+  ``key_id`` and ``team_id`` (all three: token auth with that ``.p8`` key; none:
+  certificate auth with the pass certificate), ``priority`` (10, 5 or 1; default 5),
+  ``connections`` (default 1).
+* ``bridge``: the binary route pointed at ``apns-legacy bridge``: ``host`` is
+  required, ``port`` defaults to 2195, ``feedback_host`` to ``host`` and
+  ``feedback_port`` to 2196; ``cert`` (with ``key``, ``passphrase_env``) is the client
+  certificate the bridge expects, when it is not the pass certificate.
+
+Unknown keys, and keys of another route, are refused (a typo must not silently fall
+back to a default).
 """
 
 from __future__ import annotations
@@ -34,14 +48,15 @@ from typing import Any, Final
 
 import attrs
 
-from ..client import PRODUCTION_FEEDBACK, PRODUCTION_GATEWAY
-from ..tls import Credentials, CredentialsError, WrongPassphraseError
+from ..client import PRODUCTION_FEEDBACK, PRODUCTION_GATEWAY, PRODUCTION_HOST
+from ..h2wire import ProviderKey
+from ..tls import Credentials, CredentialsError, WrongPassphraseError, certificate_topic
+from ..wire import LocalProtocolError
 from ._pkpass import PassError, PassSigner, load_wwdr
-from ._update import DEFAULT_PUSH_EXPIRY, BinaryGateway
+from ._update import DEFAULT_PUSH_EXPIRY, BinaryGateway, Http2Gateway
 
-#: Push routes the configuration accepts, and the ones planned but not built yet.
-ROUTES: Final = ("binary",)
-PLANNED_ROUTES: Final = ("http2", "bridge")
+#: Push routes the configuration accepts.
+ROUTES: Final = ("binary", "http2", "bridge")
 _TOP_KEYS: Final = frozenset(
     {
         "pass_type_id",
@@ -56,9 +71,16 @@ _TOP_KEYS: Final = frozenset(
         "push",
     }
 )
-_PUSH_KEYS: Final = frozenset(
-    {"route", "host", "port", "feedback_host", "feedback_port", "ca", "expiry"}
-)
+_COMMON_PUSH_KEYS: Final = frozenset({"route", "host", "port", "ca", "expiry"})
+#: The [push] keys each route takes beyond the common ones.
+_ROUTE_KEYS: Final = {
+    "binary": frozenset({"feedback_host", "feedback_port"}),
+    "http2": frozenset({"auth_key", "key_id", "team_id", "priority", "connections"}),
+    "bridge": frozenset({"feedback_host", "feedback_port", "cert", "key", "passphrase_env"}),
+}
+_PUSH_KEYS: Final = _COMMON_PUSH_KEYS.union(*_ROUTE_KEYS.values())
+#: The bridge's ports (the binary protocol's).
+_BRIDGE_PORTS: Final = (2195, 2196)
 
 
 class ConfigError(ValueError):
@@ -122,6 +144,18 @@ class WalletConfig:
     feedback_port: int = PRODUCTION_FEEDBACK[1]
     gateway_ca: Path | None = None
     expiry: int = DEFAULT_PUSH_EXPIRY
+    #: http2: the .p8 key, its key id and team id (token auth); None: certificate auth.
+    auth_key: Path | None = None
+    key_id: str | None = None
+    team_id: str | None = None
+    #: http2: apns-priority (None: 5).
+    priority: int | None = None
+    #: http2: connections.
+    connections: int = 1
+    #: bridge: the client certificate the bridge expects (None: the pass certificate).
+    push_cert: Path | None = None
+    push_key: Path | None = None
+    push_passphrase_env: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> WalletConfig:
@@ -158,14 +192,60 @@ class WalletConfig:
         def optional(key: str, table: Mapping[str, Any], where: str) -> Path | None:
             return None if table.get(key) is None else folder / _string(table, key, where)
 
-        route = _string(push, "route", f"{label}: push", default="binary")
-        if route in PLANNED_ROUTES:
-            raise ConfigError(
-                f"{label}: push.route {route!r} is not available yet; only 'binary' is "
-                "(HTTP/2 and the bridge are still to be built)"
-            )
+        where = f"{label}: push"
+        route = _string(push, "route", where, default="binary")
         if route not in ROUTES:
-            raise ConfigError(f"{label}: push.route must be 'binary', not {route!r}")
+            raise ConfigError(
+                f"{label}: push.route must be 'binary', 'http2' or 'bridge', not {route!r}"
+            )
+        foreign = sorted(set(push) - _COMMON_PUSH_KEYS - _ROUTE_KEYS[route])
+        if foreign:
+            users = [name for name, keys in _ROUTE_KEYS.items() if foreign[0] in keys]
+            raise ConfigError(
+                f"{label}: push.{foreign[0]} is for route {' or '.join(map(repr, users))}, "
+                f"not {route!r}"
+            )
+        if route == "binary":
+            default_host, default_port = PRODUCTION_GATEWAY
+            default_feedback = PRODUCTION_FEEDBACK
+        elif route == "http2":
+            default_host, default_port = PRODUCTION_HOST, 443
+            default_feedback = PRODUCTION_FEEDBACK  # unused: HTTP/2 has no feedback service
+        else:
+            if "host" not in push:
+                raise ConfigError(
+                    f"{label}: push.host is required for route 'bridge' (its address)"
+                )
+            default_host, default_port = _string(push, "host", where), _BRIDGE_PORTS[0]
+            default_feedback = (default_host, _BRIDGE_PORTS[1])
+        token_keys = [key for key in ("auth_key", "key_id", "team_id") if key in push]
+        if token_keys and len(token_keys) != 3:
+            missing = next(k for k in ("auth_key", "key_id", "team_id") if k not in push)
+            raise ConfigError(
+                f"{label}: push.{missing} is missing (token auth needs auth_key, key_id and "
+                "team_id; leave all three out for certificate auth)"
+            )
+        for key in ("key_id", "team_id"):
+            value = push.get(key)
+            if value is not None and not (
+                isinstance(value, str) and value and value.isascii() and value.isalnum()
+            ):
+                raise ConfigError(
+                    f"{label}: push.{key} must be ASCII letters and digits (Apple's are 10), "
+                    f"not {value!r}"
+                )
+        priority = push.get("priority")
+        if priority is not None and (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or priority not in (10, 5, 1)
+        ):
+            raise ConfigError(f"{label}: push.priority must be 10, 5 or 1, not {priority!r}")
+        if "key" in push and "cert" not in push:
+            raise ConfigError(f"{label}: push.key is given without push.cert")
+        push_passphrase_env = push.get("passphrase_env")
+        if push_passphrase_env is not None:
+            push_passphrase_env = _string(push, "passphrase_env", where)
         try:
             host, port = parse_listen(_string(data, "listen", label, default="127.0.0.1:0"))
         except ValueError as exc:
@@ -189,18 +269,20 @@ class WalletConfig:
             port=port,
             base_path=base_path.rstrip("/"),
             route=route,
-            gateway_host=_string(push, "host", f"{label}: push", default=PRODUCTION_GATEWAY[0]),
-            gateway_port=_integer(push, "port", f"{label}: push", 1, 0xFFFF, PRODUCTION_GATEWAY[1]),
-            feedback_host=_string(
-                push, "feedback_host", f"{label}: push", default=PRODUCTION_FEEDBACK[0]
-            ),
-            feedback_port=_integer(
-                push, "feedback_port", f"{label}: push", 1, 0xFFFF, PRODUCTION_FEEDBACK[1]
-            ),
-            gateway_ca=optional("ca", push, f"{label}: push"),
-            expiry=_integer(
-                push, "expiry", f"{label}: push", 0, 30 * 24 * 3600, DEFAULT_PUSH_EXPIRY
-            ),
+            gateway_host=_string(push, "host", where, default=default_host),
+            gateway_port=_integer(push, "port", where, 1, 0xFFFF, default_port),
+            feedback_host=_string(push, "feedback_host", where, default=default_feedback[0]),
+            feedback_port=_integer(push, "feedback_port", where, 1, 0xFFFF, default_feedback[1]),
+            gateway_ca=optional("ca", push, where),
+            expiry=_integer(push, "expiry", where, 0, 30 * 24 * 3600, DEFAULT_PUSH_EXPIRY),
+            auth_key=optional("auth_key", push, where),
+            key_id=_string(push, "key_id", where) if token_keys else None,
+            team_id=_string(push, "team_id", where) if token_keys else None,
+            priority=priority,
+            connections=_integer(push, "connections", where, 1, 100, 1),
+            push_cert=optional("cert", push, where),
+            push_key=optional("key", push, where),
+            push_passphrase_env=push_passphrase_env,
         )
 
     def signer(self, environ: Mapping[str, str] | None = None) -> PassSigner:
@@ -213,23 +295,9 @@ class WalletConfig:
             ConfigError: the variable is not set, the credentials or WWDR certificate
                 cannot be used, or the certificate is for another pass type.
         """
-        environ = os.environ if environ is None else environ
-        passphrase = None
-        if self.passphrase_env is not None:
-            value = environ.get(self.passphrase_env)
-            if value is None:
-                raise ConfigError(
-                    f"{self.path}: passphrase_env: the environment variable "
-                    f"{self.passphrase_env} is not set"
-                )
-            passphrase = value.encode("utf-8")
-        try:
-            credentials = Credentials.load(self.cert, self.key, passphrase=passphrase)
-        except WrongPassphraseError as exc:
-            hint = "" if passphrase is not None else " (set passphrase_env)"
-            raise ConfigError(f"{self.path}: cert: {exc}{hint}") from None
-        except CredentialsError as exc:
-            raise ConfigError(f"{self.path}: cert: {exc}") from None
+        credentials = self._credentials(
+            self.cert, self.key, self.passphrase_env, "", os.environ if environ is None else environ
+        )
         try:
             signer = PassSigner.create(credentials, load_wwdr(self.wwdr))
         except PassError as exc:
@@ -241,9 +309,83 @@ class WalletConfig:
             )
         return signer
 
-    def route_for_push(self) -> BinaryGateway:
-        """Where ``wallet update`` pushes (the binary gateway: the only route so far)."""
+    def _credentials(
+        self,
+        cert: Path,
+        key: Path | None,
+        passphrase_env: str | None,
+        prefix: str,
+        environ: Mapping[str, str],
+    ) -> Credentials:
+        passphrase = None
+        if passphrase_env is not None:
+            value = environ.get(passphrase_env)
+            if value is None:
+                raise ConfigError(
+                    f"{self.path}: {prefix}passphrase_env: the environment variable "
+                    f"{passphrase_env} is not set"
+                )
+            passphrase = value.encode("utf-8")
+        try:
+            return Credentials.load(cert, key, passphrase=passphrase)
+        except WrongPassphraseError as exc:
+            hint = "" if passphrase is not None else f" (set {prefix}passphrase_env)"
+            raise ConfigError(f"{self.path}: {prefix}cert: {exc}{hint}") from None
+        except CredentialsError as exc:
+            raise ConfigError(f"{self.path}: {prefix}cert: {exc}") from None
+
+    def route_for_push(
+        self, environ: Mapping[str, str] | None = None
+    ) -> BinaryGateway | Http2Gateway:
+        """Where ``wallet update`` pushes, by ``push.route``: the binary gateway, Apple's
+        HTTP/2 API, or the bridge (the binary route at the bridge's address).
+
+        Args:
+            environ: where ``push.passphrase_env`` is looked up (default ``os.environ``).
+
+        Raises:
+            ConfigError: the ``.p8`` key or the bridge's client certificate cannot be
+                used (the message names the key in [push]).
+        """
         ca = None if self.gateway_ca is None else str(self.gateway_ca)
+        if self.route == "http2":
+            provider_key = None
+            if self.auth_key is not None:
+                assert self.key_id is not None
+                assert self.team_id is not None
+                try:
+                    data = self.auth_key.read_bytes()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"{self.path}: push.auth_key: cannot read {self.auth_key} ({exc.strerror})"
+                    ) from None
+                try:
+                    provider_key = ProviderKey.from_p8(
+                        data, key_id=self.key_id, team_id=self.team_id
+                    )
+                except LocalProtocolError as exc:
+                    raise ConfigError(f"{self.path}: push.auth_key: {exc}") from None
+            return Http2Gateway(
+                host=self.gateway_host,
+                port=self.gateway_port,
+                ca=ca,
+                provider_key=provider_key,
+                priority=self.priority,
+                expiry=self.expiry,
+                connections=self.connections,
+            )
+        credentials = None
+        if self.push_cert is not None:
+            environ = os.environ if environ is None else environ
+            credentials = self._credentials(
+                self.push_cert, self.push_key, self.push_passphrase_env, "push.", environ
+            )
+            topic = certificate_topic(credentials.certificate)
+            if topic != self.pass_type_id:
+                raise ConfigError(
+                    f"{self.path}: push.cert: its topic {topic!r} is not pass_type_id "
+                    f"{self.pass_type_id!r} (the bridge routes by the client certificate's topic)"
+                )
         return BinaryGateway(
             host=self.gateway_host,
             port=self.gateway_port,
@@ -251,4 +393,5 @@ class WalletConfig:
             feedback_port=self.feedback_port,
             ca=ca,
             expiry=self.expiry,
+            credentials=credentials,
         )

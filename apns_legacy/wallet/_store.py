@@ -26,18 +26,16 @@ Each change runs in one ``BEGIN IMMEDIATE`` transaction, so the web service and 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar
+from collections.abc import Iterable
+from typing import Any, Final
 
 import attrs
 
-from ..wire import DeviceToken, FeedbackItem
-
-_T = TypeVar("_T")
+from ..client._sqlite import SQLiteStore, TokenLike, create_tables, epoch_seconds, from_epoch
+from ..wire import FeedbackItem
 
 _SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = """
@@ -72,20 +70,6 @@ CREATE INDEX IF NOT EXISTS wallet_registrations_pass
 MAX_IDENTIFIER_LENGTH: Final = 256
 
 
-def _seconds(now: _dt.datetime | float | None) -> int:
-    if now is None:
-        now = _dt.datetime.now(_dt.UTC)
-    if isinstance(now, _dt.datetime):
-        if now.tzinfo is None:
-            raise ValueError("times must be timezone-aware datetimes (naive given)")
-        return math.floor(now.timestamp())
-    return math.floor(now)
-
-
-def _utc(seconds: int) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
-
-
 def check_identifier(name: str, value: str) -> str:
     """``value`` if it is a usable identifier (non-empty, printable, not too long).
 
@@ -115,7 +99,7 @@ class StoredPass:
     @property
     def last_modified(self) -> _dt.datetime:
         """The time the current version was made: the tag as an aware UTC datetime."""
-        return _utc(self.tag)
+        return from_epoch(self.tag)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,7 +136,7 @@ class PassFeedbackResult:
     unknown: int = 0
 
 
-class PassStore:
+class PassStore(SQLiteStore):
     """Wallet passes and device registrations in a SQLite file (or ``":memory:"``).
 
     Args:
@@ -203,48 +187,15 @@ class PassStore:
                 return
             # Version 0 -> 1: create everything. Later versions add steps here, each
             # in this same transaction.
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            create_tables(db, _SCHEMA)
             db.execute("DELETE FROM wallet_schema")
             db.execute("INSERT INTO wallet_schema (version) VALUES (?)", (_SCHEMA_VERSION,))
 
         self._transaction(migrate)
 
-    # -- lifecycle ------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
-    def __enter__(self) -> PassStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
     def _query(self, sql: str, parameters: tuple[object, ...]) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
-
-    def _token_hex(self, token: str | bytes | DeviceToken) -> str:
-        if isinstance(token, DeviceToken):
-            return token.hex
-        if isinstance(token, str):
-            return DeviceToken.from_hex(token, allow_long=self.allow_long_tokens).hex
-        return DeviceToken.from_bytes(token, allow_long=self.allow_long_tokens).hex
 
     # -- passes ---------------------------------------------------------------------
 
@@ -264,7 +215,7 @@ class PassStore:
         """
         check_identifier("passTypeIdentifier", pass_type_id)
         check_identifier("serialNumber", serial_number)
-        seconds = _seconds(now)
+        seconds = epoch_seconds(now)
 
         def work(db: sqlite3.Connection) -> int:
             (highest,) = db.execute("SELECT COALESCE(MAX(tag), 0) FROM wallet_passes").fetchone()
@@ -331,7 +282,7 @@ class PassStore:
         self,
         *,
         device_library_id: str,
-        push_token: str | bytes | DeviceToken,
+        push_token: TokenLike,
         pass_type_id: str,
         serial_number: str,
         now: _dt.datetime | float | None = None,
@@ -346,8 +297,8 @@ class PassStore:
             LocalProtocolError: ``push_token`` is not a valid device token.
         """
         check_identifier("deviceLibraryIdentifier", device_library_id)
-        token = self._token_hex(push_token)
-        seconds = _seconds(now)
+        token = self._hex(push_token)
+        seconds = epoch_seconds(now)
 
         def work(db: sqlite3.Connection) -> bool:
             db.execute(
@@ -383,13 +334,13 @@ class PassStore:
 
         return self._transaction(work)
 
-    def remove_push_tokens(self, tokens: Iterable[str | bytes | DeviceToken]) -> int:
+    def remove_push_tokens(self, tokens: Iterable[TokenLike]) -> int:
         """Forget devices holding these push tokens, with all their registrations.
 
         For tokens the gateway rejected as invalid (status 8). Returns how many
         registrations were removed.
         """
-        hexes = [self._token_hex(token) for token in tokens]
+        hexes = [self._hex(token) for token in tokens]
 
         def work(db: sqlite3.Connection) -> int:
             removed = 0
@@ -460,7 +411,7 @@ class PassStore:
                 push_token=row[1],
                 pass_type_id=row[2],
                 serial_number=row[3],
-                registered_at=_utc(row[4]),
+                registered_at=from_epoch(row[4]),
             )
             for row in rows
         ]
