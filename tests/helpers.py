@@ -8,6 +8,9 @@ bytes of an unfinished next unit).
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -168,3 +171,52 @@ async def tls_server(context, handler=echo_upper):
         nursery.start_soon(trio.serve_listeners, handle, listeners)
         yield port, receive
         nursery.cancel_scope.cancel()
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+async def run_on_terminal(command: Sequence[str]) -> tuple[int, str]:
+    """Run ``command`` with its stderr on a pseudo-terminal (stdout to /dev/null); its exit
+    code and everything it drew on the terminal, once it exited. The caller bounds the
+    time (``trio.fail_after``)."""
+    controller, terminal = os.openpty()
+    output = b""
+    try:
+        process = await trio.lowlevel.open_process(
+            list(command), stdout=subprocess.DEVNULL, stderr=terminal
+        )
+        os.close(terminal)
+        terminal = -1
+        while True:  # until the child's end of the terminal is closed
+            try:
+                chunk = await trio.to_thread.run_sync(os.read, controller, 65536)
+            except OSError:  # EIO on Linux once the child has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+        code = await process.wait()
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    return code, output.decode(errors="replace")
+
+
+async def run_cli(
+    *arguments: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m apns_legacy ARGUMENTS``; the CompletedProcess (stdout and stderr as
+    text). The caller bounds the time (``trio.fail_after``)."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "apns_legacy", *arguments],
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )

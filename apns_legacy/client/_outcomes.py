@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import attrs
 
-from ..h2wire import reason_from_str
+from ..h2wire import Reason, reason_from_str
 from ..wire import Broadcast, Notification, Status, status_from_int, status_name
 
 
@@ -210,7 +210,7 @@ _BINARY_ONLY: Final = frozenset(
 def _reason_status(reason: str) -> int:
     # Apple's table gives each reason one status; a reason it adds later sorts last.
     known = reason_from_str(reason)
-    return known.status if not isinstance(known, str) else 999
+    return known.status if isinstance(known, Reason) else 999
 
 
 class BroadcastOutcome(Outcome):
