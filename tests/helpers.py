@@ -13,10 +13,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from apns_legacy.tls import TLSStream
 from apns_legacy.wire import (
@@ -220,3 +223,17 @@ async def run_cli(
     return subprocess.CompletedProcess(
         done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
     )
+
+
+def write_p8(path: Path, curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+    """Write a new key (P-256 unless ``curve``) as Apple hands out .p8 files: PEM PKCS#8,
+    unencrypted. Returns the key."""
+    private = ec.generate_private_key(curve or ec.SECP256R1())
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return private

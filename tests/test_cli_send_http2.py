@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import run_cli, run_on_terminal
+from helpers import run_cli, run_on_terminal, write_p8
 
 from apns_legacy.cli import main
 from apns_legacy.cli._main import build_parser
@@ -46,19 +45,6 @@ def token(i: int) -> str:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory, pki) -> dict[str, Path]:
     return pki.write(tmp_path_factory.mktemp("certs"), p12_passphrase=P12_PASSPHRASE.encode())
-
-
-def write_p8(path: Path, curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
-    """Write a new key as Apple hands out .p8 files (PEM PKCS#8, unencrypted)."""
-    private = ec.generate_private_key(curve or ec.SECP256R1())
-    path.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return private
 
 
 @pytest.fixture(scope="module")
