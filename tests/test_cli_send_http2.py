@@ -188,7 +188,10 @@ async def test_a_configuration_fault_fails_everything_with_one_message(pki, cert
         done = await send(*flags, "--token", GOOD, "--token", token(2), "--alert", "x")
     assert done.returncode == 1
     assert sim.accepted == []
-    assert "InvalidProviderToken" in done.stderr
+    assert (
+        "apns-legacy send: 2 failed; the first: APNs refused the credentials or topic: "
+        "403 InvalidProviderToken"
+    ) in done.stderr
     assert summary_line(done.stderr).startswith("sent 2: 0 accepted, 0 rejected, 2 failed;")
 
 
@@ -468,3 +471,41 @@ async def test_a_unique_apns_id_per_notification(pki, certs, p8):
     ids = [json.loads(line)["apns_id"] for line in done.stdout.splitlines()]
     assert len(set(ids)) == 5
     assert all(uuid.UUID(i) for i in ids)
+
+
+async def test_tokens_deactivate_applies_an_http2_report_later(pki, certs, p8, tmp_path, capsys):
+    # Without --db while sending, the report does the same afterwards.
+    db = tmp_path / "devices.db"
+    later = token(9)  # 410 too, but registered again after the 410's time
+    with TokenStore(db) as store:
+        store.register_many([GOOD, BAD, GONE, later], at=1_000_000_000)
+        store.register(later, at=GONE_MS // 1000 + 1)
+    report = tmp_path / "report.jsonl"
+    config = sim_config(p8, uninstalled_tokens={GONE: GONE_MS, later: GONE_MS})
+    async with open_http2_simulator(config, pki=pki) as sim:
+        done = await send(
+            *token_flags(certs, p8, sim), "--token", GOOD, "--token", BAD, "--token", GONE,
+            "--token", later, "--alert", "x", "--report", str(report),
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    with report.open("a") as file:  # a 410 line without its time cannot be applied
+        file.write(json.dumps({"token": token(10), "status": 410, "reason": "Unregistered"}))
+        file.write("\n")
+    code = main(["tokens", "deactivate", "--db", str(db), "--from-report", str(report)])
+    captured = capsys.readouterr()
+    assert code == 1  # the bad line
+    assert "line 5: timestamp: missing on a 410 line" in captured.err
+    assert captured.out.splitlines() == [
+        "1 token rejected as invalid (status 8) in the report: 1 deactivated, 0 unknown or "
+        "already inactive",
+        "2 tokens gone (410) in the report: 1 deactivated, 1 registered again since, 0 unknown "
+        "or already inactive",
+    ]
+    with TokenStore(db) as store:
+        states = {t: store.get(t) for t in (GOOD, BAD, GONE, later)}
+    assert {t: (d.active, d.deactivated_reason) for t, d in states.items() if d} == {
+        GOOD: (True, None),
+        BAD: (False, "invalid-token"),
+        GONE: (False, "feedback"),
+        later: (True, None),
+    }

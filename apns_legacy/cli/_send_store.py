@@ -40,16 +40,18 @@ from ..client import Device
 from ..wire import DeviceToken, FeedbackItem, Status
 from ._exit import Failed
 from ._text import plural
-from ._tokens import INVALID_TOKEN_REASON, damage_is_one_line, open_store
+from ._tokens import (
+    BAD_TOKEN_REASONS,
+    GONE_REASONS,
+    INVALID_TOKEN_REASON,
+    damage_is_one_line,
+    open_store,
+)
 
 #: Rejected tokens waiting to be written to the store before a write is due anyway.
 RECORD_BATCH: Final = 1000
 #: Seconds between writes of rejected tokens to the store while sending.
 RECORD_EVERY: Final = 1.0
-#: HTTP/2 reasons that mean the token is bad (deactivated like status 8).
-BAD_TOKEN_REASONS: Final = frozenset({"BadDeviceToken"})
-#: HTTP/2 reasons (status 410) that mean the app is gone: applied as feedback.
-GONE_REASONS: Final = frozenset({"Unregistered", "ExpiredToken"})
 
 
 def _iso(device: Device) -> str:
