@@ -509,3 +509,30 @@ async def test_tokens_deactivate_applies_an_http2_report_later(pki, certs, p8, t
         GONE: (False, "feedback"),
         later: (True, None),
     }
+
+
+async def test_input_lines_apns_would_refuse_are_bad_lines(pki, certs, p8, tmp_path):
+    lines = [
+        json.dumps({"token": token(1)}),
+        json.dumps({"token": token(2), "payload": {"aps": {}}}),  # no content, no push type
+        json.dumps({"token": token(3), "payload": {"aps": {"alert": "x" * 4090}}}),
+        json.dumps({"token": token(4), "payload": {"aps": {"content-available": 1}}}),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    async with open_http2_simulator(sim_config(p8), pki=pki) as sim:
+        done = await send(
+            *token_flags(certs, p8, sim), "--input", str(source), "--alert", "Hi",
+            "--report", "-",
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert "line 2: payload: payload has no 'aps' content" in done.stderr
+    assert "line 3: payload: payload is 4110 bytes; the limit is 4096" in done.stderr
+    assert sorted((r.token, r.push_type, r.priority) for r in sim.accepted) == [
+        (token(1), "alert", 10),
+        (token(4), "background", 5),  # inferred: content-available only
+    ]
+    assert sorted(json.loads(line)["line"] for line in done.stdout.splitlines()) == [1, 4]
+    assert summary_line(done.stderr).startswith(
+        "sent 2: 2 accepted, 0 rejected, 0 failed, 2 skipped (bad input);"
+    )

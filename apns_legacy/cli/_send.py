@@ -78,6 +78,7 @@ from ._send_display import (
     summary,
 )
 from ._send_http2 import (
+    PayloadCheck,
     add_http2_arguments,
     check_protocol_flags,
     check_request,
@@ -302,6 +303,8 @@ class _Run:
     guard: StoreGuard | None = None
     #: Sending over HTTP/2 (report lines and store updates of that protocol).
     http2: bool = False
+    #: What else an input line must pass (HTTP/2: the request rules), a reason if not.
+    check: Callable[[Notification], str | None] | None = None
 
     @property
     def skipped_dead(self) -> int:
@@ -459,9 +462,12 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
                 items.append((number, f"longer than {MAX_LINE} bytes"))
             elif raw.strip():
                 try:
-                    items.append((number, parse_line(raw, plan)))
+                    notification = parse_line(raw, plan)
                 except BadLine as exc:
                     items.append((number, str(exc)))
+                    continue
+                problem = None if run.check is None else run.check(notification)
+                items.append((number, notification if problem is None else problem))
             else:
                 items.append((number, None))  # blank lines are allowed and numbered
         dead = {}
@@ -586,6 +592,7 @@ def run(args: argparse.Namespace) -> int:
             )
 
     http2 = args.http2
+    check = PayloadCheck(config.settings) if isinstance(config, Http2SenderConfig) else None
     guard = (
         StoreGuard(args.db, allow_long_tokens=args.long_tokens, http2=http2)
         if args.db is not None
@@ -604,5 +611,5 @@ def run(args: argparse.Namespace) -> int:
         )
         # Few long-lived objects per notification: collect less often (client/_gc.py).
         with bulk_gc():
-            run_state = _Run(report, display, guard=guard, http2=http2)
+            run_state = _Run(report, display, guard=guard, http2=http2, check=check)
             return run_trio(send, plan, opener, source, run_state)

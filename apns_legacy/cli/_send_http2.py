@@ -148,6 +148,35 @@ def check_request(flag: str, notification: Notification, settings: AppSettings) 
         raise UsageError(f"{flag}: {exc}") from None
 
 
+class PayloadCheck:
+    """The HTTP/2 request rules for an input line's payload (content in ``aps`` unless a
+    push type is given, the limit of its push type), so that a line APNs would refuse is
+    reported as a bad line before sending. Each distinct payload is checked once."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self._seen: dict[bytes, str | None] = {}
+
+    def __call__(self, notification: Notification) -> str | None:
+        """Why ``notification`` cannot be sent (one line), or None."""
+        payload = notification.payload
+        if payload in self._seen:
+            return self._seen[payload]
+        problem: str | None = None
+        try:
+            build_request(notification, self.settings)
+        except LocalProtocolError as exc:
+            problem = f"payload: {exc}"
+        if len(self._seen) >= _CHECKED_PAYLOADS:
+            self._seen.clear()
+        self._seen[payload] = problem
+        return problem
+
+
+#: Distinct payloads whose verdict PayloadCheck remembers.
+_CHECKED_PAYLOADS: Final = 1024
+
+
 def _provider_key(args: argparse.Namespace) -> ProviderKey:
     for flag, value in (("--key-id", args.key_id), ("--team-id", args.team_id)):
         if not value:
