@@ -9,6 +9,8 @@ import collections
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -536,3 +538,39 @@ async def test_input_lines_apns_would_refuse_are_bad_lines(pki, certs, p8, tmp_p
     assert summary_line(done.stderr).startswith(
         "sent 2: 2 accepted, 0 rejected, 0 failed, 2 skipped (bad input);"
     )
+
+
+async def test_sigterm_stops_the_input_and_settles_what_was_submitted(pki, certs, p8, tmp_path):
+    report = tmp_path / "report.jsonl"
+    async with open_http2_simulator(sim_config(p8), pki=pki) as sim:
+        command = [sys.executable, "-m", "apns_legacy", "send", *token_flags(certs, p8, sim),
+                   "--input", "-", "--alert", "hi", "--report", str(report)]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdin is not None
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(30):
+                lines = "".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 41))
+                await process.stdin.send_all(lines.encode())
+                await sim.wait_for_accepted(40)
+                # stdin stays open: only the signal ends the input.
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 128 + signal.SIGTERM
+                stderr = b""
+                while chunk := await process.stderr.receive_some(65536):
+                    stderr += chunk
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+                await process.stdin.aclose()
+                await process.stderr.aclose()
+    text = stderr.decode()
+    assert "SIGTERM: no more input" in text
+    assert "sent 40: 40 accepted, 0 rejected, 0 failed; " in text
+    assert "stopped after input line 40: resume from line 41" in text
+    entries = [json.loads(line) for line in report.read_text().splitlines()]
+    assert sorted(e["line"] for e in entries) == list(range(1, 41))
