@@ -574,3 +574,17 @@ async def test_sigterm_stops_the_input_and_settles_what_was_submitted(pki, certs
     assert "stopped after input line 40: resume from line 41" in text
     entries = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted(e["line"] for e in entries) == list(range(1, 41))
+
+
+def test_certificate_for_the_other_environment_is_warned_about(files, capsys):
+    # The session's test certificate is for the sandbox only; Apple's production HTTP/2
+    # host would answer 403 BadCertificateEnvironment. Only checked: nothing connects.
+    base = ["send", "--http2", "--cert", files["cert"], "--key", files["key"], "--token", GOOD,
+            "--alert", "x"]  # fmt: skip
+    make_plan(build_parser().parse_args(base))
+    assert capsys.readouterr().err == (
+        "warning: the certificate is for sandbox only, but api.push.apple.com is the "
+        "production server (use --sandbox)\n"
+    )
+    make_plan(build_parser().parse_args([*base, "--sandbox"]))
+    assert capsys.readouterr().err == ""
