@@ -588,3 +588,21 @@ def test_certificate_for_the_other_environment_is_warned_about(files, capsys):
     )
     make_plan(build_parser().parse_args([*base, "--sandbox"]))
     assert capsys.readouterr().err == ""
+
+
+async def test_no_secret_in_verbose_logs(pki, certs, p8):
+    # -v -v with JSON logs, a rejection and a GOAWAY after every answer (new connections,
+    # the token sent again): neither the provider token (a JWT starts "eyJ", base64 of
+    # '{"') nor the key's PEM body appears anywhere.
+    config = sim_config(p8, faults=Http2Faults(goaway_after=1))
+    async with open_http2_simulator(config, pki=pki) as sim:
+        done = await send(
+            "-v", "-v", "--log-format", "json", *token_flags(certs, p8, sim),
+            "--token", GOOD, "--token", BAD, "--alert", "x", "--report", "-",
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert '"logger": "apns_legacy.sender.http2"' in done.stderr  # there were logs to check
+    key_body = "".join(p8[0].read_text().splitlines()[1:-1])
+    for output in (done.stdout, done.stderr):
+        assert "eyJ" not in output
+        assert key_body[:40] not in output
