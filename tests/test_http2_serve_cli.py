@@ -166,13 +166,13 @@ async def test_serve_http2_faults_from_the_command_line_with_send_http2(tmp_path
     source.write_text("".join(f'{{"token": "{n:064x}"}}\n' for n in range(1, 61)))
     async with serve_http2(
         tmp_path, "--provider-key", f"TEAM123456:KEY1234567:{p8}", "--record", str(record),
-        "--goaway-after", "9", "--goaway-reason", "Shutdown", "--status-every", "7",
+        "--goaway-after", "9", "--goaway-reason", "IdleTimeout", "--status-every", "7",
         "--fault-status", "429", "--refuse-every", "11", "--drop-after", "23",
         "--lower-after-rejection", "--max-concurrent-streams", "5",
     ) as served:  # fmt: skip
         with trio.fail_after(60):
             done = await run_cli(
-                "send", "--http2", "--host", "127.0.0.1", "--port", str(served.port),
+                "-v", "send", "--http2", "--host", "127.0.0.1", "--port", str(served.port),
                 "--ca", str(served.cert_dir / "ca.pem"), "--auth-key", str(p8),
                 "--key-id", "KEY1234567", "--team-id", "TEAM123456", "--topic", "com.example.app",
                 "--input", str(source), "--alert", "Hi", "--connections", "2",
@@ -193,6 +193,7 @@ async def test_serve_http2_faults_from_the_command_line_with_send_http2(tmp_path
     assert numbers.get("GOAWAYs", numbers.get("GOAWAY", 0)) >= 5
     assert numbers.get("refused streams", numbers.get("refused stream", 0)) >= 5
     assert re.search(r"rejected \(TooManyRequests \d+\)", line), line
+    assert "reason 'IdleTimeout'" in done.stderr  # --goaway-reason, as the sender logged it
 
 
 @pytest.mark.skipif(not curl_has_http2(), reason="curl with HTTP/2 is not installed")
