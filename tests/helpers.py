@@ -8,12 +8,18 @@ bytes of an unfinished next unit).
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from apns_legacy.tls import TLSStream
 from apns_legacy.wire import (
@@ -168,3 +174,66 @@ async def tls_server(context, handler=echo_upper):
         nursery.start_soon(trio.serve_listeners, handle, listeners)
         yield port, receive
         nursery.cancel_scope.cancel()
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+async def run_on_terminal(command: Sequence[str]) -> tuple[int, str]:
+    """Run ``command`` with its stderr on a pseudo-terminal (stdout to /dev/null); its exit
+    code and everything it drew on the terminal, once it exited. The caller bounds the
+    time (``trio.fail_after``)."""
+    controller, terminal = os.openpty()
+    output = b""
+    try:
+        process = await trio.lowlevel.open_process(
+            list(command), stdout=subprocess.DEVNULL, stderr=terminal
+        )
+        os.close(terminal)
+        terminal = -1
+        while True:  # until the child's end of the terminal is closed
+            try:
+                chunk = await trio.to_thread.run_sync(os.read, controller, 65536)
+            except OSError:  # EIO on Linux once the child has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+        code = await process.wait()
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    return code, output.decode(errors="replace")
+
+
+async def run_cli(
+    *arguments: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m apns_legacy ARGUMENTS``; the CompletedProcess (stdout and stderr as
+    text). The caller bounds the time (``trio.fail_after``)."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "apns_legacy", *arguments],
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def write_p8(path: Path, curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+    """Write a new key (P-256 unless ``curve``) as Apple hands out .p8 files: PEM PKCS#8,
+    unencrypted. Returns the key."""
+    private = ec.generate_private_key(curve or ec.SECP256R1())
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return private

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
+from helpers import run_cli, run_on_terminal
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,17 +53,7 @@ def pem_flags(certs, sim) -> list[str]:
 async def send(*arguments: str, stdin: bytes = b"", env: dict[str, str] | None = None):
     """Run ``python -m apns_legacy send ...``; the CompletedProcess (stdout/stderr as text)."""
     with trio.fail_after(30):
-        done = await trio.run_process(
-            [sys.executable, "-m", "apns_legacy", "send", *arguments],
-            stdin=stdin,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=env,
-        )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
+        return await run_cli("send", *arguments, stdin=stdin, env=env)
 
 
 def read_report(path: Path) -> list[dict]:
@@ -101,32 +92,12 @@ async def test_tokens_and_alert_are_sent_and_reported_on_stdout(pki, certs):
 async def test_progress_display_on_a_terminal(pki, certs, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 101)))
-    controller, terminal = os.openpty()
-    output = b""
-    try:
-        async with open_simulator(pki=pki) as sim:
-            command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
-                       "--input", str(source), "--alert", "tty"]  # fmt: skip
-            with trio.fail_after(30):
-                process = await trio.lowlevel.open_process(
-                    command, stdout=subprocess.DEVNULL, stderr=terminal
-                )
-                os.close(terminal)
-                terminal = -1
-                while True:  # until the child's end of the terminal is closed
-                    try:
-                        chunk = await trio.to_thread.run_sync(os.read, controller, 65536)
-                    except OSError:  # EIO on Linux once the child has exited
-                        break
-                    if not chunk:
-                        break
-                    output += chunk
-                assert await process.wait() == 0
-    finally:
-        os.close(controller)
-        if terminal != -1:
-            os.close(terminal)
-    text = output.decode(errors="replace")
+    async with open_simulator(pki=pki) as sim:
+        command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
+                   "--input", str(source), "--alert", "tty"]  # fmt: skip
+        with trio.fail_after(30):
+            code, text = await run_on_terminal(command)
+    assert code == 0
     assert re.search(r"\d+ submitted, \d+ accepted, 0 rejected, 0 failed", text), text
     assert "sent 100: 100 accepted, 0 rejected, 0 failed; " in text
 

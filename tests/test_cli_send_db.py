@@ -7,11 +7,11 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
+from helpers import run_cli
 
 from apns_legacy.cli import main
 from apns_legacy.client import TokenStore
@@ -38,16 +38,7 @@ def pem_flags(certs, sim) -> list[str]:
 
 async def send(*arguments: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
     with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-m", "apns_legacy", "send", *arguments],
-            stdin=stdin,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
+        return await run_cli("send", *arguments, stdin=stdin)
 
 
 def read_report(path: Path) -> list[dict]:

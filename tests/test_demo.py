@@ -55,3 +55,31 @@ def test_demo_keep_leaves_the_store(tmp_path):
 def test_demo_refuses_too_few_devices(capsys):
     assert main(["demo", "--devices", "20"]) == 2
     assert "--devices must be 61 to 1000000" in capsys.readouterr().err
+
+
+def test_demo_http2_runs_send_http2_and_every_check_holds(tmp_path):
+    result = run_demo("--http2", "--devices", "2500", "--keep", str(tmp_path))  # 2 slots: a GOAWAY
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    # The real command line ran, and said what it did on stderr.
+    assert re.search(r"apns-legacy send --http2 --host 127\.0\.0\.1 --port \d+ ", out)
+    assert (
+        "sent 2500: 2440 accepted, 60 rejected (BadDeviceToken 10, Unregistered 50), 0 failed"
+        in result.stderr
+    )
+    assert "50 gone (410), 55 deactivated in the store, 5 kept" in result.stderr
+    assert re.search(
+        r"the simulator saw \d+ connections, [1-9]\d* GOAWAYs, [1-9]\d* answered 503", out
+    )
+    assert (
+        "accepted 2440, BadDeviceToken 10, Unregistered 50 (50 with their time); the simulator "
+        "recorded 2440, 0 twice, 0 accepted ones missing, 0 unexpected; the store deactivated "
+        "10 invalid and 45 gone, kept 5 installed again: held"
+    ) in out
+    assert "NOT AS EXPECTED" not in out
+    with TokenStore(tmp_path / "devices.db") as store:
+        counts = store.counts()
+    assert (counts.total, counts.active) == (2500, 2445)
+    assert counts.by_reason == {"feedback": 45, "invalid-token": 10}
+    assert len((tmp_path / "report.jsonl").read_text().splitlines()) == 2500
+    assert len((tmp_path / "accepted.jsonl").read_text().splitlines()) == 2440

@@ -35,6 +35,7 @@ def add_connection_arguments(
     *,
     production: tuple[str, int],
     sandbox: tuple[str, int],
+    cert_required: bool = True,
 ) -> None:
     """Add the connection and credential flags to a client command's parser.
 
@@ -42,6 +43,8 @@ def add_connection_arguments(
         parser: the command's parser.
         production: the default ``(host, port)``, e.g. ``PRODUCTION_GATEWAY``.
         sandbox: what ``--sandbox`` selects, e.g. ``SANDBOX_GATEWAY``.
+        cert_required: whether argparse insists on ``--cert`` (``send`` checks it
+            itself: ``send --http2`` may use a provider key instead).
     """
     group = parser.add_argument_group("connection")
     add = group.add_argument
@@ -50,7 +53,7 @@ def add_connection_arguments(
     add("--sandbox", action="store_true", help=f"connect to {sandbox[0]} instead")
     add(
         "--cert",
-        required=True,
+        required=cert_required,
         metavar="FILE",
         help="client certificate: PEM (optionally with the key) or PKCS#12 (.p12)",
     )
@@ -110,18 +113,37 @@ def load_client_context(args: argparse.Namespace, *, mismatch_is_error: bool = F
             not match, an expired certificate, an unreadable ``--ca``, bad address.
     """
     host, port = resolve_address(args)
+    credentials = load_credentials(args)
+    try:
+        context = client_context(credentials, ca=args.ca)
+    except CredentialsError as exc:
+        raise UsageError(f"--ca: {exc}") from None
+    warn_environment_mismatch(args, host, credentials, mismatch_is_error=mismatch_is_error)
+    return Target(context, host, port, credentials)
+
+
+def load_credentials(args: argparse.Namespace) -> Credentials:
+    """The client certificate and key of ``--cert/--key/--passphrase-env``.
+
+    Raises:
+        UsageError: unreadable files, wrong or missing passphrase, a key that does
+            not match, an expired certificate.
+    """
     passphrase = read_passphrase(args.passphrase_env)
     try:
-        credentials = Credentials.load(args.cert, args.key, passphrase=passphrase)
+        return Credentials.load(args.cert, args.key, passphrase=passphrase)
     except WrongPassphraseError as exc:
         hint = "" if passphrase is not None else " (give it with --passphrase-env VAR)"
         raise UsageError(f"cannot use the credentials: {exc}{hint}") from None
     except CredentialsError as exc:
         raise UsageError(f"cannot use the credentials: {exc}") from None
-    try:
-        context = client_context(credentials, ca=args.ca)
-    except CredentialsError as exc:
-        raise UsageError(f"--ca: {exc}") from None
+
+
+def warn_environment_mismatch(
+    args: argparse.Namespace, host: str, credentials: Credentials, *, mismatch_is_error: bool
+) -> None:
+    """Warn (or, with ``mismatch_is_error``, refuse) when the certificate is for the
+    other Apple environment than ``host`` (only Apple's own host names are known)."""
     mismatch = _environment_mismatch(args, host, credentials)
     if mismatch is not None:
         if mismatch_is_error:
@@ -129,7 +151,6 @@ def load_client_context(args: argparse.Namespace, *, mismatch_is_error: bool = F
                 f"{mismatch}: Apple accepts it in the handshake and then closes without data"
             )
         print(f"warning: {mismatch}", file=sys.stderr)
-    return Target(context, host, port, credentials)
 
 
 def _environment_mismatch(

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
-import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
 
 import attrs
 import trio
@@ -39,14 +36,9 @@ from ..client import (
 )
 from ..simulator import Fault, FaultScope, Simulator, open_simulator
 from ..wire import DeviceToken, Notification, Status, build_payload, status_from_int
+from ._demo_plan import INVALID, REINSTALLED, SHUTDOWN_AFTER, UNINSTALLED, Plan
 from ._exit import EXIT_FAILED, EXIT_OK, UsageError
 from ._text import os_error, plural
-
-INVALID: Final = 10
-UNINSTALLED: Final = 50
-#: Of the uninstalled apps, this many are reinstalled before the cleanup runs.
-REINSTALLED: Final = 5
-SHUTDOWN_AFTER: Final = 1000
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,26 +62,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--keep", metavar="DIR", help="keep the token store and the simulator's record in DIR"
     )
+    parser.add_argument(
+        "--http2",
+        action="store_true",
+        help="today's APNs instead: the HTTP/2 simulator, and `send --http2` with token auth "
+        "and --db run against it (400 BadDeviceToken, 410 Unregistered, GOAWAYs, 503s)",
+    )
     parser.set_defaults(handler=run)
-
-
-@attrs.define
-class Plan:
-    """The demo's devices and which of them the simulator treats specially."""
-
-    tokens: list[DeviceToken]
-    invalid: list[DeviceToken]
-    uninstalled: list[DeviceToken]
-
-    @classmethod
-    def make(cls, devices: int) -> Plan:
-        # Deterministic, so two runs print the same numbers (timings aside).
-        tokens = [
-            DeviceToken(hashlib.sha256(b"apns-legacy demo device %d" % n).digest())
-            for n in range(devices)
-        ]
-        special = random.Random(2195).sample(tokens, INVALID + UNINSTALLED)
-        return cls(tokens, special[:INVALID], special[INVALID:])
 
 
 @attrs.define
@@ -353,7 +332,14 @@ def run(args: argparse.Namespace) -> int:
     if not INVALID + UNINSTALLED < devices <= 1_000_000:
         raise UsageError(f"--devices must be {INVALID + UNINSTALLED + 1} to 1000000, not {devices}")
     console = Console(highlight=False, soft_wrap=True)
-    console.print("apns-legacy demo: simulator, sender and feedback cleanup on this machine")
+    demo: Callable[[Console, int, Path], Awaitable[bool]] = _demo
+    if args.http2:
+        from ._demo_http2 import demo_http2
+
+        demo = demo_http2
+        console.print("apns-legacy demo --http2: HTTP/2 simulator, send --http2 and its --db")
+    else:
+        console.print("apns-legacy demo: simulator, sender and feedback cleanup on this machine")
     if args.keep is not None:
         workdir = Path(args.keep)
         try:
@@ -364,12 +350,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--keep {workdir}: cannot create ({os_error(exc)})") from None
         for name in ("devices.db", "accepted.jsonl"):
             (workdir / name).unlink(missing_ok=True)
-        held = trio.run(_demo, console, devices, workdir)
+        held = trio.run(demo, console, devices, workdir)
         console.print(f"kept the token store and the simulator's record in {workdir}")
     else:
         with tempfile.TemporaryDirectory(prefix="apns-legacy-demo-") as tmp:
-            held = trio.run(_demo, console, devices, Path(tmp))
+            held = trio.run(demo, console, devices, Path(tmp))
     if not held:
-        print("apns-legacy demo: the delivery invariant did not hold", file=sys.stderr)
+        what = "a check" if args.http2 else "the delivery invariant"
+        print(f"apns-legacy demo: {what} did not hold", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

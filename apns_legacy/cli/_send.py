@@ -12,6 +12,11 @@ With ``--db PATH`` (see ``_send_store``) tokens the token store has deactivated 
 skipped (reported ``"outcome":"skipped"``) and new status-8 rejections are recorded
 in the store.
 
+With ``--http2`` (see ``_send_http2``) the same input, report, display and store go
+through Apple's HTTP/2 provider API instead: report lines carry the HTTP status,
+Apple's reason, ``apns_id`` and the 410 ``timestamp``; the summary names rejections by
+Apple's reason; ``--db`` also applies BadDeviceToken and 410s as they come in.
+
 Exit codes: 0 all accepted on the gateway's evidence; 1 some rejected or failed, some
 accepted only by assumption (``--assume-accepted``, command 0), bad input lines or
 deactivated tokens skipped; 2 bad usage or input (with ``--strict``: a bad input line
@@ -28,8 +33,9 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Iterator
-from typing import IO, Any, Final, cast
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import IO, Any, Final, Protocol, cast
 
 import attrs
 import trio
@@ -38,11 +44,14 @@ from ..client import (
     PRODUCTION_GATEWAY,
     SANDBOX_GATEWAY,
     Device,
+    Http2Outcome,
+    Http2SenderConfig,
     Outcome,
     OutcomeKind,
-    Sender,
     SenderConfig,
+    SenderStats,
     bulk_gc,
+    open_http2_sender,
     open_sender,
 )
 from ..wire import (
@@ -56,9 +65,28 @@ from ..wire import (
     build_payload,
     raw_payload,
 )
-from ._common import Target, add_connection_arguments, load_client_context
+from ._common import add_connection_arguments, load_client_context
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from ._send_display import PLAIN_EVERY, Display, Progress, json_line, report_line, summary
+from ._send_display import (
+    PLAIN_EVERY,
+    Display,
+    Progress,
+    http2_report_line,
+    json_line,
+    report_line,
+    skipped_entry,
+    summary,
+)
+from ._send_http2 import (
+    PayloadCheck,
+    add_http2_arguments,
+    check_protocol_flags,
+    check_request,
+    http2_config,
+    http2_payload_limit,
+    http2_settings,
+    limit_hint,
+)
 from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
 from ._send_store import StoreGuard, skip_reason
 from ._signals import run_trio, watch_stop_signals
@@ -72,13 +100,16 @@ _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "fram
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "send",
-        help="send notifications to a gateway",
-        description="Send notifications over the legacy binary protocol and report what became "
-        "of each one. Exit 0 when the gateway confirmed all of them, 1 when some were "
-        "rejected, failed, or accepted only by assumption (or bad input lines were skipped), "
-        "2 for bad usage or input.",
+        help="send notifications to a gateway (or, with --http2, to Apple's HTTP/2 API)",
+        description="Send notifications over the legacy binary protocol (or, with --http2, "
+        "Apple's HTTP/2 provider API) and report what became of each one. Exit 0 when the "
+        "server confirmed all of them, 1 when some were rejected, failed, or accepted only "
+        "by assumption (or bad input lines were skipped), 2 for bad usage or input.",
     )
-    add_connection_arguments(parser, production=PRODUCTION_GATEWAY, sandbox=SANDBOX_GATEWAY)
+    add_connection_arguments(
+        parser, production=PRODUCTION_GATEWAY, sandbox=SANDBOX_GATEWAY, cert_required=False
+    )
+    add_http2_arguments(parser)
     what = parser.add_argument_group("what to send (--token ... or --input)")
     add = what.add_argument
     add("--token", action="append", default=[], metavar="HEX", help="device token (repeatable)")
@@ -96,29 +127,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--priority", type=int, choices=[10, 5], default=PRIORITY_IMMEDIATE, help="default 10")
     how = parser.add_argument_group("how")
     add = how.add_argument
-    add("--format", choices=list(_FORMATS), default="frame", help="command 0, 1 or 2 (default)")
+    # The binary-only flags default to None, so that --http2 can refuse them when given
+    # (_send_http2.check_protocol_flags fills in their defaults otherwise).
+    add("--format", choices=list(_FORMATS), help="command 0, 1 or 2 (default)")
     add("--connections", type=int, default=1, metavar="N", help="parallel connections (default 1)")
     add("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
         help="TCP connect plus TLS handshake, per attempt (default 10)")  # fmt: skip
     add("--connect-attempts", type=int, default=5, metavar="N",
         help="failed connects in a row before the queue fails (default 5)")  # fmt: skip
-    add("--payload-limit", type=int, default=PAYLOAD_LIMIT, metavar="N", help="default 2048")
-    add("--probe-timeout", type=float, default=20.0, metavar="SECONDS",
+    add("--payload-limit", type=int, metavar="N",
+        help=f"default {PAYLOAD_LIMIT} (--http2: 4096, 5120 for VoIP)")  # fmt: skip
+    add("--probe-timeout", type=float, metavar="SECONDS",
         help="wait this long for the answer to a confirmation probe; without one the "
         "notifications it was to confirm fail as unconfirmed (default 20)")  # fmt: skip
-    add("--write-timeout", type=float, default=15.0, metavar="SECONDS",
+    add("--write-timeout", type=float, metavar="SECONDS",
         help="end a connection whose write makes no progress this long (default 15)")  # fmt: skip
-    add("--assume-accepted", action="store_true",
+    add("--assume-accepted", action="store_true", default=None,
         help="for servers that never answer probes: count a notification accepted once the "
         "server's TCP stack acknowledged it and --settle seconds passed without an error "
         "(an assumption: reported, and exit code 1)")  # fmt: skip
-    add("--settle", type=float, default=1.0, metavar="SECONDS",
+    add("--settle", type=float, metavar="SECONDS",
         help="quiet period of --assume-accepted and --format simple (default 1)")  # fmt: skip
     add("--long-tokens", action="store_true", help="allow tokens of 32 to 100 bytes")
     add("--report", metavar="FILE", help="write one JSON outcome a line ('-': stdout)")
     add("--db", metavar="PATH",
         help="token store: skip the tokens it has deactivated (reported as skipped), "
-        "and deactivate the ones the gateway rejects as invalid (status 8)")  # fmt: skip
+        "and deactivate the ones the gateway rejects as invalid (status 8; --http2: "
+        "BadDeviceToken, and 410 Unregistered with its time)")  # fmt: skip
     add("--append", action="store_true", help="add to the --report file instead of replacing it")
     add("--strict", action="store_true", help="stop at the first bad input line (exit 2)")
     add("--quiet", "-q", action="store_true", help="no progress display and no summary")
@@ -138,6 +173,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     Raises:
         UsageError: one line naming the flag and its limit.
     """
+    check_protocol_flags(args)
     if bool(args.token) == (args.input is not None):
         raise UsageError("give either --token HEX (repeatable) or --input FILE|-")
     if not 1 <= args.connections <= MAX_CONNECTIONS:
@@ -147,14 +183,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
         )
     if args.connect_attempts < 1:
         raise UsageError(f"--connect-attempts must be at least 1, not {args.connect_attempts}")
-    if not 1 <= args.payload_limit <= 0xFFFF:
-        raise UsageError(f"--payload-limit must be 1 to 65535, not {args.payload_limit}")
-    for flag, value in (
-        ("--settle", args.settle),
-        ("--probe-timeout", args.probe_timeout),
-        ("--write-timeout", args.write_timeout),
-        ("--connect-timeout", args.connect_timeout),
-    ):
+    timeouts = [("--connect-timeout", args.connect_timeout)]
+    if not args.http2:
+        if not 1 <= args.payload_limit <= 0xFFFF:
+            raise UsageError(f"--payload-limit must be 1 to 65535, not {args.payload_limit}")
+        timeouts += [
+            ("--settle", args.settle),
+            ("--probe-timeout", args.probe_timeout),
+            ("--write-timeout", args.write_timeout),
+        ]
+    for flag, value in timeouts:
         if not (math.isfinite(value) and value > 0):
             raise UsageError(f"{flag} must be more than 0 seconds, not {value}")
     if not 0 <= args.expiry <= UINT32_MAX:
@@ -163,15 +201,19 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError("--append needs --report FILE")
     if not (math.isfinite(args.progress_every) and args.progress_every > 0):
         raise UsageError(f"--progress-every must be more than 0 seconds, not {args.progress_every}")
-    payload = _command_line_payload(args)
-    if args.token and payload is None:
-        raise UsageError("--token needs a payload: --payload JSON, or --alert/--badge/--sound")
     tokens = []
     for text in args.token:
         try:
             tokens.append(DeviceToken.from_hex(text, allow_long=args.long_tokens))
         except LocalProtocolError as exc:
             raise UsageError(f"--token {text!r}: {exc}") from None
+    if args.http2:
+        return _http2_plan(args, tuple(tokens))
+    if args.cert is None:
+        raise UsageError("--cert FILE is required (the client certificate; or use --http2)")
+    payload = _command_line_payload(args, args.payload_limit, "(--payload-limit)")
+    if args.token and payload is None:
+        raise UsageError("--token needs a payload: --payload JSON, or --alert/--badge/--sound")
     command = _FORMATS[args.format]
     config = SenderConfig(
         connections=args.connections,
@@ -195,8 +237,35 @@ def make_plan(args: argparse.Namespace) -> Plan:
     )
 
 
-def _command_line_payload(args: argparse.Namespace) -> bytes | None:
-    limit = args.payload_limit
+def _http2_plan(args: argparse.Namespace, tokens: tuple[DeviceToken, ...]) -> Plan:
+    """The plan of ``send --http2``: the settings, the key or certificate, the payload."""
+    settings = http2_settings(args)
+    limit = http2_payload_limit(settings)
+    payload = _command_line_payload(args, limit, limit_hint(settings))
+    if tokens and payload is None:
+        raise UsageError("--token needs a payload: --payload JSON, or --alert/--badge/--sound")
+    if payload is not None:
+        # The request it would be (push type, empty aps, VoIP limit...), refused now
+        # rather than failed later, once per run (the token does not change the rules).
+        flag = "--payload" if args.payload is not None else "--alert/--badge/--sound"
+        probe_token = tokens[0] if tokens else DeviceToken(bytes(32))
+        notification = Notification(
+            token=probe_token, payload=payload, expiry=args.expiry, priority=args.priority
+        )
+        check_request(flag, notification, settings)
+    return Plan(
+        config=http2_config(args, settings),
+        payload=payload,
+        expiry=args.expiry,
+        priority=args.priority,
+        tokens=tokens,
+        strict=args.strict,
+        payload_limit=limit,
+        allow_long_tokens=args.long_tokens,
+    )
+
+
+def _command_line_payload(args: argparse.Namespace, limit: int, hint: str) -> bytes | None:
     built = args.alert is not None or args.badge is not None or args.sound is not None
     if args.payload is not None and built:
         raise UsageError("--payload cannot be combined with --alert, --badge or --sound")
@@ -209,7 +278,7 @@ def _command_line_payload(args: argparse.Namespace) -> bytes | None:
         if built:
             return build_payload(alert=args.alert, badge=args.badge, sound=args.sound, limit=limit)
     except PayloadTooLargeError as exc:
-        raise UsageError(f"{flag}: {exc} (--payload-limit)") from None
+        raise UsageError(f"{flag}: {exc} {hint}") from None
     except LocalProtocolError as exc:
         raise UsageError(f"{flag}: {exc}") from None
     return None
@@ -232,6 +301,10 @@ class _Run:
     bytes_read: int = 0
     #: The token store of --db.
     guard: StoreGuard | None = None
+    #: Sending over HTTP/2 (report lines and store updates of that protocol).
+    http2: bool = False
+    #: What else an input line must pass (HTTP/2: the request rules), a reason if not.
+    check: Callable[[Notification], str | None] | None = None
 
     @property
     def skipped_dead(self) -> int:
@@ -240,10 +313,15 @@ class _Run:
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
-            self.report.write(report_line(outcome))
+            self.report.write(http2_report_line(outcome) if self.http2 else report_line(outcome))
         kind = outcome.kind
         if kind is OutcomeKind.REJECTED and self.guard is not None:
-            self.guard.rejected_token(outcome.notification.token, outcome.status)
+            if isinstance(outcome, Http2Outcome):
+                self.guard.rejected_http2(
+                    outcome.notification.token, outcome.reason, outcome.timestamp
+                )
+            else:
+                self.guard.rejected_token(outcome.notification.token, outcome.status)
         elif kind is OutcomeKind.FAILED and self.first_failure is None:
             self.first_failure = outcome.reason
 
@@ -252,21 +330,8 @@ class _Run:
         assert self.guard is not None
         self.guard.skipped += 1
         if self.report is not None:
-            self.report.write(
-                json_line(
-                    {
-                        "line": tag,
-                        "token": token.hex,
-                        "identifier": None,
-                        "outcome": "skipped",
-                        "status": None,
-                        "status_name": None,
-                        "reason": skip_reason(device),
-                        "evidence": None,
-                        "possible_duplicate": False,
-                    }
-                )
-            )
+            entry = skipped_entry(tag, token.hex, skip_reason(device), http2=self.http2)
+            self.report.write(json_line(entry))
 
     def bad_line(self, number: int, message: str, strict: bool) -> None:
         self.skipped += 1
@@ -289,7 +354,20 @@ class _Run:
         return first
 
 
-async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int:
+class _Submitter(Protocol):
+    """What the input loop needs of a sender: the binary one or the HTTP/2 one."""
+
+    @property
+    def stats(self) -> SenderStats: ...
+
+    async def submit(self, notification: Notification, tag: Any = None) -> Outcome: ...
+
+
+#: Opens a sender for ``send``, given the outcome callback.
+Opener = Callable[[Callable[[Outcome], None]], AbstractAsyncContextManager[_Submitter]]
+
+
+async def send(plan: Plan, opener: Opener, source: int | None, run: _Run) -> int:
     """Connect, submit everything, settle every outcome, print the summary; the exit code."""
     started = trio.current_time()
     stop_input = trio.CancelScope()
@@ -298,13 +376,7 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
             await nursery.start(watch_stop_signals, run.stop_input(stop_input))
             if run.guard is not None:
                 nursery.start_soon(run.guard.keep_recording)
-            async with open_sender(
-                target.context,
-                host=target.host,
-                port=target.port,
-                config=plan.config,
-                on_outcome=run.on_outcome,
-            ) as sender:
+            async with opener(run.on_outcome) as sender:
                 nursery.start_soon(
                     run.display.follow,
                     lambda: Progress(sender.stats, run.skipped + run.skipped_dead, run.bytes_read),
@@ -321,8 +393,11 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     finally:
         run.display.close()
     stats = sender.stats
-    if sender.fatal_error is not None:
-        print(f"apns-legacy send: gave up: {sender.fatal_error}", file=sys.stderr)
+    fatal_error: str | None = getattr(sender, "fatal_error", None)
+    # HTTP/2: Apple's reasons (Http2Sender.rejected_by_reason); binary: None.
+    by_reason: Mapping[str, int] | None = getattr(sender, "rejected_by_reason", None)
+    if fatal_error is not None:
+        print(f"apns-legacy send: gave up: {fatal_error}", file=sys.stderr)
     elif run.first_failure is not None:
         print(f"apns-legacy send: {stats.failed} failed; the first: {run.first_failure}",
               file=sys.stderr)  # fmt: skip
@@ -335,7 +410,9 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     if run.guard is not None:
         print(f"apns-legacy send: {run.guard.close()}", file=sys.stderr)
     elapsed = trio.current_time() - started
-    run.display.summary(summary(stats, run.skipped, elapsed, deactivated=run.skipped_dead))
+    run.display.summary(
+        summary(stats, run.skipped, elapsed, deactivated=run.skipped_dead, by_reason=by_reason)
+    )
     if run.interrupted is not None and source is not None:
         # Every line up to last_line has its outcome in the report (or was skipped).
         print(
@@ -355,7 +432,7 @@ async def send(plan: Plan, target: Target, source: int | None, run: _Run) -> int
     return EXIT_OK
 
 
-async def _submit_tokens(plan: Plan, sender: Sender, run: _Run) -> None:
+async def _submit_tokens(plan: Plan, sender: _Submitter, run: _Run) -> None:
     assert plan.payload is not None  # make_plan insists on one with --token
     dead = {} if run.guard is None else run.guard.dead(plan.tokens)
     for position, token in enumerate(plan.tokens, start=1):
@@ -369,8 +446,11 @@ async def _submit_tokens(plan: Plan, sender: Sender, run: _Run) -> None:
         await sender.submit(notification, tag=position)
 
 
-async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> None:
+async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) -> None:
     splitter = LineSplitter()
+    # The binary sender queues without a checkpoint when there is room; the HTTP/2
+    # sender has only the awaiting submit.
+    submit_nowait: Callable[..., object] | None = getattr(sender, "submit_nowait", None)
     while True:
         chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
         run.bytes_read += len(chunk)
@@ -382,9 +462,12 @@ async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> N
                 items.append((number, f"longer than {MAX_LINE} bytes"))
             elif raw.strip():
                 try:
-                    items.append((number, parse_line(raw, plan)))
+                    notification = parse_line(raw, plan)
                 except BadLine as exc:
                     items.append((number, str(exc)))
+                    continue
+                problem = None if run.check is None else run.check(notification)
+                items.append((number, notification if problem is None else problem))
             else:
                 items.append((number, None))  # blank lines are allowed and numbered
         dead = {}
@@ -395,9 +478,11 @@ async def _submit_lines(plan: Plan, source: int, sender: Sender, run: _Run) -> N
                 device = dead.get(item.token) if dead else None
                 if device is not None:
                     run.skip_dead(number, item.token, device)
+                elif submit_nowait is None:
+                    await sender.submit(item, tag=number)
                 else:
                     try:
-                        sender.submit_nowait(item, tag=number)
+                        submit_nowait(item, tag=number)
                     except trio.WouldBlock:
                         await sender.submit(item, tag=number)
                 # submitted (its outcome will be reported) or reported skipped
@@ -485,8 +570,34 @@ def _file_size(source: int | None) -> int | None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``send``: check everything, then connect and send."""
     plan = make_plan(args)
-    target = load_client_context(args)
-    guard = StoreGuard(args.db, allow_long_tokens=args.long_tokens) if args.db is not None else None
+    config = plan.config
+    opener: Opener
+    if isinstance(config, Http2SenderConfig):
+        http2_config_: Http2SenderConfig = config
+
+        def opener(on_outcome: Callable[[Outcome], None]) -> Any:
+            return open_http2_sender(http2_config_, on_outcome=on_outcome)
+
+    else:
+        target = load_client_context(args)
+        binary_config: SenderConfig = config
+
+        def opener(on_outcome: Callable[[Outcome], None]) -> Any:
+            return open_sender(
+                target.context,
+                host=target.host,
+                port=target.port,
+                config=binary_config,
+                on_outcome=on_outcome,
+            )
+
+    http2 = args.http2
+    check = PayloadCheck(config.settings) if isinstance(config, Http2SenderConfig) else None
+    guard = (
+        StoreGuard(args.db, allow_long_tokens=args.long_tokens, http2=http2)
+        if args.db is not None
+        else None
+    )
     with (
         contextlib.closing(guard) if guard is not None else contextlib.nullcontext(),
         _open_input(args.input) as source,
@@ -500,4 +611,5 @@ def run(args: argparse.Namespace) -> int:
         )
         # Few long-lived objects per notification: collect less often (client/_gc.py).
         with bulk_gc():
-            return run_trio(send, plan, target, source, _Run(report, display, guard=guard))
+            run_state = _Run(report, display, guard=guard, http2=http2, check=check)
+            return run_trio(send, plan, opener, source, run_state)

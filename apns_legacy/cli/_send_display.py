@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -87,14 +87,61 @@ def report_line(outcome: Outcome) -> bytes:
     return data + b"\n"
 
 
-def summary(stats: SenderStats, skipped: int, elapsed: float, *, deactivated: int = 0) -> str:
+def http2_report_line(outcome: Outcome) -> bytes:
+    """The ``send --http2 --report`` line of an outcome: its input line number, then
+    ``Http2Outcome.to_json()`` (HTTP status, Apple's reason, ``apns_id``, and the
+    410 ``timestamp``)."""
+    return json_line({"line": outcome.tag, **outcome.to_json()})
+
+
+def skipped_entry(line: int, token: str, reason: str, *, http2: bool) -> dict[str, Any]:
+    """The report entry of a notification not sent (``--db``: a deactivated token), with
+    the fields of the protocol's other report lines."""
+    if http2:
+        return {
+            "line": line,
+            "token": token,
+            "outcome": "skipped",
+            "status": None,
+            "reason": reason,
+            "apns_id": None,
+            "timestamp": None,
+            "possible_duplicate": False,
+        }
+    return {
+        "line": line,
+        "token": token,
+        "identifier": None,
+        "outcome": "skipped",
+        "status": None,
+        "status_name": None,
+        "reason": reason,
+        "evidence": None,
+        "possible_duplicate": False,
+    }
+
+
+def summary(
+    stats: SenderStats,
+    skipped: int,
+    elapsed: float,
+    *,
+    deactivated: int = 0,
+    by_reason: Mapping[str, int] | None = None,
+) -> str:
     """The one-line summary, e.g. ``sent 10: 9 accepted, 1 rejected (INVALID_TOKEN 1), ...``.
 
     ``skipped`` counts bad input lines, ``deactivated`` the notifications not sent
-    because ``--db``'s token store has their token deactivated.
+    because ``--db``'s token store has their token deactivated. ``by_reason`` (HTTP/2)
+    names rejections by Apple's reason instead of by binary status, e.g.
+    ``2 rejected (BadDeviceToken 1, Unregistered 1)``.
     """
     rejected = f"{stats.rejected} rejected"
-    if stats.rejected_by_status:
+    if by_reason is not None:
+        view = stats.to_http2_json(by_reason)["rejected_by_reason"]
+        if view:
+            rejected += " (" + ", ".join(f"{name} {count}" for name, count in view.items()) + ")"
+    elif stats.rejected_by_status:
         counts = ", ".join(
             f"{status_name(status_from_int(status))} {count}"
             for status, count in sorted(stats.rejected_by_status.items())

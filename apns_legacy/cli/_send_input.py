@@ -28,7 +28,7 @@ from typing import Any, Final
 import attrs
 import msgspec
 
-from ..client import SenderConfig
+from ..client import Http2SenderConfig, SenderConfig
 from ..wire import (
     PRIORITY_CONSERVE_POWER,
     PRIORITY_IMMEDIATE,
@@ -58,11 +58,24 @@ READ_SIZE: Final = 65_536
 MAX_LINE: Final = 1 << 20
 
 
+def _config_limit(plan: Plan) -> int:
+    config = plan.config
+    if isinstance(config, SenderConfig):
+        return config.payload_limit
+    raise TypeError("an HTTP/2 plan needs its payload_limit")
+
+
+def _config_long(plan: Plan) -> bool:
+    config = plan.config
+    return config.allow_long_tokens if isinstance(config, SenderConfig) else False
+
+
 @attrs.frozen(kw_only=True)
 class Plan:
     """What to send and how, checked before anything connects."""
 
-    config: SenderConfig
+    #: The binary sender's settings, or the HTTP/2 sender's (``send --http2``).
+    config: SenderConfig | Http2SenderConfig
     #: The payload from --payload or --alert/--badge/--sound, if given.
     payload: bytes | None
     expiry: int
@@ -70,6 +83,10 @@ class Plan:
     #: The --token values (empty with --input).
     tokens: tuple[DeviceToken, ...]
     strict: bool
+    #: The largest payload an input line may carry (default: the binary config's).
+    payload_limit: int = attrs.field(default=attrs.Factory(_config_limit, takes_self=True))
+    #: Whether tokens of 32 to 100 bytes are allowed (default: the binary config's).
+    allow_long_tokens: bool = attrs.field(default=attrs.Factory(_config_long, takes_self=True))
     #: Payloads seen on input lines, so that equal ones share one bytes object.
     shared_payloads: dict[bytes, bytes] = attrs.field(factory=dict, eq=False, repr=False)
     #: Payload objects found compact by the fast path (bounded like shared_payloads):
@@ -159,7 +176,6 @@ def _fast_line(raw: bytes, plan: Plan) -> Notification | None:
     priority = plan.priority if line.priority is msgspec.UNSET else line.priority
     if not 0 <= expiry <= UINT32_MAX or priority not in _PRIORITIES:
         return None
-    config = plan.config
     raw_value = bytes(line.payload)
     if not raw_value:
         if plan.payload is None:
@@ -168,7 +184,7 @@ def _fast_line(raw: bytes, plan: Plan) -> Notification | None:
     else:
         passed = plan.passed_objects.get(raw_value)
         if passed is None:
-            passed = _passed_payload(raw_value, config.payload_limit)
+            passed = _passed_payload(raw_value, plan.payload_limit)
             if passed is None:
                 return None
             if raw_value[:1] == b"{":
@@ -186,7 +202,7 @@ def _fast_line(raw: bytes, plan: Plan) -> Notification | None:
             # Plain hex of a 32-byte token, the usual case: what from_hex does for it.
             device_token = DeviceToken(bytes.fromhex(token))
         else:
-            device_token = DeviceToken.from_hex(token, allow_long=config.allow_long_tokens)
+            device_token = DeviceToken.from_hex(token, allow_long=plan.allow_long_tokens)
     except (LocalProtocolError, ValueError):
         return None
     return Notification(token=device_token, payload=payload, expiry=expiry, priority=priority)
@@ -236,12 +252,11 @@ def _plain_line(raw: bytes, plan: Plan) -> Notification:
             raise BadLine(f"unknown field {key!r} (the fields are {', '.join(FIELDS)})")
     if item.get("active", True) is False:
         raise BadLine("active: false, a deactivated device (export with --active)")
-    config = plan.config
     token = item.get("token")
     if not isinstance(token, str):
         raise BadLine("token: missing" if token is None else "token: must be a hex string")
     try:
-        device_token = DeviceToken.from_hex(token, allow_long=config.allow_long_tokens)
+        device_token = DeviceToken.from_hex(token, allow_long=plan.allow_long_tokens)
     except LocalProtocolError as exc:
         raise BadLine(f"token: {exc}") from None
     return Notification(
@@ -261,7 +276,7 @@ def _line_payload(item: dict[str, Any], plan: Plan) -> bytes:
     if not isinstance(value, dict | str):
         raise BadLine("payload: must be a JSON object, or a string holding one")
     try:
-        payload = raw_payload(value, limit=plan.config.payload_limit)
+        payload = raw_payload(value, limit=plan.payload_limit)
     except LocalProtocolError as exc:
         raise BadLine(f"payload: {exc}") from None
     # Lines that carry the same payload share one bytes object, which lets the sender

@@ -162,6 +162,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="TEAM_ID:KEY_ID:FILE",
         help="with --http2: accept provider tokens signed by this key (.p8 or PEM public key)",
     )
+    from ._serve_http2 import add_http2_arguments
+
+    add_http2_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -341,9 +344,10 @@ async def _serve(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.http2:
-        from ._serve_http2 import run_http2
+    from ._serve_http2 import check_protocol_flags, run_http2
 
+    check_protocol_flags(args)
+    if args.http2:
         passphrase = args.p12_passphrase or DEFAULT_P12_PASSPHRASE
         return run_http2(args, passphrase=passphrase, load_certificates=_load_or_write_certificates)
     config = _config(args)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import datetime as dt
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -33,6 +35,10 @@ from ._text import os_error, plural
 
 #: The reason ``tokens deactivate --from-report`` records (status 8, invalid token).
 INVALID_TOKEN_REASON: Final = "invalid-token"
+#: HTTP/2 reasons that mean the token is bad (deactivated like status 8).
+BAD_TOKEN_REASONS: Final = frozenset({"BadDeviceToken"})
+#: HTTP/2 reasons (status 410) that mean the app is gone: applied as feedback entries.
+GONE_REASONS: Final = frozenset({"Unregistered", "ExpiredToken"})
 _UINT32_MAX: Final = 0xFFFF_FFFF
 
 
@@ -106,7 +112,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="deactivate the tokens a send report lists as invalid (status 8)",
         description="Read a `send --report` file (JSON lines) and deactivate, with the reason "
         f"{INVALID_TOKEN_REASON!r}, every device the gateway rejected with status 8 (invalid "
-        "token). Other lines are left alone. A later registration reactivates the device.",
+        "token), or APNs with 400 BadDeviceToken (`send --http2`). A 410 (Unregistered, "
+        "ExpiredToken) is applied with its timestamp like a feedback entry: only a device "
+        "that has not registered again since is deactivated. Other lines are left alone. A "
+        "later registration reactivates the device.",
     )
     deactivate.add_argument("--db", required=True, metavar="PATH", help="the token store")
     deactivate.add_argument(
@@ -318,15 +327,23 @@ def _json_object(text: str) -> dict[str, Any]:
 def run_deactivate(args: argparse.Namespace) -> int:
     lines = _Lines("--from-report", args.from_report, args.strict)
     invalid: list[DeviceToken] = []
+    gone: list[FeedbackItem] = []
     for number, text in lines:
         try:
             entry = _json_object(text)
-            if entry.get("status") != Status.INVALID_TOKEN:
+            status, reason = entry.get("status"), entry.get("reason")
+            http2_invalid = status == 400 and reason in BAD_TOKEN_REASONS
+            http2_gone = status == 410 and reason in GONE_REASONS
+            if status != Status.INVALID_TOKEN and not http2_invalid and not http2_gone:
                 continue
             token = entry.get("token")
             if not isinstance(token, str):
                 raise ValueError("token: missing or not a hex string")
-            invalid.append(DeviceToken.from_hex(token, allow_long=True))
+            device = DeviceToken.from_hex(token, allow_long=True)
+            if http2_gone:
+                gone.append(FeedbackItem(timestamp=_gone_time(entry), token=device.value))
+            else:
+                invalid.append(device)
         except (ValueError, ProtocolError) as exc:
             lines.bad(number, str(exc))
     with (
@@ -334,10 +351,17 @@ def run_deactivate(args: argparse.Namespace) -> int:
         damage_is_one_line(args.db),
     ):
         changed = store.deactivate(invalid, reason=INVALID_TOKEN_REASON)
+        result = store.apply_feedback(gone) if gone else None
     print(
         f"{plural(len(invalid), 'token')} rejected as invalid (status 8) in the report: "
         f"{changed} deactivated, {len(invalid) - changed} unknown or already inactive"
     )
+    if result is not None:
+        print(
+            f"{plural(len(gone), 'token')} gone (410) in the report: {result.deactivated} "
+            f"deactivated, {result.skipped_reregistered} registered again since, "
+            f"{result.unknown + result.already_inactive} unknown or already inactive"
+        )
     if lines.skipped:
         print(f"skipped {plural(lines.skipped, 'bad line')}", file=sys.stderr)
         return EXIT_FAILED
@@ -389,3 +413,17 @@ def run_apply_feedback(args: argparse.Namespace) -> int:
         f"unknown, {result.already_inactive} already inactive"
     )
     return EXIT_OK
+
+
+def _gone_time(entry: dict[str, Any]) -> int:
+    """The whole UNIX seconds of a 410 report line's ``timestamp`` (ISO 8601)."""
+    text = entry.get("timestamp")
+    if not isinstance(text, str):
+        raise ValueError("timestamp: missing on a 410 line (the re-registration rule needs it)")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"timestamp: not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp: has no time zone: {text!r}")
+    return math.floor(moment.timestamp())

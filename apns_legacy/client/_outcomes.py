@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import collections
 import enum
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import attrs
 
+from ..h2wire import Reason, reason_from_str
 from ..wire import Broadcast, Notification, Status, status_from_int, status_name
 
 
@@ -167,12 +169,48 @@ class SenderStats:
         return self.submitted - self.settled
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the binary sender's totals (statuses by name)."""
         data = attrs.asdict(self)
         data["rejected_by_status"] = {
             status_name(status_from_int(k)): v for k, v in sorted(self.rejected_by_status.items())
         }
         data["pending"] = self.pending
         return data
+
+    def to_http2_json(self, rejected_by_reason: Mapping[str, int]) -> dict[str, Any]:
+        """A JSON-ready dict of the HTTP/2 sender's totals: ``rejected_by_status`` keyed
+        by HTTP status (``"400"``, ``"410"``), ``rejected_by_reason`` by Apple's reason
+        (ordered by status, then name; from ``Http2Sender.rejected_by_reason``), and
+        none of the binary protocol's own counters (probes, assumed, unconfirmed,
+        stalled writes, unknown identifiers), which are always 0 there."""
+        data = {k: v for k, v in attrs.asdict(self).items() if k not in _BINARY_ONLY}
+        data["rejected_by_status"] = {
+            str(int(k)): v for k, v in sorted(self.rejected_by_status.items())
+        }
+        data["rejected_by_reason"] = dict(
+            sorted(rejected_by_reason.items(), key=lambda item: (_reason_status(item[0]), item[0]))
+        )
+        data["pending"] = self.pending
+        return data
+
+
+#: SenderStats fields that only the binary sender counts.
+_BINARY_ONLY: Final = frozenset(
+    {
+        "assumed",
+        "unconfirmed",
+        "probes",
+        "probes_unanswered",
+        "stalled_writes",
+        "unknown_identifiers",
+    }
+)
+
+
+def _reason_status(reason: str) -> int:
+    # Apple's table gives each reason one status; a reason it adds later sorts last.
+    known = reason_from_str(reason)
+    return known.status if isinstance(known, Reason) else 999
 
 
 class BroadcastOutcome(Outcome):
