@@ -58,6 +58,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hpack
 import trio
 
 from ..h2wire import (
@@ -199,6 +200,7 @@ class Http2Sender:
         )
         self._token_stale = False
         self._opened = 0
+        self._templates = _Templates(self)
 
     @property
     def stats(self) -> SenderStats:
@@ -298,13 +300,163 @@ class Http2Sender:
             await connection.retired.wait()
 
 
+def _hpack_integer(value: int, prefix_bits: int, first: int) -> bytes:
+    """An HPACK integer (RFC 7541 5.1); ``first`` holds the bits above the prefix."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Headers whose value is the same for many requests: indexed in the dynamic table
+# on first use, one byte from then on.
+_INDEXED: Final = frozenset(
+    {
+        b":authority",
+        b"apns-topic",
+        b"apns-push-type",
+        b"apns-priority",
+        b"apns-expiration",
+        b"apns-collapse-id",
+    }
+)
+# Header blocks memoized at most (headers other than :path and apns-id).
+_MEMO_LIMIT: Final = 4096
+
+
+class _RequestEncoder(hpack.Encoder):
+    """hpack's encoder with what APNs requests repeat memoized.
+
+    Apple's advice (HTTP2.md 1.2): ``:path`` and ``authorization`` as literals never
+    indexed; headers repeated on every request (``apns-topic``, ``apns-push-type``,
+    ``apns-priority``, ``apns-expiration``, ``apns-collapse-id``, ``:authority``) are
+    indexed once and then sent as one-byte references; everything else (``apns-id``,
+    ``content-length``) never enters the table.
+
+    A header's encoding depends only on the dynamic table, which changes only when
+    this encoder indexes something or the peer resizes it; the memo is cleared at
+    either, so a memoized encoding is always the one hpack would produce now.
+    ``:path`` (unique per device token) is written directly: the static table's
+    name index 4, never indexed, no Huffman coding (a hex string would shrink by a
+    quarter, for a pure-Python loop per character).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._memo: dict[tuple[bytes, bytes], bytes] = {}
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        table = self.header_table
+        if table.resized:  # a SETTINGS_HEADER_TABLE_SIZE change: hpack signals it
+            self._memo.clear()
+            return super().encode(headers, huffman)
+        memo = self._memo
+        block: list[bytes] = []
+        for header in headers:
+            name, value = header
+            if name == b":path":
+                block.append(b"\x14" + _hpack_integer(len(value), 7, 0) + value)
+                continue
+            encoded = memo.get(header)
+            if encoded is None:
+                if name in _INDEXED:
+                    match = table.search(name, value)
+                    encoded = self.add((name, value), False, huffman)
+                    if match is None or match[2] is None:
+                        memo.clear()  # this call indexed it: the table changed
+                        block.append(encoded)
+                        continue
+                else:
+                    encoded = self.add((name, value), True, huffman and name != b"apns-id")
+                    if name == b"apns-id":
+                        block.append(encoded)
+                        continue
+                if len(memo) >= _MEMO_LIMIT:
+                    memo.clear()
+                memo[header] = encoded
+            block.append(encoded)
+        return b"".join(block)
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's client connection, counting open streams in O(1) amortized.
+
+    h2 counts open streams by walking all of them (and drops closed ones from its
+    table) on every new stream: O(streams in flight) per request, the largest cost
+    at hundreds of streams in flight. The sender keeps its own exact count of the
+    streams it has open (``in_flight``) and never opens more than the server allows,
+    so that count is what h2 checks against; h2's walk still runs once in 256 calls
+    to prune closed streams.
+    """
+
+    def __init__(self, config: h2.config.H2Configuration, counter: Callable[[], int]) -> None:
+        super().__init__(config)
+        self._apns_counter = counter
+        self._apns_calls = 0
+        self.encoder = _RequestEncoder()
+
+    @property
+    def open_outbound_streams(self) -> int:
+        self._apns_calls += 1
+        if self._apns_calls & 0xFF == 0:
+            return super().open_outbound_streams
+        return self._apns_counter()
+
+
+class _Templates:
+    """Request headers by (payload, priority, expiry): built once by
+    :func:`build_request` (every rule checked there), reused with another ``:path``."""
+
+    def __init__(self, sender: Http2Sender) -> None:
+        self.sender = sender
+        self.token: str | None = None
+        self._cache: dict[tuple[bytes, int, int], tuple[list[tuple[bytes, bytes]], int]] = {}
+
+    def headers(self, notification: Notification, token: str | None) -> list[tuple[bytes, bytes]]:
+        """The request's headers as bytes; raises as :func:`build_request` does."""
+        if token != self.token:
+            self._cache.clear()
+            self.token = token
+        key = (notification.payload, notification.priority, notification.expiry)
+        cached = self._cache.get(key)
+        if cached is None:
+            config = self.sender.config
+            request = build_request(
+                notification, config.settings, authorization=token, authority=config.host
+            )
+            encoded = [(k.encode(), v.encode()) for k, v in request.headers]
+            at = next(i for i, (k, _) in enumerate(encoded) if k == b":path")
+            if len(self._cache) >= _MEMO_LIMIT:
+                self._cache.clear()
+            self._cache[key] = cached = (encoded, at)
+        template, at = cached
+        headers = template.copy()
+        headers[at] = (b":path", b"/3/device/" + notification.token.value.hex().encode())
+        return headers
+
+
 class _Connection:
     def __init__(self, sender: Http2Sender, stream: Any) -> None:
         self.sender = sender
         self.ledger = sender._ledger
         self.stream = stream
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.in_flight: dict[int, Http2Outcome] = {}
+        # Headers come from build_request (checked there) and are bytes already:
+        # h2's per-request normalization and validation would only repeat that.
+        self.conn = _H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            ),
+            self.in_flight.__len__,
+        )
         self.answers: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self.answered_once = sender._cache is None
         self.stopping = False
@@ -420,8 +572,7 @@ class _Connection:
             self.ledger.requeue(jobs, certain=False, reason="the connection was lost")
 
     async def writer(self) -> None:
-        settings = self.sender.config.settings
-        host = self.sender.config.host
+        templates = self.sender._templates
         while not self.stopping:
             room = self.limit() - len(self.in_flight)
             if room <= 0:
@@ -436,9 +587,7 @@ class _Connection:
                 if not isinstance(job, Http2Outcome):  # pragma: no cover - only ours go in
                     raise TypeError("the HTTP/2 sender's queue holds Http2Outcome only")
                 try:
-                    request = build_request(
-                        job.notification, settings, authorization=token, authority=host
-                    )
+                    headers = templates.headers(job.notification, token)
                 except LocalProtocolError as exc:
                     self.ledger.fail(job, str(exc))
                     continue
@@ -449,12 +598,12 @@ class _Connection:
                     self.ledger.queue.put_front(jobs[index:])
                     break
                 stream_id = self.conn.get_next_available_stream_id()
-                self.conn.send_headers(stream_id, list(request.headers))
+                self.conn.send_headers(stream_id, headers)
                 job.sent_at = trio.current_time()
                 self.in_flight[stream_id] = job
                 self.answers[stream_id] = ([], bytearray())
                 self.ledger.stats.written += 1
-                await self.send_body(stream_id, request.body)
+                await self.send_body(stream_id, job.notification.payload)
             await self.flush()
 
     async def send_body(self, stream_id: int, body: bytes) -> None:
