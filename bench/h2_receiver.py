@@ -5,10 +5,13 @@ sender under test never shares an interpreter with it: the parent accepts, and e
 connection is served by a forked child (one core each, as many as the machine has).
 ALPN ``h2``, the test PKI's server certificate, no client certificate (token auth).
 
-It does not decode HPACK: a request's end is a HEADERS, DATA or CONTINUATION frame
+By default it does not decode HPACK: a request's end is a HEADERS, DATA or CONTINUATION frame
 carrying END_STREAM (HEADERS/CONTINUATION also needing END_HEADERS), and the answer
 is one pre-encoded HEADERS frame (``:status 200`` from the static table, an
 ``apns-id`` literal without indexing), so the receiver's dynamic table never changes.
+With ``--echo-apns-id`` it decodes every header block
+(``hpack``, as h2 does) and answers with the request's own ``apns-id``: aioapns matches
+answers by it.
 Its SETTINGS allow 1,000 concurrent streams (as APNs does), a stream window of
 2^31-1 and 16 KiB frames; the connection window is opened to 2^31-1 at once and
 topped up as DATA arrives. SETTINGS and PING are acknowledged; GOAWAY or EOF ends
@@ -16,7 +19,7 @@ the connection. Answers of one read go out in one write.
 
 Protocol with the parent process: one JSON line ``{"port": N}`` on stdout when
 listening; when stdin reaches EOF it waits (bounded) for its children and prints
-``{"requests": total, "connections": n}``, then exits.
+``{"requests": total, "connections": n, "cpu_seconds": s}`` (the children's CPU time), then exits.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import ssl
 import struct
@@ -42,7 +46,7 @@ DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION =
     0x8,
     0x9,
 )
-END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 MAX_WINDOW = 2**31 - 1
 APNS_ID = b"eabeae54-14a8-11e5-b60b-1697f925ec7b"
 # :status 200 (static table index 8), then apns-id as a literal without indexing.
@@ -70,8 +74,36 @@ def answer(stream_id: int) -> bytes:
     return frame(HEADERS, END_STREAM | END_HEADERS, stream_id, ANSWER_BLOCK)
 
 
-def serve(connection: ssl.SSLSocket) -> int:
-    """Serve one connection; the number of requests answered."""
+def answer_with(stream_id: int, apns_id: bytes) -> bytes:
+    block = b"\x88\x00" + bytes([7]) + b"apns-id" + bytes([len(apns_id)]) + apns_id
+    return frame(HEADERS, END_STREAM | END_HEADERS, stream_id, block)
+
+
+def header_fragment(kind: int, flags: int, payload: bytes) -> bytes:
+    """A HEADERS or CONTINUATION frame's header block fragment (padding, priority cut)."""
+    if kind == HEADERS:
+        start, end = 0, len(payload)
+        if flags & PADDED:
+            start, end = 1, end - payload[0]
+        if flags & PRIORITY:
+            start += 5
+        return payload[start:end]
+    return payload
+
+
+def serve(connection: ssl.SSLSocket, echo: bool) -> int:
+    """Serve one connection; the number of requests answered.
+
+    ``echo``: decode every header block (hpack) and answer with the request's own
+    ``apns-id``, for clients that match answers by it (aioapns does)."""
+    decoder = None
+    if echo:
+        import hpack  # only here: the default mode needs the standard library only
+
+        decoder = hpack.Decoder()
+        decoder.max_header_list_size = 1 << 20
+    fragments: dict[int, bytearray] = {}
+    ids: dict[int, bytes] = {}
     unpack = struct.unpack_from
     buffer = bytearray()
     answered = 0
@@ -103,14 +135,33 @@ def serve(connection: ssl.SSLSocket) -> int:
             if kind == DATA:
                 consumed += length
                 if flags & END_STREAM:
-                    out += answer(stream_id)
+                    out += (
+                        answer_with(stream_id, ids.pop(stream_id, APNS_ID))
+                        if echo
+                        else answer(stream_id)
+                    )
                     answered += 1
             elif kind in (HEADERS, CONTINUATION):
+                if decoder is not None:
+                    payload = bytes(buffer[offset + 9 : offset + 9 + length])
+                    fragments.setdefault(stream_id, bytearray()).extend(
+                        header_fragment(kind, flags, payload)
+                    )
+                    if flags & END_HEADERS:
+                        for name, value in decoder.decode(
+                            bytes(fragments.pop(stream_id)), raw=True
+                        ):
+                            if name == b"apns-id":
+                                ids[stream_id] = value
                 if kind == HEADERS and flags & END_STREAM:
                     pending_end.add(stream_id)
                 if flags & END_HEADERS and stream_id in pending_end:
                     pending_end.discard(stream_id)
-                    out += answer(stream_id)
+                    out += (
+                        answer_with(stream_id, ids.pop(stream_id, APNS_ID))
+                        if echo
+                        else answer(stream_id)
+                    )
                     answered += 1
             elif kind == SETTINGS:
                 if not flags & ACK:
@@ -144,6 +195,11 @@ def main() -> None:
         "--pki", type=Path, required=True, help="a folder with server.pem, server-key.pem"
     )
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--echo-apns-id",
+        action="store_true",
+        help="decode header blocks and answer with the request's apns-id (needs hpack)",
+    )
     args = parser.parse_args()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.pki / "server.pem", args.pki / "server-key.pem")
@@ -175,7 +231,7 @@ def main() -> None:
             try:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with context.wrap_socket(raw, server_side=True) as connection:
-                    count = serve(connection)
+                    count = serve(connection, args.echo_apns_id)
             except (OSError, ssl.SSLError):
                 pass
             os.write(results_write, f"{count}\n".encode())
@@ -186,7 +242,17 @@ def main() -> None:
     for pid in children:
         os.waitpid(pid, 0)
     counts = [int(line) for line in os.read(results_read, 1 << 20).split()]
-    print(json.dumps({"requests": sum(counts), "connections": len(counts)}), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        json.dumps(
+            {
+                "requests": sum(counts),
+                "connections": len(counts),
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
