@@ -94,6 +94,7 @@ class RawServer:
         self.pings = 0
         self.settings_acks = 0
         self.violations: list[str] = []
+        self.resets: list[int] = []
         self.errors: list[Exception] = []
 
     async def run(self) -> None:
@@ -155,7 +156,9 @@ class RawServer:
             self.settings_acks += 1
         elif isinstance(event, h2.events.StreamReset):
             assert event.stream_id is not None
-            self.requests[event.stream_id].answered = True
+            self.resets.append(event.stream_id)
+            if event.stream_id in self.requests:
+                self.requests[event.stream_id].answered = True
 
     async def flush(self) -> None:
         data = self.conn.data_to_send()
@@ -407,6 +410,31 @@ async def test_tiny_flow_control_window(key):
     assert max(sizes) <= 5
     assert len(server.requests[9].data_frames) == -(-len(big) // 5)
     assert server.errors == []
+
+
+async def test_answer_before_the_whole_body_resets_our_half_of_the_stream(key):
+    # The server rejects a request while its body still waits for window: the sender
+    # settles it and resets the stream, so that it stops counting as open.
+    big = b'{"aps":{"alert":"' + b"x" * 1000 + b'"}}'
+    async with trio.open_nursery() as nursery:
+        harness = Harness(nursery, initial_window_size=5)
+        with trio.fail_after(30):
+            async with open_http2_sender(config(key), connect=harness.connect) as sender:
+                first = await sender.submit(note(0))
+                server = await harness.server(0)
+                await server.answer((await server.wait_ended(1))[0])
+                await server.wait_for(lambda: server.settings_acks >= 2)
+                server.mute = True  # no WINDOW_UPDATE: the body stalls after 5 bytes
+                outcome = await sender.submit(note(3, big))
+                await server.wait_for(lambda: 3 in server.requests)
+                await server.wait_for(lambda: len(server.requests[3].body) == 5)
+                server.mute = False
+                await server.answer(3, 400, {"reason": "BadDeviceToken"})
+                await server.wait_for(lambda: 3 in server.resets)
+        nursery.cancel_scope.cancel()
+    assert first.accepted
+    assert (outcome.status, outcome.reason) == (400, "BadDeviceToken")
+    assert len(server.requests[3].body) == 5
 
 
 async def test_connection_lost_with_streams_open_resends_as_possible_duplicates(key):

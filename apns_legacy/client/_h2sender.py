@@ -471,6 +471,8 @@ class _Connection:
         self.goaway_last: int | None = None
         self.last_received = trio.current_time()
         self.pong = trio.Event()
+        #: Streams whose body waits for flow-control window.
+        self.partial: set[int] = set()
 
     def wake(self) -> None:
         self.changed.set()
@@ -629,10 +631,14 @@ class _Connection:
             # Taken before the flush: a WINDOW_UPDATE read while flushing sets this
             # one, and the wait below returns at once instead of missing it.
             changed = self.changed
-            await self.flush()
-            await changed.wait()
+            self.partial.add(stream_id)
+            try:
+                await self.flush()
+                await changed.wait()
+            finally:
+                self.partial.discard(stream_id)
             if stream_id not in self.in_flight:
-                return  # reset or lost meanwhile; settled elsewhere
+                return  # answered, reset or lost meanwhile; settled elsewhere
 
     async def reader(self) -> None:
         while True:
@@ -719,6 +725,11 @@ class _Connection:
         headers, body = self.answers.pop(stream_id, ([], bytearray()))
         if job is None:
             return
+        if stream_id in self.partial:
+            # Answered before its body was all sent (an early error answer): our half
+            # of the stream would stay open, counting against the server's limit.
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         self.answered_once = True
         self.wake()
         try:
