@@ -45,7 +45,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns_legacy.client import Http2SenderConfig, open_http2_sender
+from apns_legacy.client import Http2SenderConfig, Outcome, open_http2_sender
 from apns_legacy.h2wire import AppSettings, ProviderKey
 from apns_legacy.simulator import Http2Faults, Http2SimulatorConfig, open_http2_simulator
 from apns_legacy.tls import make_test_pki
@@ -141,7 +141,7 @@ async def run_ours(
     )
     kinds: collections.Counter[str] = collections.Counter()
 
-    def settled(outcome: object) -> None:
+    def settled(outcome: Outcome) -> None:
         kinds[outcome.kind.value] += 1
 
     done = 0
