@@ -395,9 +395,11 @@ class _H2Connection(h2.connection.H2Connection):
     to prune closed streams.
     """
 
-    # h2 remembers this many closed streams (to tell a late frame on one from an
-    # error); its default, 65,536, costs about 10 MiB per connection at full speed.
-    # Past it, a late frame on a forgotten stream is answered with RST_STREAM.
+    # h2 remembers this many closed streams (to tell a late frame on one it reset
+    # from an error); its default, 65,536, costs about 10 MiB per connection at full
+    # speed. A frame on a stream we reset and h2 has since forgotten ends the
+    # connection (its streams go back to the queue as possible duplicates); with
+    # 65,536 that is only postponed by seconds at full speed.
     MAX_CLOSED_STREAMS = 4096
 
     def __init__(self, config: h2.config.H2Configuration, counter: Callable[[], int]) -> None:
