@@ -28,11 +28,22 @@ sending a body. The reader feeds h2 and settles each stream when it ends:
 
 A connection lost with streams open puts them back in the queue as possible
 duplicates (the server may have processed them), as the binary sender does.
+
+A keep-alive task watches each connection: after ``ping_interval`` seconds without a
+frame from the server it sends a PING, and a PING not answered within
+``ping_timeout`` ends the connection (as lost). A stream without an answer after
+``response_timeout`` is reset (CANCEL) and its notification goes back to the queue as
+a possible duplicate (the server may have processed it).
+
+``open_http2_sender(..., connect=...)`` replaces the TLS connect with any function
+returning a connected :class:`trio.abc.Stream` (tests run the sender over trio memory
+streams with hand-written HTTP/2 frames on the other end; relays may tunnel).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -47,6 +58,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hpack
 import trio
 
 from ..h2wire import (
@@ -61,6 +73,9 @@ from ..tls import Credentials, client_context, open_tls_stream
 from ..wire import LocalProtocolError, Notification, RemoteProtocolError
 from ._ledger import Ledger, OutcomeCallback
 from ._outcomes import Evidence, Outcome, SenderStats
+
+#: Opens one connection: a connected byte stream (TLS with ALPN h2, or a test double).
+Http2Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
 logger = logging.getLogger("apns_legacy.sender.http2")
 
@@ -94,7 +109,7 @@ class Http2Outcome(Outcome):
     ``timestamp`` the 410 time (an aware UTC datetime).
     """
 
-    __slots__ = ("apns_id", "attempts", "timestamp", "token_retries")
+    __slots__ = ("apns_id", "attempts", "sent_at", "timestamp", "token_retries")
 
     def __init__(self, notification: Notification, tag: Any = None) -> None:
         super().__init__(notification, tag)
@@ -103,6 +118,8 @@ class Http2Outcome(Outcome):
         #: Retryable answers so far (429/500/503, refused streams).
         self.attempts = 0
         self.token_retries = 0
+        #: When its current stream was opened (trio's clock).
+        self.sent_at = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``apns_id`` and ``timestamp`` added; no binary fields)."""
@@ -146,6 +163,12 @@ class Http2SenderConfig:
     queue_size: int = attrs.field(default=10_000, validator=_positive)
     connect_timeout: float = attrs.field(default=10.0, validator=_positive)
     clock: Callable[[], float] = attrs.field(default=time.time, eq=False, repr=False)
+    #: Seconds without a frame from the server before a PING checks the connection.
+    ping_interval: float = attrs.field(default=60.0, validator=_positive)
+    #: Seconds to wait for the PING's answer before the connection counts as lost.
+    ping_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds a stream may wait for its answer before it is reset and retried.
+    response_timeout: float = attrs.field(default=60.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if (self.provider_key is None) == (self.credentials is None):
@@ -162,8 +185,10 @@ class Http2Sender:
         config: Http2SenderConfig,
         nursery: trio.Nursery,
         on_outcome: OutcomeCallback | None = None,
+        connect: Http2Connector | None = None,
     ) -> None:
         self.config = config
+        self._connect = connect or self._connect_tls
         self._nursery = nursery
         self._ledger = Ledger(
             queue_size=config.queue_size, max_losses=config.max_losses, on_outcome=on_outcome
@@ -175,6 +200,7 @@ class Http2Sender:
         )
         self._token_stale = False
         self._opened = 0
+        self._templates = _Templates(self)
 
     @property
     def stats(self) -> SenderStats:
@@ -221,6 +247,16 @@ class Http2Sender:
         await trio.sleep(delay)
         self._ledger.requeue([job], certain=True, reason=why)
 
+    async def _connect_tls(self) -> trio.abc.Stream:
+        stream = await open_tls_stream(
+            self.config.host,
+            self.config.port,
+            self._context,
+            server_hostname=self.config.server_hostname or self.config.host,
+        )
+        await stream.do_handshake()
+        return stream
+
     async def _slot(self) -> None:
         failures = 0
         while True:
@@ -230,13 +266,7 @@ class Http2Sender:
                 continue
             try:
                 with trio.fail_after(self.config.connect_timeout):
-                    stream = await open_tls_stream(
-                        self.config.host,
-                        self.config.port,
-                        self._context,
-                        server_hostname=self.config.server_hostname or self.config.host,
-                    )
-                    await stream.do_handshake()
+                    stream = await self._connect()
             except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
                 self.stats.connect_failures += 1
                 failures += 1
@@ -258,13 +288,164 @@ class Http2Sender:
             self._opened += 1
             if self._opened > self.config.connections:
                 self.stats.reconnects += 1
-            if stream.alpn_protocol != b"h2":
+            # A stream without ALPN (a test double, a tunnel) is taken as HTTP/2.
+            if getattr(stream, "alpn_protocol", b"h2") != b"h2":
                 await trio.aclose_forcefully(stream)
                 self._ledger.set_fatal(
                     f"{self.config.host}:{self.config.port} does not speak HTTP/2 (no ALPN h2)"
                 )
                 continue
-            await _Connection(self, stream).run()
+            connection = _Connection(self, stream)
+            self._nursery.start_soon(connection.run)
+            await connection.retired.wait()
+
+
+def _hpack_integer(value: int, prefix_bits: int, first: int) -> bytes:
+    """An HPACK integer (RFC 7541 5.1); ``first`` holds the bits above the prefix."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Headers whose value is the same for many requests: indexed in the dynamic table
+# on first use, one byte from then on.
+_INDEXED: Final = frozenset(
+    {
+        b":authority",
+        b"apns-topic",
+        b"apns-push-type",
+        b"apns-priority",
+        b"apns-expiration",
+        b"apns-collapse-id",
+    }
+)
+# Header blocks memoized at most (headers other than :path and apns-id).
+_MEMO_LIMIT: Final = 4096
+
+
+class _RequestEncoder(hpack.Encoder):
+    """hpack's encoder with what APNs requests repeat memoized.
+
+    Apple's advice (HTTP2.md 1.2): ``:path`` and ``authorization`` as literals never
+    indexed; headers repeated on every request (``apns-topic``, ``apns-push-type``,
+    ``apns-priority``, ``apns-expiration``, ``apns-collapse-id``, ``:authority``) are
+    indexed once and then sent as one-byte references; everything else (``apns-id``,
+    ``content-length``) never enters the table.
+
+    A header's encoding depends only on the dynamic table, which changes only when
+    this encoder indexes something or the peer resizes it; the memo is cleared at
+    either, so a memoized encoding is always the one hpack would produce now.
+    ``:path`` (unique per device token) is written directly: the static table's
+    name index 4, never indexed, no Huffman coding (a hex string would shrink by a
+    quarter, for a pure-Python loop per character).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._memo: dict[tuple[bytes, bytes], bytes] = {}
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        table = self.header_table
+        if table.resized:  # a SETTINGS_HEADER_TABLE_SIZE change: hpack signals it
+            self._memo.clear()
+            return super().encode(headers, huffman)
+        memo = self._memo
+        block: list[bytes] = []
+        for header in headers:
+            name, value = header
+            if name == b":path":
+                block.append(b"\x14" + _hpack_integer(len(value), 7, 0) + value)
+                continue
+            encoded = memo.get(header)
+            if encoded is None:
+                if name in _INDEXED:
+                    match = table.search(name, value)
+                    encoded = self.add((name, value), False, huffman)
+                    if match is None or match[2] is None:
+                        memo.clear()  # this call indexed it: the table changed
+                        block.append(encoded)
+                        continue
+                else:
+                    encoded = self.add((name, value), True, huffman and name != b"apns-id")
+                    if name == b"apns-id":
+                        block.append(encoded)
+                        continue
+                if len(memo) >= _MEMO_LIMIT:
+                    memo.clear()
+                memo[header] = encoded
+            block.append(encoded)
+        return b"".join(block)
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's client connection, counting open streams in O(1) amortized.
+
+    h2 counts open streams by walking all of them (and drops closed ones from its
+    table) on every new stream: O(streams in flight) per request, the largest cost
+    at hundreds of streams in flight. The sender keeps its own exact count of the
+    streams it has open (``in_flight``) and never opens more than the server allows,
+    so that count is what h2 checks against; h2's walk still runs once in 256 calls
+    to prune closed streams.
+    """
+
+    # h2 remembers this many closed streams (to tell a late frame on one it reset
+    # from an error); its default, 65,536, costs about 10 MiB per connection at full
+    # speed. A frame on a stream we reset and h2 has since forgotten ends the
+    # connection (its streams go back to the queue as possible duplicates); with
+    # 65,536 that is only postponed by seconds at full speed.
+    MAX_CLOSED_STREAMS = 4096
+
+    def __init__(self, config: h2.config.H2Configuration, counter: Callable[[], int]) -> None:
+        super().__init__(config)
+        self._apns_counter = counter
+        self._apns_calls = 0
+        self.encoder = _RequestEncoder()
+
+    @property
+    def open_outbound_streams(self) -> int:
+        self._apns_calls += 1
+        if self._apns_calls & 0xFF == 0:
+            return super().open_outbound_streams
+        return self._apns_counter()
+
+
+class _Templates:
+    """Request headers by (payload, priority, expiry): built once by
+    :func:`build_request` (every rule checked there), reused with another ``:path``."""
+
+    def __init__(self, sender: Http2Sender) -> None:
+        self.sender = sender
+        self.token: str | None = None
+        self._cache: dict[tuple[bytes, int, int], tuple[list[tuple[bytes, bytes]], int]] = {}
+
+    def headers(self, notification: Notification, token: str | None) -> list[tuple[bytes, bytes]]:
+        """The request's headers as bytes; raises as :func:`build_request` does."""
+        if token != self.token:
+            self._cache.clear()
+            self.token = token
+        key = (notification.payload, notification.priority, notification.expiry)
+        cached = self._cache.get(key)
+        if cached is None:
+            config = self.sender.config
+            request = build_request(
+                notification, config.settings, authorization=token, authority=config.host
+            )
+            encoded = [(k.encode(), v.encode()) for k, v in request.headers]
+            at = next(i for i, (k, _) in enumerate(encoded) if k == b":path")
+            if len(self._cache) >= _MEMO_LIMIT:
+                self._cache.clear()
+            self._cache[key] = cached = (encoded, at)
+        template, at = cached
+        headers = template.copy()
+        headers[at] = (b":path", b"/3/device/" + notification.token.value.hex().encode())
+        return headers
 
 
 class _Connection:
@@ -272,19 +453,44 @@ class _Connection:
         self.sender = sender
         self.ledger = sender._ledger
         self.stream = stream
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.in_flight: dict[int, Http2Outcome] = {}
+        # Requests come from build_request (checked there) and are bytes already:
+        # h2's per-request normalization and validation would only repeat that.
+        self.conn = _H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                # Answers go to parse_response, which reads any header list (or
+                # raises RemoteProtocolError); h2's checks of them cost a tenth.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
+            ),
+            self.in_flight.__len__,
+        )
         self.answers: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self.answered_once = sender._cache is None
         self.stopping = False
+        #: Set when this connection takes no more streams (GOAWAY, token trouble, end).
+        self.retired = trio.Event()
         self.changed = trio.Event()
         self.send_lock = trio.Lock()
         self.goaway_last: int | None = None
+        self.last_received = trio.current_time()
+        self.pong = trio.Event()
+        #: Streams whose body waits for flow-control window.
+        self.partial: set[int] = set()
 
     def wake(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
         self.ledger.queue.wake_all()
+
+    def stop(self) -> None:
+        # No new streams here; the slot may open the next connection while this one
+        # reads the answers still due.
+        self.stopping = True
+        self.retired.set()
 
     def is_stopping(self) -> bool:
         # A method, not the attribute: it changes while the writer awaits.
@@ -307,10 +513,13 @@ class _Connection:
             await self.flush()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guard, self.writer, nursery, False)
+                nursery.start_soon(self._guard, self.keepalive, nursery, False)
                 await self._guard(self.reader, nursery, True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             logger.info("http2: connection lost: %r", exc)
         finally:
+            self.stopping = True
+            self.retired.set()
             self.lost()
             await trio.aclose_forcefully(self.stream)
 
@@ -335,14 +544,48 @@ class _Connection:
             if always:
                 nursery.cancel_scope.cancel()
 
+    async def keepalive(self) -> None:
+        # PING after ping_interval without a frame from the server; no answer within
+        # ping_timeout ends the connection as lost. Streams older than
+        # response_timeout are reset and retried as possible duplicates.
+        config = self.sender.config
+        period = min(config.ping_interval, config.response_timeout) / 4
+        while True:
+            now = trio.current_time()
+            if now - self.last_received >= config.ping_interval:
+                self.pong = pong = trio.Event()
+                self.conn.ping(b"apnslgcy")
+                await self.flush()
+                with trio.move_on_after(config.ping_timeout):
+                    await pong.wait()
+                if not pong.is_set():
+                    logger.info("http2: no answer to a PING in %s s", config.ping_timeout)
+                    raise trio.BrokenResourceError("no answer to a PING")
+                continue
+            if self.in_flight:
+                stream_id, job = next(iter(self.in_flight.items()))
+                if now - job.sent_at >= config.response_timeout:
+                    self.time_out(stream_id)
+                    await self.flush()
+                    continue
+            await trio.sleep_until(min(self.last_received + config.ping_interval, now + period))
+
+    def time_out(self, stream_id: int) -> None:
+        job = self.in_flight.pop(stream_id)
+        self.answers.pop(stream_id, None)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        seconds = self.sender.config.response_timeout
+        self.ledger.requeue([job], certain=False, reason=f"no answer within {seconds} s")
+        self.wake()
+
     def lost(self) -> None:
         if self.in_flight:
             jobs: list[Outcome] = [self.in_flight.pop(k) for k in sorted(self.in_flight)]
             self.ledger.requeue(jobs, certain=False, reason="the connection was lost")
 
     async def writer(self) -> None:
-        settings = self.sender.config.settings
-        host = self.sender.config.host
+        templates = self.sender._templates
         while not self.stopping:
             room = self.limit() - len(self.in_flight)
             if room <= 0:
@@ -357,9 +600,7 @@ class _Connection:
                 if not isinstance(job, Http2Outcome):  # pragma: no cover - only ours go in
                     raise TypeError("the HTTP/2 sender's queue holds Http2Outcome only")
                 try:
-                    request = build_request(
-                        job.notification, settings, authorization=token, authority=host
-                    )
+                    headers = templates.headers(job.notification, token)
                 except LocalProtocolError as exc:
                     self.ledger.fail(job, str(exc))
                     continue
@@ -370,11 +611,12 @@ class _Connection:
                     self.ledger.queue.put_front(jobs[index:])
                     break
                 stream_id = self.conn.get_next_available_stream_id()
-                self.conn.send_headers(stream_id, list(request.headers))
+                self.conn.send_headers(stream_id, headers)
+                job.sent_at = trio.current_time()
                 self.in_flight[stream_id] = job
                 self.answers[stream_id] = ([], bytearray())
                 self.ledger.stats.written += 1
-                await self.send_body(stream_id, request.body)
+                await self.send_body(stream_id, job.notification.payload)
             await self.flush()
 
     async def send_body(self, stream_id: int, body: bytes) -> None:
@@ -396,16 +638,21 @@ class _Connection:
             # Taken before the flush: a WINDOW_UPDATE read while flushing sets this
             # one, and the wait below returns at once instead of missing it.
             changed = self.changed
-            await self.flush()
-            await changed.wait()
+            self.partial.add(stream_id)
+            try:
+                await self.flush()
+                await changed.wait()
+            finally:
+                self.partial.discard(stream_id)
             if stream_id not in self.in_flight:
-                return  # reset or lost meanwhile; settled elsewhere
+                return  # answered, reset or lost meanwhile; settled elsewhere
 
     async def reader(self) -> None:
         while True:
             data = await self.stream.receive_some()
             if not data:
                 return
+            self.last_received = trio.current_time()
             try:
                 events = self.conn.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -448,9 +695,11 @@ class _Connection:
             self.goaway(event)
         elif isinstance(event, (h2.events.RemoteSettingsChanged, h2.events.WindowUpdated)):
             self.wake()
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.pong.set()
 
     def goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        self.stopping = True
+        self.stop()
         last = event.last_stream_id if event.last_stream_id is not None else 0
         reason = ""
         try:
@@ -468,6 +717,14 @@ class _Connection:
             self.ledger.requeue(jobs, certain=True, reason=f"GOAWAY {reason}".strip())
         if reason in {r.value for r in _FATAL}:
             self.ledger.set_fatal(f"APNs closed the connection: {reason}")
+        if self.in_flight:
+            # Streams up to the last stream id "might still complete successfully"
+            # (RFC 9113 6.8), but h2 moves its connection state machine to CLOSED on
+            # a received GOAWAY and would refuse their answers as a protocol error
+            # (which would make them possible duplicates). Its state machine is
+            # a public attribute; reopened here only to read those answers: the
+            # writer opens no stream after a GOAWAY.
+            self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
         self.wake()
 
     def settle(self, stream_id: int) -> None:
@@ -475,6 +732,11 @@ class _Connection:
         headers, body = self.answers.pop(stream_id, ([], bytearray()))
         if job is None:
             return
+        if stream_id in self.partial:
+            # Answered before its body was all sent (an early error answer): our half
+            # of the stream would stay open, counting against the server's limit.
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         self.answered_once = True
         self.wake()
         try:
@@ -496,14 +758,14 @@ class _Connection:
             self.sender._retry(job, f"{response.status} {text}")
         elif reason is Reason.EXPIRED_PROVIDER_TOKEN:
             self.sender._token_stale = True
-            self.stopping = True
+            self.stop()
             job.token_retries += 1
             if job.token_retries > 1:
                 self.ledger.fail(job, "ExpiredProviderToken after a new token")
             else:
                 self.ledger.requeue([job], certain=True, reason=text)
         elif reason is Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES:
-            self.stopping = True
+            self.stop()
             self.sender._retry(job, text)
         elif reason in _FATAL:
             message = f"APNs refused the credentials or topic: {response.status} {text}"
@@ -518,15 +780,21 @@ class _Connection:
 
 @asynccontextmanager
 async def open_http2_sender(
-    config: Http2SenderConfig, *, on_outcome: OutcomeCallback | None = None
+    config: Http2SenderConfig,
+    *,
+    on_outcome: OutcomeCallback | None = None,
+    connect: Http2Connector | None = None,
 ) -> AsyncIterator[Http2Sender]:
     """Run an HTTP/2 sender for the ``async with`` block; leaving it waits until every
     submitted notification has its outcome, then closes the connections.
 
     ``on_outcome`` is called with each :class:`Http2Outcome` as it settles (as for
-    :func:`open_sender`); without it, :meth:`Http2Sender.outcomes` streams them."""
+    :func:`open_sender`); without it, :meth:`Http2Sender.outcomes` streams them.
+    ``connect`` opens a connection instead of TLS to ``config.host``/``port`` (any
+    connected :class:`trio.abc.Stream` speaking HTTP/2; ``ca``, ``credentials``'
+    TLS part and ``server_hostname`` are then not used)."""
     async with trio.open_nursery() as nursery:
-        sender = Http2Sender(config, nursery, on_outcome)
+        sender = Http2Sender(config, nursery, on_outcome, connect)
         for _ in range(config.connections):
             nursery.start_soon(sender._slot)
         try:
