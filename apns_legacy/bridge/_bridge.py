@@ -1,0 +1,443 @@
+"""The bridge: legacy binary clients in (gateway and feedback ports), HTTP/2 APNs out.
+
+``open_bridge(config)`` opens, for the ``async with`` block:
+
+* one HTTP/2 sender (:func:`open_http2_sender`) per app and environment, with the
+  app's credentials; its answers come back through :meth:`_Route.on_outcome`, which
+  maps them (:func:`map_outcome`), lists 410s in the feedback store and resolves the
+  waiting :class:`Entry`;
+* TLS listeners for the gateway and the feedback service, requiring a client
+  certificate that chains to ``client_ca``. The certificate's subject UID (or, failing
+  that, a topic of its .6.3.6 extension) names the app; its environment extensions
+  choose sandbox or production when it has only one of them (a universal certificate
+  goes to the app's configured environment; Wallet pass topics always to production).
+  A certificate that names no configured app is served, and every notification it
+  sends is refused with status 3, as Apple refused unknown topics;
+* per client identity (the certificate's subject), the replay ledger of ``exact`` mode.
+
+Leaving the block stops the bridge as SIGTERM does: stop accepting, stop reading,
+wait (at most ``drain_timeout``) for the answers to what is in flight, send each
+client status 10 naming its last notification that succeeded (or the error frame of
+its first failure), close; then the HTTP/2 senders.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import attrs
+import trio
+from cryptography import x509
+from OpenSSL import SSL
+
+from ..client import Http2Outcome, Http2Sender, Http2SenderConfig, Outcome, open_http2_sender
+from ..h2wire import AppSettings
+from ..simulator._streams import SocketTransport, close
+from ..tls import (
+    Environment,
+    TLSStream,
+    certificate_environments,
+    inspect_certificate,
+    server_context,
+)
+from ..wire import Notification, encode_feedback_item, pass_payload
+from ._config import AppConfig, BridgeConfig, BridgeMode
+from ._replay import Entry, ReplayLedger, map_outcome
+from ._session import GatewaySession, SessionStats
+from ._store import FeedbackStore
+
+logger = logging.getLogger("apns_legacy.bridge")
+
+
+class BridgeListenError(OSError):
+    """A listener could not be opened; the message names the port's purpose and address."""
+
+
+@attrs.define
+class BridgeStats:
+    """Counters since the bridge started (see also :attr:`Bridge.gateway`)."""
+
+    #: Upstream outcomes: ``accepted``, ``rejected <Reason>``, ``failed``.
+    upstream: collections.Counter[str] = attrs.Factory(collections.Counter)
+    #: Tokens listed for feedback (410s, and BadDeviceToken in feedback-only mode).
+    feedback_listed: int = 0
+    #: Feedback tuples served to clients.
+    feedback_served: int = 0
+    handshake_failures: int = 0
+    #: Operator-visible errors (credentials refused, a request APNs called malformed).
+    alerts: int = 0
+    internal_errors: int = 0
+
+
+class _Route:
+    """One app in one environment: its HTTP/2 sender and how its answers are mapped."""
+
+    def __init__(self, bridge: Bridge, app: AppConfig, environment: Environment) -> None:
+        self.bridge = bridge
+        self.app = app
+        self.environment = environment
+        self.topic = app.topic
+        self.mode = bridge.config.mode_of(app)
+        self.settings = AppSettings(topic=app.topic)
+        self.rewrite = pass_payload() if app.topic.startswith("pass.") else None
+        self.sender: Http2Sender | None = None
+        self._alerts_seen: set[str] = set()
+
+    def sender_config(self) -> Http2SenderConfig:
+        upstream = self.bridge.config.upstream
+        return Http2SenderConfig(
+            host=upstream.host_for(self.environment),
+            port=upstream.port,
+            settings=self.settings,
+            provider_key=self.app.provider_key,
+            credentials=self.app.credentials,
+            ca=upstream.ca,
+            server_hostname=upstream.server_hostname,
+            connections=upstream.connections,
+            max_attempts=upstream.max_attempts,
+            retry_delay=upstream.retry_delay,
+            max_retry_delay=upstream.max_retry_delay,
+        )
+
+    async def submit(self, notification: Notification, entry: Entry) -> None:
+        assert self.sender is not None
+        await self.sender.submit(notification, tag=entry)
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        assert isinstance(outcome, Http2Outcome)
+        entry = outcome.tag
+        assert isinstance(entry, Entry)
+        stats = self.bridge.stats
+        now = time.time()
+        mapped = map_outcome(outcome, self.mode, now)
+        if outcome.reason and outcome.kind.value == "rejected":
+            stats.upstream[f"rejected {outcome.reason}"] += 1
+        else:
+            stats.upstream[outcome.kind.value] += 1
+        if mapped.feedback is not None:
+            self.bridge.store.add(self.topic, outcome.token_bytes, mapped.feedback)
+            stats.feedback_listed += 1
+        if mapped.alert is not None:
+            stats.alerts += 1
+            if mapped.alert not in self._alerts_seen:
+                self._alerts_seen.add(mapped.alert)
+                logger.error("app %s: %s", self.topic, mapped.alert)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "app %s: %s apns-id %s -> %s%s",
+                self.topic,
+                outcome.notification.token,
+                outcome.apns_id,
+                outcome.kind.value,
+                f" ({outcome.status} {outcome.reason})" if outcome.reason else "",
+            )
+        entry.resolve(mapped.status)
+
+
+class Bridge:
+    """A running bridge (see :func:`open_bridge`)."""
+
+    def __init__(self, config: BridgeConfig, store: FeedbackStore) -> None:
+        self.config = config
+        self.store = store
+        self.stats = BridgeStats()
+        #: Counters of the gateway side (notifications, error frames...).
+        self.gateway = SessionStats()
+        self.gateway_address: tuple[str, int] = config.gateway
+        self.feedback_address: tuple[str, int] = config.feedback
+        self._routes: dict[tuple[str, Environment], _Route] = {}
+        self._route_lock = trio.Lock()
+        self._ledgers: dict[str, ReplayLedger] = {}
+        self._sessions: set[GatewaySession] = set()
+        self._sessions_changed = trio.Event()
+        self._stopping = trio.Event()
+        self._upstream_nursery: trio.Nursery | None = None
+        self._connections = 0
+
+    # -- for callers ---------------------------------------------------------------------
+
+    @property
+    def open_sessions(self) -> int:
+        """Gateway connections open now."""
+        return len(self._sessions)
+
+    def ledger_size(self) -> int:
+        """Entries waiting in all replay ledgers."""
+        return sum(len(ledger) for ledger in self._ledgers.values())
+
+    def feedback_sizes(self) -> dict[str, int]:
+        """Tokens waiting in each app's feedback list."""
+        return self.store.sizes()
+
+    # -- apps and routes -----------------------------------------------------------------
+
+    def app_for(self, certificate: x509.Certificate | None) -> AppConfig | None:
+        """The configured app a client certificate names (subject UID, then .6.3.6 topics)."""
+        if certificate is None:
+            return None
+        info = inspect_certificate(certificate)
+        if info.topic is not None:
+            app = self.config.app(info.topic)
+            if app is not None:
+                return app
+        for topic in info.topics or ():
+            app = self.config.app(topic)
+            if app is not None:
+                return app
+        return None
+
+    def _environment(self, app: AppConfig, certificate: x509.Certificate | None) -> Environment:
+        if app.topic.startswith("pass."):
+            return Environment.PRODUCTION  # Wallet pushes work only in production
+        environments = certificate_environments(certificate) if certificate else frozenset()
+        if len(environments) == 1:
+            return next(iter(environments))
+        return app.environment
+
+    async def _route(self, app: AppConfig, environment: Environment) -> _Route:
+        async with self._route_lock:
+            route = self._routes.get((app.topic, environment))
+            if route is None:
+                route = _Route(self, app, environment)
+                assert self._upstream_nursery is not None
+                await self._upstream_nursery.start(self._run_route, route)
+                self._routes[(app.topic, environment)] = route
+            return route
+
+    async def _run_route(
+        self, route: _Route, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.CancelScope() as scope:
+            async with open_http2_sender(
+                route.sender_config(), on_outcome=route.on_outcome
+            ) as sender:
+                route.sender = sender
+                task_status.started()
+                await self._stopping.wait()
+                # Leaving waits for what is still unanswered; not longer than this.
+                scope.deadline = trio.current_time() + self.config.drain_timeout
+
+    def _ledger(self, identity: str) -> ReplayLedger:
+        ledger = self._ledgers.get(identity)
+        if ledger is None:
+            ledger = self._ledgers[identity] = ReplayLedger(
+                ttl=self.config.ledger_ttl, size=self.config.ledger_size, clock=trio.current_time
+            )
+        return ledger
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def _handle(self, context: SSL.Context, service: str, tcp: trio.SocketStream) -> None:
+        self._connections += 1
+        number = self._connections
+        transport = SocketTransport(tcp)
+        tls = TLSStream(transport, context, server_side=True)
+        try:
+            try:
+                with trio.fail_after(self.config.handshake_timeout):
+                    await tls.do_handshake()
+            except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+                self.stats.handshake_failures += 1
+                logger.debug("%s #%d: handshake failed: %s", service, number, exc)
+                return
+            certificate = tls.peer_certificate
+            app = self.app_for(certificate)
+            if service == "feedback":
+                await self._serve_feedback(tls, app, number)
+            else:
+                await self._serve_gateway(tls, app, certificate, number)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            logger.debug("%s #%d: connection ended: %r", service, number, exc)
+        except Exception:
+            self.stats.internal_errors += 1
+            logger.exception("%s #%d: unexpected error in a connection handler", service, number)
+        finally:
+            await trio.aclose_forcefully(transport)
+
+    async def _serve_gateway(
+        self,
+        tls: TLSStream,
+        app: AppConfig | None,
+        certificate: x509.Certificate | None,
+        number: int,
+    ) -> None:
+        if self._stopping.is_set():
+            return
+        route: _Route | None = None
+        mode = self.config.mode
+        ledger: ReplayLedger | None = None
+        if app is not None:
+            route = await self._route(app, self._environment(app, certificate))
+            mode = route.mode
+            if mode is BridgeMode.EXACT and certificate is not None:
+                ledger = self._ledger(f"{app.topic}|{certificate.subject.rfc4514_string()}")
+        else:
+            logger.warning(
+                "gateway #%d: the client certificate (%s) names no configured app; "
+                "refusing its notifications with status 3",
+                number,
+                certificate.subject.rfc4514_string() if certificate else "none",
+            )
+
+        async def refuse(notification: Notification, entry: Entry) -> None:
+            raise AssertionError("no app: nothing is submitted")  # pragma: no cover
+
+        session = GatewaySession(
+            tls,
+            number=number,
+            settings=route.settings if route is not None else None,
+            submit=route.submit if route is not None else refuse,
+            mode=mode,
+            ledger=ledger,
+            stats=self.gateway,
+            payload_limit=self.config.payload_limit,
+            max_in_flight=self.config.max_in_flight,
+            rewrite_payload=route.rewrite if route is not None else None,
+        )
+        self.gateway.connections += 1
+        self._sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            self._sessions_changed.set()
+            self._sessions_changed = trio.Event()
+
+    async def _serve_feedback(self, tls: TLSStream, app: AppConfig | None, number: int) -> None:
+        if app is None:
+            logger.warning("feedback #%d: the client certificate names no configured app", number)
+            await close(tls)
+            return
+        items = self.store.pending(app.topic)
+        data = b"".join(encode_feedback_item(ts, token) for ts, token in items)
+        if data:
+            await tls.send_all(data)
+        # Written: cleared, as Apple's list was once read.
+        self.store.clear(app.topic, items)
+        self.stats.feedback_served += len(items)
+        logger.debug("feedback #%d: %d tuples for %s", number, len(items), app.topic)
+        await close(tls)
+
+    # -- listening and stopping ----------------------------------------------------------
+
+    async def _listen(
+        self,
+        handlers: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        config = self.config
+        context = server_context(
+            config.server, client_ca=list(config.client_ca), allow_tls13=config.allow_tls13
+        )
+        gateway = await _open_listeners(*config.gateway, "gateway")
+        try:
+            feedback = await _open_listeners(*config.feedback, "feedback service")
+        except BaseException:
+            for listener in gateway:
+                await trio.aclose_forcefully(listener)
+            raise
+        self.gateway_address = _address(gateway)
+        self.feedback_address = _address(feedback)
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                for listeners, service in ((gateway, "gateway"), (feedback, "feedback")):
+                    await nursery.start(
+                        partial(
+                            trio.serve_listeners,
+                            partial(self._handle, context, service),
+                            listeners,
+                            handler_nursery=handlers,
+                        )
+                    )
+                logger.info(
+                    "bridge: gateway %s:%d, feedback %s:%d, %d apps",
+                    *self.gateway_address,
+                    *self.feedback_address,
+                    len(config.apps),
+                )
+                task_status.started(scope)
+        for listener in (*gateway, *feedback):
+            await trio.aclose_forcefully(listener)
+
+    async def _drain(self) -> None:
+        for session in list(self._sessions):
+            session.request_shutdown()
+        with trio.move_on_after(self.config.drain_timeout):
+            while self._sessions:
+                await self._sessions_changed.wait()
+        if self._sessions:
+            logger.warning(
+                "bridge: %d connections still waiting for APNs after %ss; closing them",
+                len(self._sessions),
+                self.config.drain_timeout,
+            )
+
+
+async def _open_listeners(host: str, port: int, what: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        error = BridgeListenError(f"cannot listen on {shown} for the {what}: {reason}")
+        error.errno = exc.errno
+        raise error from exc
+
+
+def _address(listeners: list[trio.SocketListener]) -> tuple[str, int]:
+    host, port, *_ = listeners[0].socket.getsockname()
+    return str(host), int(port)
+
+
+@asynccontextmanager
+async def open_bridge(
+    config: BridgeConfig, *, store: FeedbackStore | None = None
+) -> AsyncIterator[Bridge]:
+    """Run the bridge for the ``async with`` block (see the module docstring).
+
+    Args:
+        config: the configuration (:func:`load_config` reads it from TOML).
+        store: the feedback store; default: ``config.store`` (SQLite), or memory.
+
+    Raises:
+        BridgeListenError: a port cannot be opened.
+    """
+    own_store = store is None
+    if store is None:
+        store = FeedbackStore(config.store, limit=config.feedback_limit)
+    bridge = Bridge(config, store)
+    try:
+        async with trio.open_nursery() as upstream:
+            bridge._upstream_nursery = upstream
+            for app in config.apps:
+                environment = (
+                    Environment.PRODUCTION if app.topic.startswith("pass.") else app.environment
+                )
+                await bridge._route(app, environment)
+            try:
+                async with trio.open_nursery() as handlers:
+                    listening = await handlers.start(bridge._listen, handlers)
+                    try:
+                        yield bridge
+                    finally:
+                        listening.cancel()
+                        await bridge._drain()
+                        handlers.cancel_scope.cancel()
+            finally:
+                bridge._stopping.set()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if own_store:
+            store.close()
