@@ -53,9 +53,12 @@ def frame(identifier: int, tok: bytes, payload: bytes = PAYLOAD, expiry: int = 0
 
 def enhanced(identifier: int, tok: bytes, payload: bytes = PAYLOAD, expiry: int = 0) -> bytes:
     """Command 1, per PROTOCOL.md §3."""
-    return struct.pack("!BIIH", 1, identifier, expiry, len(tok)) + tok + struct.pack(
-        "!H", len(payload)
-    ) + payload
+    return (
+        struct.pack("!BIIH", 1, identifier, expiry, len(tok))
+        + tok
+        + struct.pack("!H", len(payload))
+        + payload
+    )
 
 
 def simple(tok: bytes, payload: bytes = PAYLOAD) -> bytes:
@@ -96,7 +99,10 @@ class Rig:
         stream = await open_tls_stream(
             host, port, self.context(client), server_hostname="localhost"
         )
-        return await read_all(stream)
+        try:
+            return await read_all(stream)
+        finally:
+            await stream.aclose()
 
     def recorded(self) -> list[str]:
         """Tokens (hex) the simulator accepted, in order."""
@@ -126,9 +132,7 @@ def bridge_config(
     assert sim.pki is not None
     upstream = changes.pop(
         "upstream",
-        UpstreamConfig(
-            host="localhost", port=sim.port, ca=sim.pki.ca_pem(), retry_delay=0.01
-        ),
+        UpstreamConfig(host="localhost", port=sim.port, ca=sim.pki.ca_pem(), retry_delay=0.01),
     )
     return BridgeConfig(
         gateway=("127.0.0.1", 0),

@@ -4,6 +4,7 @@ simulator out, each row of the mapping table, replay absorption, feedback, shutd
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 import trio
@@ -38,9 +39,7 @@ def key():
     return new_key()
 
 
-async def test_accepted_notifications_reach_the_simulator_and_the_client_hears_nothing(
-    pki, key
-):
+async def test_accepted_notifications_reach_the_simulator_and_the_client_hears_nothing(pki, key):
     with trio.fail_after(30):
         async with open_rig(pki, key) as rig:
             stream = await rig.connect()
@@ -50,3 +49,240 @@ async def test_accepted_notifications_reach_the_simulator_and_the_client_hears_n
     assert rig.recorded() == [token(i).hex() for i in range(1, 21)]
     assert {r.topic for r in rig.sim.accepted} == {TOPIC}
     assert {r.push_type for r in rig.sim.accepted} == {"alert"}
+
+
+async def exchange(rig, data: bytes) -> bytes:
+    """Connect, write ``data``, read until the bridge closes; what the client heard."""
+    stream = await rig.connect()
+    await stream.send_all(data)
+    heard = await read_all(stream)
+    await stream.aclose()
+    return heard
+
+
+async def test_bad_device_token_is_status_8_after_earlier_ones_and_the_replay_goes_upstream_once(
+    pki, key
+):
+    # Tokens 5 and 8 are invalid upstream. The first connection forwards 1..10
+    # concurrently; it must name 5 (the lowest failure, once 1..4 resolved) and
+    # nothing else. The client then replays 6..10 renumbered from 101: the bridge
+    # recognises 6 and 7 (already delivered) and 8 (already failed), and names 103.
+    # The third connection replays 9, 10 (matched) and sends 11 (new).
+    sim = sim_config(key, invalid_tokens=[token(5), token(8)])
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim) as rig:
+            first = await exchange(rig, b"".join(frame(i, token(i)) for i in range(1, 11)))
+            assert first == error_frame(8, 5)
+            assert sorted(rig.recorded()) == sorted(
+                token(i).hex() for i in (1, 2, 3, 4, 6, 7, 9, 10)
+            )
+            second = await exchange(
+                rig, b"".join(frame(100 + n, token(i)) for n, i in enumerate(range(6, 11), 1))
+            )
+            assert second == error_frame(8, 103)
+            stream = await rig.connect()
+            await stream.send_all(
+                frame(201, token(9)) + frame(202, token(10)) + frame(203, token(11))
+            )
+            await rig.sim.wait_for_accepted(9)
+            await stream.aclose()
+            assert rig.bridge.gateway.replay_matched == 5
+    recorded = rig.recorded()
+    assert sorted(recorded) == sorted(token(i).hex() for i in (1, 2, 3, 4, 6, 7, 9, 10, 11))
+    assert len(recorded) == len(set(recorded)) == 9
+    assert rig.sim.stats.by_reason == {"BadDeviceToken": 2}
+
+
+async def test_a_replay_that_differs_is_forwarded(pki, key):
+    sim = sim_config(key, invalid_tokens=[token(2)])
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim) as rig:
+            assert await exchange(
+                rig, frame(1, token(1)) + frame(2, token(2)) + frame(3, token(3))
+            ) == (error_frame(8, 2))
+            # Same token, different payload: not the same notification, so it goes up.
+            stream = await rig.connect()
+            await stream.send_all(frame(7, token(3), b'{"aps":{"alert":"other"}}'))
+            await rig.sim.wait_for_accepted(3)
+            await stream.aclose()
+    assert [r.token for r in rig.sim.accepted].count(token(3).hex()) == 2
+
+
+@pytest.mark.parametrize("mode", [BridgeMode.EXACT, BridgeMode.SERIAL])
+async def test_410_is_silent_and_lands_on_the_feedback_port_with_apples_timestamp(pki, key, mode):
+    sim = sim_config(key, uninstalled_tokens={token(3).hex(): GONE_MS})
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim, mode=mode) as rig:
+            stream = await rig.connect()
+            await stream.send_all(b"".join(frame(i, token(i)) for i in range(1, 6)))
+            await rig.sim.wait_for_accepted(4)
+            while rig.bridge.stats.feedback_listed < 1:
+                await trio.sleep(0.01)
+            tuples = await rig.feedback()
+            again = await rig.feedback()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(rig.bridge.stop)
+                heard = await read_all(stream)
+                await stream.aclose()
+    # The client heard nothing but the shutdown status naming its last notification.
+    assert heard == error_frame(10, 5)
+    assert tuples == struct.pack("!IH", GONE_MS // 1000, 32) + token(3)
+    assert again == b""
+
+
+async def test_serial_mode_forwards_nothing_after_a_failure(pki, key):
+    sim = sim_config(key, invalid_tokens=[token(5)])
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim, mode=BridgeMode.SERIAL) as rig:
+            heard = await exchange(rig, b"".join(frame(i, token(i)) for i in range(1, 11)))
+    assert heard == error_frame(8, 5)
+    assert rig.recorded() == [token(i).hex() for i in range(1, 5)]
+
+
+async def test_feedback_only_never_sends_a_frame_and_lists_bad_tokens(pki, key):
+    sim = sim_config(key, invalid_tokens=[token(2)], uninstalled_tokens={token(4).hex(): GONE_MS})
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim, mode=BridgeMode.FEEDBACK_ONLY) as rig:
+            stream = await rig.connect()
+            await stream.send_all(b"".join(frame(i, token(i)) for i in range(1, 7)))
+            await rig.sim.wait_for_accepted(4)
+            while rig.bridge.stats.feedback_listed < 2:
+                await trio.sleep(0.01)
+            tuples = await rig.feedback()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(rig.bridge.stop)
+                heard = await read_all(stream)
+                await stream.aclose()
+    assert heard == error_frame(10, 6)
+    assert rig.recorded() == [token(i).hex() for i in (1, 3, 5, 6)]
+    assert len(tuples) == 2 * 38
+    listed = {tuples[i + 6 : i + 38]: struct.unpack("!I", tuples[i : i + 4])[0] for i in (0, 38)}
+    assert listed[token(4)] == GONE_MS // 1000
+    assert abs(listed[token(2)] - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    ("bad", "status", "identifier"),
+    [
+        # zero-length token: status 2 with identifier 0, as Apple's gateway did
+        (frame(3, b""), 2, 0),
+        (frame(3, token(3)[:31]), 5, 3),
+        (frame(3, token(3), b""), 4, 3),
+        (frame(3, token(3), b"{" + b" " * 2047 + b"}"), 7, 3),
+        # Not JSON: no HTTP/2 request can carry it; decided locally.
+        (frame(3, token(3), b"not json"), 255, 3),
+        (enhanced(3, token(3)[:31]), 5, 3),
+    ],
+)
+async def test_local_statuses_are_decided_while_parsing(pki, key, bad, status, identifier):
+    with trio.fail_after(30):
+        async with open_rig(pki, key) as rig:
+            heard = await exchange(
+                rig, frame(1, token(1)) + frame(2, token(2)) + bad + frame(4, token(4))
+            )
+    assert heard == error_frame(status, identifier)
+    # Everything before it went through first; nothing after it did.
+    assert rig.recorded() == [token(1).hex(), token(2).hex()]
+
+
+async def test_command_0_and_1_are_forwarded_and_a_bad_command_0_closes_silently(pki, key):
+    with trio.fail_after(30):
+        async with open_rig(pki, key) as rig:
+            stream = await rig.connect()
+            await stream.send_all(simple(token(1)) + enhanced(2, token(2), expiry=1_900_000_000))
+            await rig.sim.wait_for_accepted(2)
+            await stream.aclose()
+            heard = await exchange(rig, simple(token(3)) + simple(token(4)[:31]) + simple(token(5)))
+    assert heard == b""
+    assert rig.recorded() == [token(i).hex() for i in (1, 2, 3)]
+    assert rig.sim.accepted[1].expiration == 1_900_000_000
+    assert rig.sim.accepted[0].expiration == 0
+
+
+async def test_a_client_certificate_of_no_configured_app_gets_status_3(pki, key):
+    stranger = pki.issue_client(topic="com.example.stranger")
+    with trio.fail_after(30):
+        async with open_rig(pki, key) as rig:
+            stream = await rig.connect(stranger)
+            await stream.send_all(frame(41, token(1)))
+            heard = await read_all(stream)
+            await stream.aclose()
+            assert await rig.feedback(stranger) == b""
+    assert heard == error_frame(3, 41)
+    assert rig.recorded() == []
+
+
+async def test_topic_disallowed_upstream_is_status_3(pki, key):
+    # The simulator lets this team push only to another topic.
+    sim = sim_config(key, team_topics={key.team_id: frozenset({"com.example.other"})})
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim) as rig:
+            heard = await exchange(rig, frame(1, token(1)) + frame(2, token(2)))
+    assert heard == error_frame(3, 1)
+
+
+async def test_credentials_refused_upstream_are_status_1_and_an_operator_alert(pki, key, caplog):
+    # The simulator knows no signing key: InvalidProviderToken (403).
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim_config(new_key())) as rig:
+            heard = await exchange(rig, frame(1, token(1)) + frame(2, token(2)))
+            alerts = rig.bridge.stats.alerts
+    assert heard == error_frame(1, 1)
+    assert alerts >= 1
+    assert any(
+        "InvalidProviderToken" in r.getMessage() for r in caplog.records if r.levelname == "ERROR"
+    )
+
+
+async def test_goaway_and_503_upstream_lose_nothing_and_show_the_client_nothing(pki, key):
+    sim = sim_config(key, faults=Http2Faults(goaway_after=40, status_every=7, fault_status=503))
+    count = 300
+    with trio.fail_after(60):
+        async with open_rig(pki, key, sim=sim) as rig:
+            stream = await rig.connect()
+            await stream.send_all(b"".join(frame(i, token(i)) for i in range(1, count + 1)))
+            await rig.sim.wait_for_accepted(count)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(rig.bridge.stop)
+                heard = await read_all(stream)
+                await stream.aclose()
+    assert heard == error_frame(10, count)
+    recorded = rig.recorded()
+    assert sorted(recorded) == sorted(token(i).hex() for i in range(1, count + 1))
+    assert rig.sim.stats.goaways >= 2
+    assert rig.sim.stats.by_reason.get("ServiceUnavailable", 0) >= 10
+
+
+async def test_feedback_survives_a_restart_of_the_bridge(pki, key, tmp_path):
+    path = tmp_path / "bridge.db"
+    sim = sim_config(key, uninstalled_tokens={token(7).hex(): GONE_MS})
+    with trio.fail_after(30):
+        store = FeedbackStore(path)
+        async with open_rig(pki, key, sim=sim, store=store) as rig:
+            stream = await rig.connect()
+            await stream.send_all(frame(1, token(7)))
+            while rig.bridge.stats.feedback_listed < 1:
+                await trio.sleep(0.01)
+            await stream.aclose()
+        store.close()
+        store = FeedbackStore(path)
+        assert store.sizes() == {TOPIC: 1}
+        async with open_rig(pki, key, sim=sim, store=store) as rig:
+            tuples = await rig.feedback()
+        store.close()
+    assert tuples == struct.pack("!IH", GONE_MS // 1000, 32) + token(7)
+    assert FeedbackStore(path).sizes() == {}
+
+
+async def test_a_small_window_slows_the_client_instead_of_buffering(pki, key):
+    count = 200
+    with trio.fail_after(30):
+        async with open_rig(pki, key, max_in_flight=3) as rig:
+            stream = await rig.connect()
+            await stream.send_all(b"".join(frame(i, token(i)) for i in range(1, count + 1)))
+            await rig.sim.wait_for_accepted(count)
+            await stream.aclose()
+    assert sorted(rig.recorded()) == sorted(token(i).hex() for i in range(1, count + 1))
+    # Never more than the window's worth in flight: the rest waited in TCP buffers.
+    assert rig.bridge.gateway.forwarded == count
+    assert rig.bridge.gateway.peak_window == 3

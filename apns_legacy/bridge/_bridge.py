@@ -158,6 +158,8 @@ class Bridge:
         self._sessions_changed = trio.Event()
         self._stopping = trio.Event()
         self._upstream_nursery: trio.Nursery | None = None
+        self._listening: trio.CancelScope | None = None
+        self._stopping_clients = False
         self._connections = 0
 
     # -- for callers ---------------------------------------------------------------------
@@ -267,7 +269,7 @@ class Bridge:
         certificate: x509.Certificate | None,
         number: int,
     ) -> None:
-        if self._stopping.is_set():
+        if self._stopping_clients:
             return
         route: _Route | None = None
         mode = self.config.mode
@@ -366,6 +368,16 @@ class Bridge:
         for listener in (*gateway, *feedback):
             await trio.aclose_forcefully(listener)
 
+    async def stop(self) -> None:
+        """Stop as on SIGTERM: stop accepting connections and reading, wait (at most
+        ``drain_timeout``) for what is in flight, send each client status 10 naming its
+        last notification that succeeded (or the error frame of its first failure).
+        Idempotent; leaving :func:`open_bridge`'s block does it too."""
+        self._stopping_clients = True
+        if self._listening is not None:
+            self._listening.cancel()
+        await self._drain()
+
     async def _drain(self) -> None:
         for session in list(self._sessions):
             session.request_shutdown()
@@ -425,12 +437,11 @@ async def open_bridge(
                 await bridge._route(app, environment)
             try:
                 async with trio.open_nursery() as handlers:
-                    listening = await handlers.start(bridge._listen, handlers)
+                    bridge._listening = await handlers.start(bridge._listen, handlers)
                     try:
                         yield bridge
                     finally:
-                        listening.cancel()
-                        await bridge._drain()
+                        await bridge.stop()
                         handlers.cancel_scope.cancel()
             finally:
                 bridge._stopping.set()

@@ -82,6 +82,8 @@ class SessionStats:
     error_frames: int = 0
     shutdown_frames: int = 0
     silent_closes: int = 0
+    #: Most notifications one connection held unanswered at once (``max_in_flight`` bounds it).
+    peak_window: int = 0
     by_status: collections.Counter[int] = attrs.Factory(collections.Counter)
 
 
@@ -343,6 +345,8 @@ class GatewaySession:
                 await self.submit(notification, entry)
                 stats.forwarded += 1
             self.window.append(_Slot(identifier, event.command, entry))
+            if len(self.window) > stats.peak_window:
+                stats.peak_window = len(self.window)
             if entry.status is not None:
                 self.resolved(entry)
 
