@@ -8,14 +8,8 @@ import time
 
 import pytest
 import trio
-
-from apns_legacy.bridge import BridgeMode, FeedbackStore
-from apns_legacy.simulator import Http2Faults
-from apns_legacy.tls import make_test_pki
-
 from bridge_helpers import (
     GONE_MS,
-    PAYLOAD,
     TOPIC,
     enhanced,
     error_frame,
@@ -27,6 +21,10 @@ from bridge_helpers import (
     simple,
     token,
 )
+
+from apns_legacy.bridge import BridgeMode, FeedbackStore
+from apns_legacy.simulator import Http2Faults
+from apns_legacy.tls import make_test_pki
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +114,7 @@ async def test_410_is_silent_and_lands_on_the_feedback_port_with_apples_timestam
             stream = await rig.connect()
             await stream.send_all(b"".join(frame(i, token(i)) for i in range(1, 6)))
             await rig.sim.wait_for_accepted(4)
-            while rig.bridge.stats.feedback_listed < 1:
-                await trio.sleep(0.01)
+            await rig.bridge.wait_for_feedback(1)
             tuples = await rig.feedback()
             again = await rig.feedback()
             async with trio.open_nursery() as nursery:
@@ -146,8 +143,7 @@ async def test_feedback_only_never_sends_a_frame_and_lists_bad_tokens(pki, key):
             stream = await rig.connect()
             await stream.send_all(b"".join(frame(i, token(i)) for i in range(1, 7)))
             await rig.sim.wait_for_accepted(4)
-            while rig.bridge.stats.feedback_listed < 2:
-                await trio.sleep(0.01)
+            await rig.bridge.wait_for_feedback(2)
             tuples = await rig.feedback()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(rig.bridge.stop)
@@ -261,8 +257,7 @@ async def test_feedback_survives_a_restart_of_the_bridge(pki, key, tmp_path):
         async with open_rig(pki, key, sim=sim, store=store) as rig:
             stream = await rig.connect()
             await stream.send_all(frame(1, token(7)))
-            while rig.bridge.stats.feedback_listed < 1:
-                await trio.sleep(0.01)
+            await rig.bridge.wait_for_feedback(1)
             await stream.aclose()
         store.close()
         store = FeedbackStore(path)

@@ -341,5 +341,5 @@ def test_no_app_and_both_credentials_are_refused(files):
         load_config(files / "bridge.toml")
     twice = ISSUE_EXAMPLE + "\n[[app]]" + ISSUE_EXAMPLE.split("[[app]]")[1]
     (files / "bridge.toml").write_text(twice)
-    with pytest.raises(BridgeConfigError, match="app com.acme.legacy: configured twice"):
+    with pytest.raises(BridgeConfigError, match=r"app com\.acme\.legacy: configured twice"):
         load_config(files / "bridge.toml")

@@ -55,3 +55,13 @@ def test_demo_keep_leaves_the_store(tmp_path):
 def test_demo_refuses_too_few_devices(capsys):
     assert main(["demo", "--devices", "20"]) == 2
     assert "--devices must be 61 to 1000000" in capsys.readouterr().err
+
+
+def test_demo_bridge_runs_and_every_check_holds():
+    result = run_demo("--bridge", "--devices", "1000")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "sender: 990 accepted, 10 rejected with status 8 (invalid token), 0 other" in out
+    assert re.search(r"Apple \(the simulator\) recorded 970 notifications: 0 twice, 0 valid", out)
+    assert "feedback port: 20 tokens listed with Apple's 410 time" in out
+    assert "all checks held" in out

@@ -123,6 +123,8 @@ class _Route:
         if mapped.feedback is not None:
             self.bridge.store.add(self.topic, outcome.token_bytes, mapped.feedback)
             stats.feedback_listed += 1
+            self.bridge._feedback_changed.set()
+            self.bridge._feedback_changed = trio.Event()
         if mapped.alert is not None:
             stats.alerts += 1
             if mapped.alert not in self._alerts_seen:
@@ -157,6 +159,7 @@ class Bridge:
         self._sessions: set[GatewaySession] = set()
         self._sessions_changed = trio.Event()
         self._stopping = trio.Event()
+        self._feedback_changed = trio.Event()
         self._upstream_nursery: trio.Nursery | None = None
         self._listening: trio.CancelScope | None = None
         self._stopping_clients = False
@@ -168,6 +171,11 @@ class Bridge:
     def open_sessions(self) -> int:
         """Gateway connections open now."""
         return len(self._sessions)
+
+    async def wait_for_feedback(self, n: int) -> None:
+        """Return once ``n`` tokens have been listed for feedback since the start."""
+        while self.stats.feedback_listed < n:
+            await self._feedback_changed.wait()
 
     def ledger_size(self) -> int:
         """Entries waiting in all replay ledgers."""
