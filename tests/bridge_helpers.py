@@ -9,10 +9,12 @@ from __future__ import annotations
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from apns_legacy.bridge import (
@@ -167,3 +169,47 @@ async def open_rig(
         config = bridge_config(pki, simulator, key, mode=mode, **changes)
         async with open_bridge(config, store=store) as bridge:
             yield Rig(bridge, simulator, pki, pki.client)
+
+
+def write_credentials(directory: Path, pki: TestPKI, key: ProviderKey) -> None:
+    """The files the README's example configuration names, in ``directory``."""
+    (directory / "bridge.pem").write_bytes(
+        pki.server.certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    (directory / "bridge-key.pem").write_bytes(
+        pki.server.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (directory / "legacy-clients-ca.pem").write_bytes(pki.ca_pem())
+    (directory / "AuthKey_ABC123DEFG.p8").write_bytes(
+        key.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def local_config(example: str, sim: Http2Simulator, ca_file: str = "extra-trust.pem") -> str:
+    """The example with loopback ports and the simulator as upstream."""
+    return (
+        example.replace('"0.0.0.0:2195"', '"127.0.0.1:0"')
+        .replace('"0.0.0.0:2196"', '"127.0.0.1:0"')
+        .replace('"api.push.apple.com"', '"localhost"')
+        .replace("port = 443", f"port = {sim.port}")
+        .replace('"extra-trust.pem"', f'"{ca_file}"')
+    )
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    """The README's bridge configuration example (its first TOML block under "## Bridge")."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("\n## Bridge\n") :]
+    start = section.index("```toml\n") + len("```toml\n")
+    return section[start : section.index("```", start)]

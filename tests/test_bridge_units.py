@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from bridge_helpers import readme_example
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -184,7 +185,8 @@ def test_feedback_store_keeps_the_latest_time_bounds_the_list_and_clears_what_wa
     assert store.pending("a") == [(10, b"1" * 32)]
     for i in range(3, 7):
         store.add("a", bytes([i]) * 32, 100 + i)
-    assert store.size("a") == 3 and store.dropped == 2
+    assert store.size("a") == 3
+    assert store.dropped == 2
     items = store.pending("a")
     store.add("a", bytes([6]) * 32, 500)  # listed again after the read began: stays
     store.clear("a", items)
@@ -198,27 +200,8 @@ def test_feedback_store_keeps_the_latest_time_bounds_the_list_and_clears_what_wa
 
 # -- the configuration file ---------------------------------------------------------------
 
-ISSUE_EXAMPLE = """\
-[bridge]
-gateway = "0.0.0.0:2195"          # where legacy clients connect ("127.0.0.1:0" picks a free port)
-feedback = "0.0.0.0:2196"
-server_cert = "bridge.pem"        # the bridge's own TLS identity toward legacy clients
-server_key = "bridge-key.pem"
-client_ca = "legacy-clients-ca.pem"   # legacy client certificates are verified against this
-mode = "exact"                    # exact | feedback-only | serial
-store = "bridge.db"               # feedback lists and ledger (SQLite)
-
-[upstream]
-host = "api.push.apple.com"       # default from the app's environment; tests point it at a simulator
-port = 443
-ca = "extra-trust.pem"            # optional extra trust anchors
-
-[[app]]
-topic = "com.acme.legacy"         # matched against the legacy client certificate's UID / topics
-auth_key = "AuthKey_ABC123DEFG.p8"   # or: cert = "push.p12" with passphrase_env = "PUSH_P12_PASS"
-key_id = "ABC123DEFG"
-team_id = "DEF123GHIJ"
-"""
+#: The README's example: the issue's text, which must work as written.
+ISSUE_EXAMPLE = readme_example()
 
 
 @pytest.fixture
@@ -247,11 +230,13 @@ def test_the_issue_example_loads_as_written(files):
     assert config.feedback == ("0.0.0.0", 2196)
     assert config.mode is BridgeMode.EXACT
     assert config.store == files / "bridge.db"
-    assert config.upstream.host == "api.push.apple.com" and config.upstream.port == 443
+    assert config.upstream.host == "api.push.apple.com"
+    assert config.upstream.port == 443
     assert config.upstream.ca is not None
     (app,) = config.apps
     assert app.topic == "com.acme.legacy"
-    assert app.provider_key is not None and app.provider_key.key_id == "ABC123DEFG"
+    assert app.provider_key is not None
+    assert app.provider_key.key_id == "ABC123DEFG"
     assert app.provider_key.team_id == "DEF123GHIJ"
     assert app.environment is Environment.PRODUCTION
 
@@ -270,7 +255,8 @@ def test_certificate_auth_with_a_passphrase_from_the_environment(files):
     (files / "bridge.toml").write_text(text)
     config = load_config(files / "bridge.toml", environ={"PUSH_P12_PASS": "secret"})
     (app,) = config.apps
-    assert app.credentials is not None and app.credentials.topic == "com.acme.legacy"
+    assert app.credentials is not None
+    assert app.credentials.topic == "com.acme.legacy"
     assert app.environment is Environment.SANDBOX
     assert config.mode_of(app) is BridgeMode.SERIAL
     with pytest.raises(

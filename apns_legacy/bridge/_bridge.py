@@ -454,8 +454,13 @@ async def open_bridge(
             finally:
                 bridge._stopping.set()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        # Connection handlers never raise: a group holds what the body (or opening a
+        # listener) raised; give it back unwrapped, as if no nursery were here.
+        single: BaseException = group
+        while isinstance(single, BaseExceptionGroup) and len(single.exceptions) == 1:
+            single = single.exceptions[0]
+        if single is not group:
+            raise single from None
         raise
     finally:
         if own_store:

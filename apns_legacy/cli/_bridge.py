@@ -98,6 +98,15 @@ def run(args: argparse.Namespace) -> int:
         return run_trio(_serve, config, args.stats_every, args.duration)
     except OSError as exc:
         raise UsageError(str(exc)) from None
+    except BaseExceptionGroup as group:
+        # A port that cannot be opened, from inside the signal watcher's nursery.
+        errors, _ = group.split(OSError)
+        if errors is None:
+            raise
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise UsageError(str(first)) from None
 
 
 async def _serve(config: BridgeConfig, stats_every: float | None, duration: float | None) -> int:
