@@ -12,12 +12,12 @@ import random
 
 import pytest
 import trio
+from bridge_helpers import GONE_MS, TOPIC, new_key, open_rig, sim_config
 
 from apns_legacy.bridge import BridgeMode
 from apns_legacy.client import Outcome, SenderConfig, open_sender, read_feedback
 from apns_legacy.tls import make_test_pki
 from apns_legacy.wire import DeviceToken, Notification
-from bridge_helpers import GONE_MS, TOPIC, new_key, open_rig, sim_config
 
 COUNT = 10_000
 
