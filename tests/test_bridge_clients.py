@@ -1,13 +1,14 @@
-"""A legacy client nobody here wrote, through the bridge: ``apns-client`` 0.2.1 (PyPI,
-2014), driven by ``contrib/conform/apns_client_wrapper.py`` as its README says, with two
-invalid tokens in the middle of one message. It must see status 8 for exactly those two,
-replay the rest itself, and "Apple" (the HTTP/2 simulator) must record every valid
-notification exactly once.
+"""Legacy clients nobody here wrote, through the bridge: ``apns-client`` 0.2.1 (PyPI,
+2014) and node-apn 1.7.8 (npm ``apn``), driven by the wrappers in ``contrib/conform/`` as
+their documentation says, with two invalid tokens in the middle. Each must see status 8
+for exactly those two, replay the rest itself, and "Apple" (the HTTP/2 simulator) must
+record every valid notification exactly once.
 
 Needs the peers that ``contrib/conform/install-peers.sh`` installs (a virtual environment
-with apns-client 0.2.1 and an old pyOpenSSL); set ``APNS_LEGACY_PEERS`` to its folder
-(default ``/tmp/apns-legacy-peers``). Skipped, with that reason, when it is missing: CI
-installs only this project's own dependencies.
+with apns-client 0.2.1 and an old pyOpenSSL; node with apn 1.7.8); set
+``APNS_LEGACY_PEERS`` to its folder (default ``/tmp/apns-legacy-peers``). Each client is
+skipped, with that reason, when it is missing: CI installs only this project's own
+dependencies.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,17 +30,39 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(os.environ.get("APNS_LEGACY_PEERS", "/tmp/apns-legacy-peers"))
 PYTHON = PEERS / "py" / "bin" / "python"
 
-pytestmark = pytest.mark.skipif(
-    not PYTHON.exists(),
-    reason=f"apns-client 0.2.1 is not installed ({PYTHON} missing; run "
-    "contrib/conform/install-peers.sh, or set APNS_LEGACY_PEERS)",
-)
+NODE = shutil.which("node")
+NODE_MODULES = PEERS / "node" / "node_modules"
+CLIENTS = [
+    pytest.param(
+        [str(PYTHON), str(ROOT / "contrib" / "conform" / "apns_client_wrapper.py")],
+        {},
+        id="apns-client-0.2.1",
+        marks=pytest.mark.skipif(
+            not PYTHON.exists(),
+            reason=f"apns-client 0.2.1 is not installed ({PYTHON} missing; run "
+            "contrib/conform/install-peers.sh, or set APNS_LEGACY_PEERS)",
+        ),
+    ),
+    pytest.param(
+        [str(NODE), str(ROOT / "contrib" / "conform" / "node_apn_wrapper.js")],
+        {"NODE_PATH": str(NODE_MODULES)},
+        id="node-apn-1.7.8",
+        marks=pytest.mark.skipif(
+            NODE is None or not (NODE_MODULES / "apn").exists(),
+            reason=f"node or apn 1.7.8 is not installed ({NODE_MODULES}/apn missing; run "
+            "contrib/conform/install-peers.sh, or set APNS_LEGACY_PEERS)",
+        ),
+    ),
+]
 
 COUNT = 40
 INVALID = (11, 27)
 
 
-async def test_apns_client_sees_its_status_8_and_apple_gets_each_notification_once(tmp_path):
+@pytest.mark.parametrize(("command", "env"), CLIENTS)
+async def test_a_legacy_client_sees_its_status_8_and_apple_gets_each_notification_once(
+    tmp_path, command, env
+):
     pki = make_test_pki(topic=TOPIC)
     key = new_key()
     certs = tmp_path / "certs"
@@ -46,6 +70,7 @@ async def test_apns_client_sees_its_status_8_and_apple_gets_each_notification_on
     (certs / "client.pem").write_bytes(
         pki.client.certificate.public_bytes(serialization.Encoding.PEM)
     )
+    (certs / "ca.pem").write_bytes(pki.ca_pem())
     (certs / "client-key.pem").write_bytes(
         pki.client.private_key.private_bytes(
             serialization.Encoding.PEM,
@@ -57,7 +82,11 @@ async def test_apns_client_sees_its_status_8_and_apple_gets_each_notification_on
     workload.write_text(
         "".join(
             json.dumps(
-                {"index": i, "token": token(i).hex(), "payload": {"aps": {"alert": f"n{i}"}}}
+                {
+                    "index": i,
+                    "token": token(i).hex(),
+                    "payload": json.dumps({"aps": {"alert": f"n{i}"}}),
+                }
             )
             + "\n"
             for i in range(1, COUNT + 1)
@@ -70,8 +99,7 @@ async def test_apns_client_sees_its_status_8_and_apple_gets_each_notification_on
             host, port = rig.bridge.gateway_address
             done = await trio.run_process(
                 [
-                    str(PYTHON),
-                    str(ROOT / "contrib" / "conform" / "apns_client_wrapper.py"),
+                    *command,
                     host,
                     str(port),
                     str(certs),
@@ -81,6 +109,7 @@ async def test_apns_client_sees_its_status_8_and_apple_gets_each_notification_on
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
+                env={**os.environ, **env},
             )
             assert done.returncode == 0, done.stderr.decode()
             matched = rig.bridge.gateway.replay_matched
