@@ -281,3 +281,63 @@ async def test_a_small_window_slows_the_client_instead_of_buffering(pki, key):
     # Never more than the window's worth in flight: the rest waited in TCP buffers.
     assert rig.bridge.gateway.forwarded == count
     assert rig.bridge.gateway.peak_window == 3
+
+
+async def test_metrics_and_health_on_their_own_port(pki, key):
+    import httpx  # a client nobody here wrote
+
+    sim = sim_config(key, invalid_tokens=[token(2)], uninstalled_tokens={token(3).hex(): GONE_MS})
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim, metrics=("127.0.0.1", 0)) as rig:
+            assert await exchange(rig, b"".join(frame(i, token(i)) for i in range(1, 5))) == (
+                error_frame(8, 2)
+            )
+            await rig.bridge.wait_for_feedback(1)
+            assert rig.bridge.metrics_address is not None
+            host, port = rig.bridge.metrics_address
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+                metrics = await http.get("/metrics")
+                health = await http.get("/health")
+                missing = await http.get("/nothing")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = metrics.text
+    app = 'app="com.example.app"'
+    assert (
+        f'apns_bridge_upstream_outcomes_total{{{app},outcome="rejected",reason="BadDeviceToken"}} 1'
+        in text
+    )
+    assert (
+        f'apns_bridge_upstream_outcomes_total{{{app},outcome="rejected",reason="Unregistered"}} 1'
+        in text
+    )
+    assert f'apns_bridge_upstream_outcomes_total{{{app},outcome="accepted",reason=""}} 2' in text
+    assert 'apns_bridge_error_frames_total{status="8"} 1' in text
+    assert f"apns_bridge_feedback_pending{{{app}}} 1" in text
+    assert "apns_bridge_notifications_in_total 4" in text
+    assert "apns_bridge_ledger_entries 2" in text  # 3 and 4 were forwarded after 2
+    (server_days,) = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('apns_bridge_certificate_expiry_days{what="server"}')
+    ]
+    assert 800 < server_days < 826
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert missing.status_code == 404
+
+
+async def test_health_fails_while_apns_refuses_the_credentials(pki, key):
+    import httpx
+
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim_config(new_key()), metrics=("127.0.0.1", 0)) as rig:
+            assert await exchange(rig, frame(1, token(1))) == error_frame(1, 1)
+            assert rig.bridge.metrics_address is not None
+            host, port = rig.bridge.metrics_address
+            async with httpx.AsyncClient() as http:
+                health = await http.get(f"http://{host}:{port}/health")
+    assert health.status_code == 503
+    document = health.json()
+    assert document["status"] == "failing"
+    assert "InvalidProviderToken" in document["apps"]["com.example.app"]

@@ -239,6 +239,11 @@ def test_the_issue_example_loads_as_written(files):
     assert app.provider_key.key_id == "ABC123DEFG"
     assert app.provider_key.team_id == "DEF123GHIJ"
     assert app.environment is Environment.PRODUCTION
+    assert config.metrics is None
+    (files / "bridge.toml").write_text(
+        ISSUE_EXAMPLE.replace('mode = "exact"', 'mode = "exact"\nmetrics = "127.0.0.1:9102"')
+    )
+    assert load_config(files / "bridge.toml").metrics == ("127.0.0.1", 9102)
 
 
 def test_certificate_auth_with_a_passphrase_from_the_environment(files):

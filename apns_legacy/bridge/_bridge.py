@@ -48,6 +48,7 @@ from ..tls import (
 )
 from ..wire import Notification, encode_feedback_item, pass_payload
 from ._config import AppConfig, BridgeConfig, BridgeMode
+from ._metrics import serve_metrics
 from ._replay import Entry, ReplayLedger, map_outcome
 from ._session import GatewaySession, SessionStats
 from ._store import FeedbackStore
@@ -65,6 +66,8 @@ class BridgeStats:
 
     #: Upstream outcomes: ``accepted``, ``rejected <Reason>``, ``failed``.
     upstream: collections.Counter[str] = attrs.Factory(collections.Counter)
+    #: The same by ``(app, outcome, reason)``.
+    upstream_by_app: collections.Counter[tuple[str, str, str]] = attrs.Factory(collections.Counter)
     #: Tokens listed for feedback (410s, and BadDeviceToken in feedback-only mode).
     feedback_listed: int = 0
     #: Feedback tuples served to clients.
@@ -87,7 +90,18 @@ class _Route:
         self.settings = AppSettings(topic=app.topic)
         self.rewrite = pass_payload() if app.topic.startswith("pass.") else None
         self.sender: Http2Sender | None = None
+        #: Why APNs refuses this app's configuration (credentials, topic), until the
+        #: next accepted notification; ``None`` while it works.
+        self.failing: str | None = None
         self._alerts_seen: set[str] = set()
+
+    def retries(self) -> int:
+        """Notifications written upstream again (transient failures, lost connections)."""
+        return self.sender.stats.replayed if self.sender is not None else 0
+
+    def pending(self) -> int:
+        """Notifications submitted and not answered yet."""
+        return self.sender.stats.pending if self.sender is not None else 0
 
     def sender_config(self) -> Http2SenderConfig:
         upstream = self.bridge.config.upstream
@@ -116,10 +130,17 @@ class _Route:
         stats = self.bridge.stats
         now = time.time()
         mapped = map_outcome(outcome, self.mode, now)
-        if outcome.reason and outcome.kind.value == "rejected":
+        kind = outcome.kind.value
+        if outcome.reason and kind == "rejected":
             stats.upstream[f"rejected {outcome.reason}"] += 1
+            stats.upstream_by_app[(self.topic, kind, outcome.reason)] += 1
         else:
-            stats.upstream[outcome.kind.value] += 1
+            stats.upstream[kind] += 1
+            stats.upstream_by_app[(self.topic, kind, "")] += 1
+        if mapped.configuration:
+            self.failing = mapped.alert
+        elif kind == "accepted":
+            self.failing = None
         if mapped.feedback is not None:
             self.bridge.store.add(self.topic, outcome.token_bytes, mapped.feedback)
             stats.feedback_listed += 1
@@ -153,6 +174,8 @@ class Bridge:
         self.gateway = SessionStats()
         self.gateway_address: tuple[str, int] = config.gateway
         self.feedback_address: tuple[str, int] = config.feedback
+        #: Where ``/metrics`` and ``/health`` are served (``config.metrics``), once bound.
+        self.metrics_address: tuple[str, int] | None = None
         self._routes: dict[tuple[str, Environment], _Route] = {}
         self._route_lock = trio.Lock()
         self._ledgers: dict[str, ReplayLedger] = {}
@@ -176,6 +199,10 @@ class Bridge:
         """Return once ``n`` tokens have been listed for feedback since the start."""
         while self.stats.feedback_listed < n:
             await self._feedback_changed.wait()
+
+    def routes(self) -> list[_Route]:
+        """Every app and environment with an HTTP/2 sender."""
+        return list(self._routes.values())
 
     def ledger_size(self) -> int:
         """Entries waiting in all replay ledgers."""
@@ -446,6 +473,10 @@ async def open_bridge(
             try:
                 async with trio.open_nursery() as handlers:
                     bridge._listening = await handlers.start(bridge._listen, handlers)
+                    if config.metrics is not None:
+                        bridge.metrics_address = await handlers.start(
+                            serve_metrics, bridge, *config.metrics
+                        )
                     try:
                         yield bridge
                     finally:

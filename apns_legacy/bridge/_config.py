@@ -149,6 +149,8 @@ class BridgeConfig:
     handshake_timeout: float = 10.0
     #: Offer TLS 1.3 to legacy clients (Apple's binary gateway stopped at 1.2).
     allow_tls13: bool = False
+    #: ``(host, port)`` for Prometheus ``/metrics`` and ``/health``; ``None``: off.
+    metrics: tuple[str, int] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.client_ca:
@@ -198,6 +200,7 @@ _BRIDGE_KEYS: Final = frozenset(
         "drain_timeout",
         "handshake_timeout",
         "allow_tls13",
+        "metrics",
     }
 )
 _UPSTREAM_KEYS: Final = frozenset(
@@ -428,6 +431,11 @@ def parse_config(
         drain_timeout=bridge.number("drain_timeout", 30.0),
         handshake_timeout=bridge.number("handshake_timeout", 10.0),
         allow_tls13=bridge.flag("allow_tls13", False),
+        metrics=(
+            _host_port(bridge.text("metrics") or "", "bridge.metrics")
+            if "metrics" in bridge.data
+            else None
+        ),
     )
 
 

@@ -97,15 +97,24 @@ _FAILURE_REASONS: Final = (
 class Mapped:
     """What one upstream outcome means downstream."""
 
-    __slots__ = ("alert", "feedback", "status")
+    __slots__ = ("alert", "configuration", "feedback", "status")
 
-    def __init__(self, status: int, feedback: int | None = None, alert: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        feedback: int | None = None,
+        alert: str | None = None,
+        *,
+        configuration: bool = False,
+    ) -> None:
         #: The binary status for the client (0: silence).
         self.status = status
         #: Feedback timestamp (UTC epoch seconds) to list the token with, if any.
         self.feedback = feedback
         #: An operator-visible error (the bridge's configuration, or a bridge bug).
         self.alert = alert
+        #: The alert is about the bridge's credentials or topic (health: failing).
+        self.configuration = configuration
 
 
 def map_outcome(outcome: Http2Outcome, mode: BridgeMode, now: float) -> Mapped:
@@ -129,15 +138,16 @@ def map_outcome(outcome: Http2Outcome, mode: BridgeMode, now: float) -> Mapped:
             return Mapped(OK if mode is BridgeMode.FEEDBACK_ONLY else int(status))
         if reason in _CREDENTIAL_REASONS:
             alert = f"APNs refused the bridge's credentials: {http} {reason}"
-            return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=alert)
+            return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=alert, configuration=True)
         alert = f"APNs refused a request the bridge built: {http} {reason} (a bridge bug?)"
         return Mapped(_quiet(mode, Status.UNKNOWN), alert=alert)
     # Failed: given up after retries, or a configuration fault the sender saw.
     text = outcome.reason or ""
     for reason in _FAILURE_REASONS:
         if reason in text:
-            return Mapped(_quiet(mode, _STATUS_BY_REASON[reason]), alert=text)
-    return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=text)
+            return Mapped(_quiet(mode, _STATUS_BY_REASON[reason]), alert=text, configuration=True)
+    configuration = any(reason in text for reason in _CREDENTIAL_REASONS)
+    return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=text, configuration=configuration)
 
 
 def _quiet(mode: BridgeMode, status: int) -> int:

@@ -65,6 +65,7 @@ def ready_line(bridge: Bridge) -> dict[str, Any]:
         "mode": config.mode.value,
         "apps": [app.topic for app in config.apps],
         "store": str(config.store) if config.store is not None else None,
+        "metrics": _address(bridge.metrics_address) if bridge.metrics_address else None,
     }
 
 
