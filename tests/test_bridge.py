@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import time
 
+import attrs
 import pytest
 import trio
 from bridge_helpers import (
@@ -22,7 +23,8 @@ from bridge_helpers import (
     token,
 )
 
-from apns_legacy.bridge import BridgeMode, FeedbackStore
+from apns_legacy.bridge import AppConfig, BridgeMode, FeedbackStore
+from apns_legacy.h2wire import ProviderKey
 from apns_legacy.simulator import Http2Faults
 from apns_legacy.tls import make_test_pki
 
@@ -47,6 +49,14 @@ async def test_accepted_notifications_reach_the_simulator_and_the_client_hears_n
     assert rig.recorded() == [token(i).hex() for i in range(1, 21)]
     assert {r.topic for r in rig.sim.accepted} == {TOPIC}
     assert {r.push_type for r in rig.sim.accepted} == {"alert"}
+
+
+async def exchange_with(rig, client, data: bytes) -> bytes:
+    stream = await rig.connect(client)
+    await stream.send_all(data)
+    heard = await read_all(stream)
+    await stream.aclose()
+    return heard
 
 
 async def exchange(rig, data: bytes) -> bytes:
@@ -341,3 +351,84 @@ async def test_health_fails_while_apns_refuses_the_credentials(pki, key):
     document = health.json()
     assert document["status"] == "failing"
     assert "InvalidProviderToken" in document["apps"]["com.example.app"]
+
+
+async def test_reload_adds_an_app_without_dropping_open_connections(pki, key):
+    other = pki.issue_client(topic="com.example.other")
+    with trio.fail_after(30):
+        async with open_rig(pki, key) as rig:
+            # Open before the reload, and it stays open across it.
+            kept = await rig.connect()
+            await kept.send_all(frame(1, token(1)))
+            await rig.sim.wait_for_accepted(1)
+            assert await exchange_with(rig, other, frame(5, token(50))) == error_frame(3, 5)
+            config = attrs.evolve(
+                rig.bridge.config,
+                apps=[
+                    *rig.bridge.config.apps,
+                    AppConfig(topic="com.example.other", provider_key=key),
+                ],
+                gateway=("127.0.0.1", 1),  # cannot change without a restart
+                max_in_flight=7,
+            )
+            notes = await rig.bridge.reload(config)
+            assert notes == [
+                "gateway needs a restart to change; still ('127.0.0.1', 0)",
+                "app com.example.other: added",
+            ]
+            assert rig.bridge.config.max_in_flight == 7
+            stream = await rig.connect(other)
+            await stream.send_all(frame(6, token(51)))
+            await kept.send_all(frame(2, token(2)))
+            await rig.sim.wait_for_accepted(3)
+            await stream.aclose()
+            await kept.aclose()
+    topics = {r.token: r.topic for r in rig.sim.accepted}
+    assert topics == {
+        token(1).hex(): TOPIC,
+        token(2).hex(): TOPIC,
+        token(51).hex(): "com.example.other",
+    }
+
+
+async def test_reload_with_new_credentials_retires_the_old_sender_after_its_connections(pki, key):
+    fresh = new_key()
+    sim = sim_config(key)
+    sim = attrs.evolve(
+        sim,
+        provider_keys={
+            (key.team_id, key.key_id): key.public_key,
+            ("FRESHTEAM1", "FRESHKEY01"): fresh.public_key,
+        },
+    )
+    fresh = ProviderKey(key_id="FRESHKEY01", team_id="FRESHTEAM1", private_key=fresh.private_key)
+    with trio.fail_after(30):
+        async with open_rig(pki, key, sim=sim) as rig:
+            old_stream = await rig.connect()
+            await old_stream.send_all(frame(1, token(1)))
+            await rig.sim.wait_for_accepted(1)
+            config = attrs.evolve(
+                rig.bridge.config, apps=[AppConfig(topic=TOPIC, provider_key=fresh)]
+            )
+            notes = await rig.bridge.reload(config)
+            assert notes == [
+                "app com.example.app (production): changed; connections still on the old "
+                "settings: 1"
+            ]
+            (old_route,) = rig.bridge.routes(retired=True)
+            new_stream = await rig.connect()
+            await new_stream.send_all(frame(1, token(2)))
+            await old_stream.send_all(frame(2, token(3)))
+            await rig.sim.wait_for_accepted(3)
+            assert not old_route.stop.is_set()
+            await old_stream.aclose()
+            await old_route.stop.wait()  # its last connection ended: the old sender closes
+            await new_stream.aclose()
+    teams = {r.token: r.team_id for r in rig.sim.accepted}
+    # The connection opened before the reload kept the old key; the new one used the new.
+    assert teams == {
+        token(1).hex(): key.team_id,
+        token(3).hex(): key.team_id,
+        token(2).hex(): "FRESHTEAM1",
+    }
+    assert rig.bridge.routes(retired=True) == []

@@ -34,6 +34,7 @@ from functools import partial
 import attrs
 import trio
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from ..client import Http2Outcome, Http2Sender, Http2SenderConfig, Outcome, open_http2_sender
@@ -90,10 +91,23 @@ class _Route:
         self.settings = AppSettings(topic=app.topic)
         self.rewrite = pass_payload() if app.topic.startswith("pass.") else None
         self.sender: Http2Sender | None = None
+        #: Set to close this route's sender (shutdown, or retired by a reload and idle).
+        self.stop = trio.Event()
+        #: Gateway connections using this route now.
+        self.sessions = 0
+        #: Replaced by a reload: new connections use the new route; this one closes
+        #: once its last connection ends.
+        self.retired = False
         #: Why APNs refuses this app's configuration (credentials, topic), until the
         #: next accepted notification; ``None`` while it works.
         self.failing: str | None = None
         self._alerts_seen: set[str] = set()
+
+    def release(self) -> None:
+        """One connection stopped using this route."""
+        self.sessions -= 1
+        if self.retired and self.sessions <= 0:
+            self.stop.set()
 
     def retries(self) -> int:
         """Notifications written upstream again (transient failures, lost connections)."""
@@ -177,6 +191,7 @@ class Bridge:
         #: Where ``/metrics`` and ``/health`` are served (``config.metrics``), once bound.
         self.metrics_address: tuple[str, int] | None = None
         self._routes: dict[tuple[str, Environment], _Route] = {}
+        self._retired: list[_Route] = []
         self._route_lock = trio.Lock()
         self._ledgers: dict[str, ReplayLedger] = {}
         self._sessions: set[GatewaySession] = set()
@@ -185,6 +200,8 @@ class Bridge:
         self._feedback_changed = trio.Event()
         self._upstream_nursery: trio.Nursery | None = None
         self._listening: trio.CancelScope | None = None
+        # Built once per configuration (pyOpenSSL contexts must not change once used).
+        self._context: SSL.Context | None = None
         self._stopping_clients = False
         self._connections = 0
 
@@ -200,8 +217,11 @@ class Bridge:
         while self.stats.feedback_listed < n:
             await self._feedback_changed.wait()
 
-    def routes(self) -> list[_Route]:
-        """Every app and environment with an HTTP/2 sender."""
+    def routes(self, *, retired: bool = False) -> list[_Route]:
+        """Every app and environment with an HTTP/2 sender; with ``retired``, instead
+        the ones a reload replaced that still serve connections opened before it."""
+        if retired:
+            return [route for route in self._retired if not route.stop.is_set()]
         return list(self._routes.values())
 
     def ledger_size(self) -> int:
@@ -256,7 +276,7 @@ class Bridge:
             ) as sender:
                 route.sender = sender
                 task_status.started()
-                await self._stopping.wait()
+                await route.stop.wait()
                 # Leaving waits for what is still unanswered; not longer than this.
                 scope.deadline = trio.current_time() + self.config.drain_timeout
 
@@ -270,11 +290,12 @@ class Bridge:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def _handle(self, context: SSL.Context, service: str, tcp: trio.SocketStream) -> None:
+    async def _handle(self, service: str, tcp: trio.SocketStream) -> None:
         self._connections += 1
         number = self._connections
         transport = SocketTransport(tcp)
-        tls = TLSStream(transport, context, server_side=True)
+        assert self._context is not None
+        tls = TLSStream(transport, self._context, server_side=True)
         try:
             try:
                 with trio.fail_after(self.config.handshake_timeout):
@@ -311,6 +332,7 @@ class Bridge:
         ledger: ReplayLedger | None = None
         if app is not None:
             route = await self._route(app, self._environment(app, certificate))
+            route.sessions += 1
             mode = route.mode
             if mode is BridgeMode.EXACT and certificate is not None:
                 ledger = self._ledger(f"{app.topic}|{certificate.subject.rfc4514_string()}")
@@ -343,6 +365,8 @@ class Bridge:
             await session.run()
         finally:
             self._sessions.discard(session)
+            if route is not None:
+                route.release()
             self._sessions_changed.set()
             self._sessions_changed = trio.Event()
 
@@ -370,9 +394,7 @@ class Bridge:
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         config = self.config
-        context = server_context(
-            config.server, client_ca=list(config.client_ca), allow_tls13=config.allow_tls13
-        )
+        self._context = _context(config)
         gateway = await _open_listeners(*config.gateway, "gateway")
         try:
             feedback = await _open_listeners(*config.feedback, "feedback service")
@@ -388,7 +410,7 @@ class Bridge:
                     await nursery.start(
                         partial(
                             trio.serve_listeners,
-                            partial(self._handle, context, service),
+                            partial(self._handle, service),
                             listeners,
                             handler_nursery=handlers,
                         )
@@ -402,6 +424,53 @@ class Bridge:
                 task_status.started(scope)
         for listener in (*gateway, *feedback):
             await trio.aclose_forcefully(listener)
+
+    async def reload(self, config: BridgeConfig) -> list[str]:
+        """Apply ``config`` (as SIGHUP does) without dropping a connection.
+
+        New connections get the new apps, credentials, modes, limits, server
+        certificate and client CA; connections already open keep what they started
+        with until they end (then an app's old HTTP/2 sender closes). The listen
+        addresses, the metrics address and the store cannot change without a restart:
+        those stay, and the returned notes say so.
+
+        Returns:
+            What changed, one line each (for the log).
+        """
+        old = self.config
+        notes: list[str] = []
+        keep = {}
+        for name in ("gateway", "feedback", "metrics", "store"):
+            if getattr(config, name) != getattr(old, name):
+                notes.append(f"{name} needs a restart to change; still {getattr(old, name)}")
+                keep[name] = getattr(old, name)
+        config = attrs.evolve(config, **keep)
+        self._context = _context(config)
+        self.config = config
+        async with self._route_lock:
+            for key, route in list(self._routes.items()):
+                app = config.app(route.topic)
+                if app is None or _identity(app, config) != _identity(route.app, old):
+                    del self._routes[key]
+                    route.retired = True
+                    self._retired.append(route)
+                    if route.sessions <= 0:
+                        route.stop.set()
+                    notes.append(
+                        f"app {route.topic} ({route.environment.value}): "
+                        + ("removed" if app is None else "changed")
+                        + (
+                            f"; connections still on the old settings: {route.sessions}"
+                            if route.sessions
+                            else ""
+                        )
+                    )
+        for app in config.apps:
+            if old.app(app.topic) is None:
+                notes.append(f"app {app.topic}: added")
+            await self._route(app, _default_environment(app))
+        self._retired = [r for r in self._retired if not r.stop.is_set()]
+        return notes
 
     async def stop(self) -> None:
         """Stop as on SIGTERM: stop accepting connections and reading, wait (at most
@@ -425,6 +494,31 @@ class Bridge:
                 len(self._sessions),
                 self.config.drain_timeout,
             )
+
+
+def _context(config: BridgeConfig) -> SSL.Context:
+    return server_context(
+        config.server, client_ca=list(config.client_ca), allow_tls13=config.allow_tls13
+    )
+
+
+def _default_environment(app: AppConfig) -> Environment:
+    return Environment.PRODUCTION if app.topic.startswith("pass.") else app.environment
+
+
+def _identity(app: AppConfig, config: BridgeConfig) -> tuple[object, ...]:
+    """What makes two configurations of an app the same upstream (keys compare by value)."""
+    key = app.provider_key
+    return (
+        app.topic,
+        app.environment,
+        config.mode_of(app),
+        config.upstream,
+        None if key is None else (key.key_id, key.team_id, key.public_key.public_numbers()),
+        None
+        if app.credentials is None
+        else app.credentials.certificate.fingerprint(hashes.SHA256()),
+    )
 
 
 async def _open_listeners(host: str, port: int, what: str) -> list[trio.SocketListener]:
@@ -466,10 +560,7 @@ async def open_bridge(
         async with trio.open_nursery() as upstream:
             bridge._upstream_nursery = upstream
             for app in config.apps:
-                environment = (
-                    Environment.PRODUCTION if app.topic.startswith("pass.") else app.environment
-                )
-                await bridge._route(app, environment)
+                await bridge._route(app, _default_environment(app))
             try:
                 async with trio.open_nursery() as handlers:
                     bridge._listening = await handlers.start(bridge._listen, handlers)
@@ -484,6 +575,8 @@ async def open_bridge(
                         handlers.cancel_scope.cancel()
             finally:
                 bridge._stopping.set()
+                for route in [*bridge._routes.values(), *bridge._retired]:
+                    route.stop.set()
     except BaseExceptionGroup as group:
         # Connection handlers never raise: a group holds what the body (or opening a
         # listener) raised; give it back unwrapped, as if no nursery were here.

@@ -6,7 +6,9 @@ Prints one JSON line on stdout once both ports listen::
 
 then serves until Ctrl-C or SIGTERM: the first stops as Apple's gateway did for
 maintenance (stop reading, drain what is in flight upstream, status 10 to each client,
-close), the second at once (exit 130). ``--stats-every SECONDS`` writes one JSON line
+close), the second at once (exit 130). SIGHUP reads the file again and applies it to
+new connections (open ones keep their settings; a bad file changes nothing and says
+why on stderr). ``--stats-every SECONDS`` writes one JSON line
 of counters to stderr that often. Exit 0 after a clean stop, 2 for a bad
 configuration (one line naming the field) or a port that cannot be opened.
 """
@@ -18,6 +20,7 @@ import json
 import math
 import signal
 import sys
+import threading
 from typing import Any
 
 import trio
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except BridgeConfigError as exc:
         raise UsageError(f"--config {args.config}: {exc}") from None
     try:
-        return run_trio(_serve, config, args.stats_every, args.duration)
+        return run_trio(_serve, config, args.stats_every, args.duration, args.config)
     except OSError as exc:
         raise UsageError(str(exc)) from None
     except BaseExceptionGroup as group:
@@ -110,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(first)) from None
 
 
-async def _serve(config: BridgeConfig, stats_every: float | None, duration: float | None) -> int:
+async def _serve(
+    config: BridgeConfig, stats_every: float | None, duration: float | None, path: str
+) -> int:
     async with trio.open_nursery() as nursery:
         stop = trio.Event()
 
@@ -124,6 +129,8 @@ async def _serve(config: BridgeConfig, stats_every: float | None, duration: floa
             print("bridge running; stop with Ctrl-C or SIGTERM", file=sys.stderr)
             if stats_every is not None:
                 nursery.start_soon(_report, bridge, stats_every)
+            if threading.current_thread() is threading.main_thread():
+                nursery.start_soon(_reload_on_sighup, bridge, path)
             with trio.move_on_after(duration if duration is not None else math.inf):
                 await stop.wait()
             await bridge.stop()
@@ -131,6 +138,20 @@ async def _serve(config: BridgeConfig, stats_every: float | None, duration: floa
         nursery.cancel_scope.cancel()
     print(json.dumps({"stopped": final}), file=sys.stderr)
     return EXIT_OK
+
+
+async def _reload_on_sighup(bridge: Bridge, path: str) -> None:
+    # SIGHUP: read the file again and apply it to new connections; a bad file changes
+    # nothing (one line on stderr), as a typo must not take the bridge down.
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            try:
+                config = load_config(path)
+            except BridgeConfigError as exc:
+                print(f"SIGHUP: not reloaded, --config {path}: {exc}", file=sys.stderr)
+                continue
+            notes = await bridge.reload(config)
+            print(json.dumps({"reloaded": path, "changes": notes}), file=sys.stderr, flush=True)
 
 
 async def _report(bridge: Bridge, every: float) -> None:
