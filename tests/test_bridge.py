@@ -26,7 +26,7 @@ from bridge_helpers import (
 from apns_legacy.bridge import AppConfig, BridgeMode, FeedbackStore
 from apns_legacy.h2wire import ProviderKey
 from apns_legacy.simulator import Http2Faults
-from apns_legacy.tls import make_test_pki
+from apns_legacy.tls import Environment, make_test_pki
 
 
 @pytest.fixture(scope="module")
@@ -432,3 +432,34 @@ async def test_reload_with_new_credentials_retires_the_old_sender_after_its_conn
         token(2).hex(): "FRESHTEAM1",
     }
     assert rig.bridge.routes(retired=True) == []
+
+
+async def test_a_wallet_pass_topic_goes_as_a_background_push_with_an_empty_aps(pki, key):
+    pass_topic = "pass.com.example.member"
+    member = pki.issue_client(topic=pass_topic, pass_type=True)
+    apps = [AppConfig(topic=pass_topic, provider_key=key)]
+    with trio.fail_after(30):
+        async with open_rig(pki, key, apps=apps) as rig:
+            stream = await rig.connect(member)
+            # A binary-era pass push: {"aps":""} (any payload: the device fetches the pass).
+            await stream.send_all(frame(1, token(1), b'{"aps":""}'))
+            await rig.sim.wait_for_accepted(1)
+            await stream.aclose()
+            (route,) = rig.bridge.routes()
+    (record,) = rig.sim.accepted
+    assert (record.topic, record.push_type, record.priority) == (pass_topic, "background", 5)
+    assert record.payload == '{"aps":{}}'
+    assert route.environment.value == "production"
+
+
+async def test_the_client_certificates_environment_chooses_the_upstream_environment(pki, key):
+    sandbox_only = pki.issue_client(topic=TOPIC, environments=[Environment.SANDBOX])
+    with trio.fail_after(30):
+        async with open_rig(pki, key) as rig:
+            stream = await rig.connect(sandbox_only)
+            await stream.send_all(frame(1, token(1)))
+            await rig.sim.wait_for_accepted(1)
+            await stream.aclose()
+            environments = sorted(r.environment.value for r in rig.bridge.routes())
+    # The app's production sender from the start, and a sandbox one for this client.
+    assert environments == ["production", "sandbox"]

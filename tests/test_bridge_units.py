@@ -334,3 +334,11 @@ def test_no_app_and_both_credentials_are_refused(files):
     (files / "bridge.toml").write_text(twice)
     with pytest.raises(BridgeConfigError, match=r"app com\.acme\.legacy: configured twice"):
         load_config(files / "bridge.toml")
+
+
+def test_the_upstream_host_follows_the_environment_unless_given():
+    from apns_legacy.bridge import PRODUCTION_HOST, SANDBOX_HOST, UpstreamConfig
+
+    assert UpstreamConfig().host_for(Environment.PRODUCTION) == PRODUCTION_HOST
+    assert UpstreamConfig().host_for(Environment.SANDBOX) == SANDBOX_HOST
+    assert UpstreamConfig(host="localhost").host_for(Environment.SANDBOX) == "localhost"

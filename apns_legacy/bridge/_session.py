@@ -40,7 +40,7 @@ from typing import Final, Literal
 import attrs
 import trio
 
-from ..h2wire import AppSettings, build_request
+from ..h2wire import AppSettings, infer_push_type, payload_limit
 from ..simulator._streams import CloseMode, close
 from ..wire import (
     NEED_DATA,
@@ -50,7 +50,6 @@ from ..wire import (
     GatewayDecoder,
     LocalProtocolError,
     Notification,
-    PayloadTooLargeError,
     ProtocolError,
     ReceivedNotification,
     Status,
@@ -362,9 +361,11 @@ class GatewaySession:
                 expiry=event.expiry or 0,
                 priority=event.priority or 10,
             )
-            build_request(notification, settings)
-        except PayloadTooLargeError as exc:
-            return Status.INVALID_PAYLOAD_SIZE, str(exc)
+            # What build_request will check for these settings (no push type or priority
+            # of their own): a JSON object with content, and the push type's size limit.
+            push_type = infer_push_type(payload, settings.topic)
+            if len(payload) > payload_limit(push_type):
+                return Status.INVALID_PAYLOAD_SIZE, f"payload over {payload_limit(push_type)}"
         except (LocalProtocolError, ProtocolError, ValueError, TypeError) as exc:
             # Not a JSON object, or one with nothing to show: APNs would refuse the
             # request (HTTP/2 has no such payload); the binary table has no closer code.
