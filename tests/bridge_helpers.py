@@ -85,7 +85,7 @@ class Rig:
     """A bridge in front of an HTTP/2 simulator, and a legacy client's credentials."""
 
     bridge: Bridge
-    sim: Http2Simulator
+    sim: Http2Simulator | None
     pki: TestPKI
     client: Credentials
 
@@ -124,18 +124,20 @@ async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
 
 def bridge_config(
     pki: TestPKI,
-    sim: Http2Simulator,
+    sim: Http2Simulator | None,
     key: ProviderKey,
     *,
     mode: BridgeMode = BridgeMode.EXACT,
     apps: list[AppConfig] | None = None,
     **changes: Any,
 ) -> BridgeConfig:
-    assert sim.pki is not None
-    upstream = changes.pop(
-        "upstream",
-        UpstreamConfig(host="localhost", port=sim.port, ca=sim.pki.ca_pem(), retry_delay=0.01),
-    )
+    upstream = changes.pop("upstream", None)
+    if upstream is None:
+        assert sim is not None
+        assert sim.pki is not None
+        upstream = UpstreamConfig(
+            host="localhost", port=sim.port, ca=sim.pki.ca_pem(), retry_delay=0.01
+        )
     return BridgeConfig(
         gateway=("127.0.0.1", 0),
         feedback=("127.0.0.1", 0),

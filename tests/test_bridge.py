@@ -3,6 +3,7 @@ simulator out, each row of the mapping table, replay absorption, feedback, shutd
 
 from __future__ import annotations
 
+import socket
 import struct
 import time
 
@@ -12,6 +13,8 @@ import trio
 from bridge_helpers import (
     GONE_MS,
     TOPIC,
+    Rig,
+    bridge_config,
     enhanced,
     error_frame,
     frame,
@@ -23,9 +26,9 @@ from bridge_helpers import (
     token,
 )
 
-from apns_legacy.bridge import AppConfig, BridgeMode, FeedbackStore
+from apns_legacy.bridge import AppConfig, BridgeMode, FeedbackStore, UpstreamConfig, open_bridge
 from apns_legacy.h2wire import ProviderKey
-from apns_legacy.simulator import Http2Faults
+from apns_legacy.simulator import Http2Faults, open_http2_simulator
 from apns_legacy.tls import Environment, make_test_pki
 
 
@@ -391,7 +394,7 @@ async def test_reload_adds_an_app_without_dropping_open_connections(pki, key):
     }
 
 
-async def test_reload_with_new_credentials_retires_the_old_sender_after_its_connections(pki, key):
+async def test_reload_with_new_credentials_moves_even_open_connections_to_them(pki, key):
     fresh = new_key()
     sim = sim_config(key)
     sim = attrs.evolve(
@@ -407,31 +410,64 @@ async def test_reload_with_new_credentials_retires_the_old_sender_after_its_conn
             old_stream = await rig.connect()
             await old_stream.send_all(frame(1, token(1)))
             await rig.sim.wait_for_accepted(1)
+            (old_route,) = rig.bridge.routes()
             config = attrs.evolve(
                 rig.bridge.config, apps=[AppConfig(topic=TOPIC, provider_key=fresh)]
             )
-            notes = await rig.bridge.reload(config)
-            assert notes == [
-                "app com.example.app (production): changed; connections still on the old "
-                "settings: 1"
-            ]
-            (old_route,) = rig.bridge.routes(retired=True)
+            assert await rig.bridge.reload(config) == ["app com.example.app (production): changed"]
+            await old_route.closed.wait()  # nothing was in flight: the old sender closed
             new_stream = await rig.connect()
             await new_stream.send_all(frame(1, token(2)))
             await old_stream.send_all(frame(2, token(3)))
             await rig.sim.wait_for_accepted(3)
-            assert not old_route.stop.is_set()
             await old_stream.aclose()
-            await old_route.stop.wait()  # its last connection ended: the old sender closes
             await new_stream.aclose()
+            assert rig.bridge.routes(retired=True) == []
     teams = {r.token: r.team_id for r in rig.sim.accepted}
-    # The connection opened before the reload kept the old key; the new one used the new.
+    # The connection opened before the reload is still open, on the new key.
     assert teams == {
         token(1).hex(): key.team_id,
-        token(3).hex(): key.team_id,
         token(2).hex(): "FRESHTEAM1",
+        token(3).hex(): "FRESHTEAM1",
     }
-    assert rig.bridge.routes(retired=True) == []
+
+
+async def test_an_upstream_that_was_down_is_tried_again_and_the_app_recovers(pki, key):
+    import httpx
+
+    with socket.socket() as probe:  # a free port, with nothing listening on it yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pki_up = make_test_pki()
+    upstream = UpstreamConfig(
+        host="localhost", port=port, ca=pki_up.ca_pem(), retry_delay=0.01, max_retry_delay=0.05
+    )
+    config = attrs.evolve(
+        bridge_config(pki, None, key, upstream=upstream), metrics=("127.0.0.1", 0)
+    )
+    with trio.fail_after(30):
+        async with open_bridge(config) as bridge:
+            rig = Rig(bridge, None, pki, pki.client)
+            # Nothing listens upstream: the sender gives up; the client hears status 1.
+            assert await exchange(rig, frame(1, token(1))) == error_frame(1, 1)
+            assert bridge.metrics_address is not None
+            host, metrics_port = bridge.metrics_address
+            async with httpx.AsyncClient() as http:
+                down = await http.get(f"http://{host}:{metrics_port}/health")
+            assert down.status_code == 503
+            assert "cannot connect" in down.json()["apps"][TOPIC]
+            # "Apple" comes back on that port; the client resends; the app recovers.
+            async with open_http2_simulator(
+                attrs.evolve(sim_config(key), port=port), pki=pki_up
+            ) as sim:
+                stream = await rig.connect()
+                await stream.send_all(frame(2, token(1)))
+                await sim.wait_for_accepted(1)
+                await stream.aclose()
+                async with httpx.AsyncClient() as http:
+                    up = await http.get(f"http://{host}:{metrics_port}/health")
+    assert up.status_code == 200
+    assert [r.token for r in sim.accepted] == [token(1).hex()]
 
 
 async def test_a_wallet_pass_topic_goes_as_a_background_push_with_an_empty_aps(pki, key):

@@ -47,7 +47,7 @@ from ..tls import (
     inspect_certificate,
     server_context,
 )
-from ..wire import Notification, encode_feedback_item, pass_payload
+from ..wire import Notification, Status, encode_feedback_item, pass_payload
 from ._config import AppConfig, BridgeConfig, BridgeMode
 from ._metrics import serve_metrics
 from ._replay import Entry, ReplayLedger, map_outcome
@@ -91,23 +91,14 @@ class _Route:
         self.settings = AppSettings(topic=app.topic)
         self.rewrite = pass_payload() if app.topic.startswith("pass.") else None
         self.sender: Http2Sender | None = None
-        #: Set to close this route's sender (shutdown, or retired by a reload and idle).
+        #: Set to close this route's sender (shutdown, or retired).
         self.stop = trio.Event()
-        #: Gateway connections using this route now.
-        self.sessions = 0
-        #: Replaced by a reload: new connections use the new route; this one closes
-        #: once its last connection ends.
+        #: Set once its sender has closed.
+        self.closed = trio.Event()
+        #: Replaced (a reload changed the app, or its sender gave up for good): new
+        #: notifications go to a new route; this one closes once its own are answered.
         self.retired = False
-        #: Why APNs refuses this app's configuration (credentials, topic), until the
-        #: next accepted notification; ``None`` while it works.
-        self.failing: str | None = None
         self._alerts_seen: set[str] = set()
-
-    def release(self) -> None:
-        """One connection stopped using this route."""
-        self.sessions -= 1
-        if self.retired and self.sessions <= 0:
-            self.stop.set()
 
     def retries(self) -> int:
         """Notifications written upstream again (transient failures, lost connections)."""
@@ -151,10 +142,15 @@ class _Route:
         else:
             stats.upstream[kind] += 1
             stats.upstream_by_app[(self.topic, kind, "")] += 1
-        if mapped.configuration:
-            self.failing = mapped.alert
+        # The sender fails everything from now on (its fatal state): credentials or topic
+        # refused, or APNs unreachable.
+        fatal = kind == "failed" and (
+            mapped.configuration or (outcome.reason or "").startswith("cannot connect")
+        )
+        if mapped.configuration or fatal:
+            self.bridge.failing[self.topic] = mapped.alert or outcome.reason or ""
         elif kind == "accepted":
-            self.failing = None
+            self.bridge.failing.pop(self.topic, None)
         if mapped.feedback is not None:
             self.bridge.store.add(self.topic, outcome.token_bytes, mapped.feedback)
             stats.feedback_listed += 1
@@ -175,6 +171,9 @@ class _Route:
                 f" ({outcome.status} {outcome.reason})" if outcome.reason else "",
             )
         entry.resolve(mapped.status)
+        if fatal:
+            # Replace the sender, so that the app recovers once APNs (or the network) does.
+            self.bridge._retire(self, outcome.reason or "")
 
 
 class Bridge:
@@ -192,6 +191,11 @@ class Bridge:
         self.metrics_address: tuple[str, int] | None = None
         self._routes: dict[tuple[str, Environment], _Route] = {}
         self._retired: list[_Route] = []
+        #: Not before this (trio time) may a retired route's replacement start.
+        self._retry_at: dict[tuple[str, Environment], float] = {}
+        #: Apps whose upstream fails for the bridge's configuration or the network, and
+        #: why, until their next accepted notification (``/health``).
+        self.failing: dict[str, str] = {}
         self._route_lock = trio.Lock()
         self._ledgers: dict[str, ReplayLedger] = {}
         self._sessions: set[GatewaySession] = set()
@@ -219,9 +223,9 @@ class Bridge:
 
     def routes(self, *, retired: bool = False) -> list[_Route]:
         """Every app and environment with an HTTP/2 sender; with ``retired``, instead
-        the ones a reload replaced that still serve connections opened before it."""
+        the replaced ones whose sender is still closing (answers in flight)."""
         if retired:
-            return [route for route in self._retired if not route.stop.is_set()]
+            return [route for route in self._retired if not route.closed.is_set()]
         return list(self._routes.values())
 
     def ledger_size(self) -> int:
@@ -258,27 +262,74 @@ class Bridge:
         return app.environment
 
     async def _route(self, app: AppConfig, environment: Environment) -> _Route:
+        key = (app.topic, environment)
+        route = self._routes.get(key)
+        if route is not None:
+            return route
+        retry_at = self._retry_at.get(key)
+        if retry_at is not None:
+            await trio.sleep_until(retry_at)  # back-off after a give-up (outside the lock)
         async with self._route_lock:
-            route = self._routes.get((app.topic, environment))
+            route = self._routes.get(key)
             if route is None:
+                self._retry_at.pop(key, None)
                 route = _Route(self, app, environment)
                 assert self._upstream_nursery is not None
                 await self._upstream_nursery.start(self._run_route, route)
-                self._routes[(app.topic, environment)] = route
+                self._routes[key] = route
             return route
 
     async def _run_route(
         self, route: _Route, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        with trio.CancelScope() as scope:
-            async with open_http2_sender(
-                route.sender_config(), on_outcome=route.on_outcome
-            ) as sender:
-                route.sender = sender
-                task_status.started()
-                await route.stop.wait()
-                # Leaving waits for what is still unanswered; not longer than this.
-                scope.deadline = trio.current_time() + self.config.drain_timeout
+        try:
+            with trio.CancelScope() as scope:
+                async with open_http2_sender(
+                    route.sender_config(), on_outcome=route.on_outcome
+                ) as sender:
+                    route.sender = sender
+                    task_status.started()
+                    await route.stop.wait()
+                    # Leaving waits for what is still unanswered; not longer than this.
+                    scope.deadline = trio.current_time() + self.config.drain_timeout
+        finally:
+            route.closed.set()
+
+    def _retire(self, route: _Route, why: str) -> None:
+        if route.retired:
+            return
+        route.retired = True
+        key = (route.topic, route.environment)
+        if self._routes.get(key) is route:
+            del self._routes[key]
+        self._retired = [r for r in self._retired if not r.closed.is_set()]
+        self._retired.append(route)
+        route.stop.set()
+        if why:
+            self._retry_at[key] = trio.current_time() + self.config.upstream.max_retry_delay
+            logger.warning(
+                "app %s (%s): HTTP/2 sender gave up (%s); a new one starts with the next "
+                "notification",
+                route.topic,
+                route.environment.value,
+                why,
+            )
+
+    async def _submit(
+        self,
+        app: AppConfig,
+        environment: Environment,
+        notification: Notification,
+        entry: Entry,
+    ) -> None:
+        # The app's current route: a reload or a give-up may have replaced the one the
+        # connection started with.
+        current = self.config.app(app.topic)
+        if current is None:
+            entry.resolve(Status.MISSING_TOPIC)  # removed from the configuration
+            return
+        route = await self._route(current, environment)
+        await route.submit(notification, entry)
 
     def _ledger(self, identity: str) -> ReplayLedger:
         ledger = self._ledgers.get(identity)
@@ -331,8 +382,8 @@ class Bridge:
         mode = self.config.mode
         ledger: ReplayLedger | None = None
         if app is not None:
-            route = await self._route(app, self._environment(app, certificate))
-            route.sessions += 1
+            environment = self._environment(app, certificate)
+            route = await self._route(app, environment)
             mode = route.mode
             if mode is BridgeMode.EXACT and certificate is not None:
                 ledger = self._ledger(f"{app.topic}|{certificate.subject.rfc4514_string()}")
@@ -344,14 +395,15 @@ class Bridge:
                 certificate.subject.rfc4514_string() if certificate else "none",
             )
 
-        async def refuse(notification: Notification, entry: Entry) -> None:
-            raise AssertionError("no app: nothing is submitted")  # pragma: no cover
+        async def submit(notification: Notification, entry: Entry) -> None:
+            assert app is not None  # without an app, the session submits nothing
+            await self._submit(app, environment, notification, entry)
 
         session = GatewaySession(
             tls,
             number=number,
             settings=route.settings if route is not None else None,
-            submit=route.submit if route is not None else refuse,
+            submit=submit,
             mode=mode,
             ledger=ledger,
             stats=self.gateway,
@@ -365,8 +417,6 @@ class Bridge:
             await session.run()
         finally:
             self._sessions.discard(session)
-            if route is not None:
-                route.release()
             self._sessions_changed.set()
             self._sessions_changed = trio.Event()
 
@@ -428,9 +478,11 @@ class Bridge:
     async def reload(self, config: BridgeConfig) -> list[str]:
         """Apply ``config`` (as SIGHUP does) without dropping a connection.
 
-        New connections get the new apps, credentials, modes, limits, server
-        certificate and client CA; connections already open keep what they started
-        with until they end (then an app's old HTTP/2 sender closes). The listen
+        New connections get the new apps, modes, limits, server certificate and client
+        CA; connections already open keep their mode and limits, and their next
+        notifications go through the app's new credentials (the old HTTP/2 sender closes
+        once what it has in flight is answered; an app removed from the file answers
+        them with status 3). The listen
         addresses, the metrics address and the store cannot change without a restart:
         those stay, and the returned notes say so.
 
@@ -448,28 +500,16 @@ class Bridge:
         self._context = _context(config)
         self.config = config
         async with self._route_lock:
-            for key, route in list(self._routes.items()):
+            for route in list(self._routes.values()):
                 app = config.app(route.topic)
                 if app is None or _identity(app, config) != _identity(route.app, old):
-                    del self._routes[key]
-                    route.retired = True
-                    self._retired.append(route)
-                    if route.sessions <= 0:
-                        route.stop.set()
-                    notes.append(
-                        f"app {route.topic} ({route.environment.value}): "
-                        + ("removed" if app is None else "changed")
-                        + (
-                            f"; connections still on the old settings: {route.sessions}"
-                            if route.sessions
-                            else ""
-                        )
-                    )
+                    self._retire(route, "")
+                    what = "removed" if app is None else "changed"
+                    notes.append(f"app {route.topic} ({route.environment.value}): {what}")
         for app in config.apps:
             if old.app(app.topic) is None:
                 notes.append(f"app {app.topic}: added")
             await self._route(app, _default_environment(app))
-        self._retired = [r for r in self._retired if not r.stop.is_set()]
         return notes
 
     async def stop(self) -> None:
