@@ -31,6 +31,19 @@ from apns_legacy.tls import client_context, make_test_pki, open_tls_stream
 TOPIC = "com.acme.legacy"
 
 
+async def read_until(stream, text: str) -> str:
+    """Stderr up to and including ``text`` and the rest of that line (live lines end in
+    an erase, not a newline)."""
+    seen = bytearray()
+    while text.encode() not in seen:
+        chunk = await stream.receive_some(1)
+        assert chunk, "stderr closed"
+        seen += chunk
+    while not seen.endswith(b"\x1b[K"):
+        seen += await stream.receive_some(1)
+    return seen.decode().rpartition("\r")[2]
+
+
 async def read_line(stream, containing: str) -> str:
     """The next stderr line with ``containing`` in it (others skipped)."""
     line = bytearray()
@@ -40,7 +53,8 @@ async def read_line(stream, containing: str) -> str:
         if chunk != b"\n":
             line += chunk
             continue
-        text = line.decode()
+        # A live status line (rewritten in place, no newline) may come before it.
+        text = line.decode().rpartition("\x1b[K")[2]
         line.clear()
         if containing in text:
             return text
@@ -57,7 +71,7 @@ async def test_the_readme_example_runs_and_sigterm_sends_status_10(tmp_path):
         config = tmp_path / "bridge.toml"
         config.write_text(local_config(readme_example(), sim, "upstream-ca.pem"))
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "apns_legacy", "bridge", "--config", str(config)],
+            [sys.executable, "-m", "apns_legacy", "bridge", "--config", str(config), "--progress"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

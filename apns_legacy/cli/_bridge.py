@@ -8,7 +8,8 @@ then serves until Ctrl-C or SIGTERM: the first stops as Apple's gateway did for
 maintenance (stop reading, drain what is in flight upstream, status 10 to each client,
 close), the second at once (exit 130). SIGHUP reads the file again and applies it to
 new connections (open ones keep their settings; a bad file changes nothing and says
-why on stderr). ``--stats-every SECONDS`` writes one JSON line
+why on stderr). On a terminal (or with ``--progress``) one status line on stderr is
+rewritten every second. ``--stats-every SECONDS`` writes one JSON line
 of counters to stderr that often. Exit 0 after a clean stop, 2 for a bad
 configuration (one line naming the field) or a port that cannot be opened.
 """
@@ -47,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         metavar="SECONDS",
         help="write one JSON line of counters to stderr every SECONDS",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one live status line on stderr, rewritten every second (default: when stderr "
+        "is a terminal)",
     )
     parser.add_argument(
         "--for", dest="duration", type=float, metavar="SECONDS", help="stop after SECONDS"
@@ -99,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     except BridgeConfigError as exc:
         raise UsageError(f"--config {args.config}: {exc}") from None
     try:
-        return run_trio(_serve, config, args.stats_every, args.duration, args.config)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        return run_trio(_serve, config, args.stats_every, args.duration, args.config, progress)
     except OSError as exc:
         raise UsageError(str(exc)) from None
     except BaseExceptionGroup as group:
@@ -114,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(
-    config: BridgeConfig, stats_every: float | None, duration: float | None, path: str
+    config: BridgeConfig,
+    stats_every: float | None,
+    duration: float | None,
+    path: str,
+    progress: bool,
 ) -> int:
     async with trio.open_nursery() as nursery:
         stop = trio.Event()
@@ -129,6 +142,8 @@ async def _serve(
             print("bridge running; stop with Ctrl-C or SIGTERM", file=sys.stderr)
             if stats_every is not None:
                 nursery.start_soon(_report, bridge, stats_every)
+            if progress:
+                nursery.start_soon(_progress, bridge)
             if threading.current_thread() is threading.main_thread():
                 nursery.start_soon(_reload_on_sighup, bridge, path)
             with trio.move_on_after(duration if duration is not None else math.inf):
@@ -136,6 +151,8 @@ async def _serve(
             await bridge.stop()
             final = stats_line(bridge)
         nursery.cancel_scope.cancel()
+    if progress:
+        print(file=sys.stderr)  # end the live line
     print(json.dumps({"stopped": final}), file=sys.stderr)
     return EXIT_OK
 
@@ -152,6 +169,29 @@ async def _reload_on_sighup(bridge: Bridge, path: str) -> None:
                 continue
             notes = await bridge.reload(config)
             print(json.dumps({"reloaded": path, "changes": notes}), file=sys.stderr, flush=True)
+
+
+def progress_line(bridge: Bridge, rate: float) -> str:
+    """The live status line: connections, throughput, frames, feedback, health."""
+    gateway = bridge.gateway
+    frames = " ".join(f"{k}x{v}" for k, v in sorted(gateway.by_status.items())) or "none"
+    health = "ok" if not bridge.failing else "FAILING " + ", ".join(sorted(bridge.failing))
+    return (
+        f"bridge: {bridge.open_sessions} open, {gateway.notifications} in ({rate:.0f}/s), "
+        f"{gateway.forwarded} forwarded, {gateway.replay_matched} replays absorbed, "
+        f"frames {frames}, feedback {sum(bridge.feedback_sizes().values())} waiting, "
+        f"upstream {health}"
+    )
+
+
+async def _progress(bridge: Bridge) -> None:
+    before = bridge.gateway.notifications
+    while True:
+        await trio.sleep(1)
+        now = bridge.gateway.notifications
+        # \r and erase-to-end: one line, rewritten in place.
+        print(f"\r{progress_line(bridge, now - before)}\x1b[K", end="", file=sys.stderr, flush=True)
+        before = now
 
 
 async def _report(bridge: Bridge, every: float) -> None:
