@@ -164,6 +164,30 @@ def test_ledger_matches_by_content_oldest_first_and_hands_over_the_outcome():
     assert ledger.matched == 2
 
 
+def test_ledger_memory_follows_its_size_not_the_traffic():
+    ledger = ReplayLedger(ttl=60, size=100, clock=Clock())
+    owner = Owner()
+    for round_ in range(1000):  # 10,000 entries added and taken within the TTL
+        entries = [Entry(key(round_ * 10 + i), None) for i in range(10)]
+        ledger.add(entries)
+        for entry in entries:
+            assert ledger.take(entry.key, owner) is entry
+    assert len(ledger) == 0
+    assert ledger.backlog <= 64 + 10
+
+
+def test_a_resolved_entry_forgets_its_owner():
+    owner = Owner()
+    entry = Entry(key(1), owner)
+    entry.resolve(0)
+    assert owner.told == [entry]
+    assert entry.owner is None
+    ledger = ReplayLedger(ttl=60, size=10, clock=Clock())
+    ledger.add([entry])
+    assert ledger.take(key(1), owner) is entry
+    assert entry.owner is None  # resolved already: nobody to tell
+
+
 def test_ledger_entries_expire_and_the_size_is_bounded():
     clock = Clock()
     ledger = ReplayLedger(ttl=60, size=2, clock=clock)

@@ -183,6 +183,9 @@ class Entry:
         self.status = status
         owner = self.owner
         if owner is not None:
+            # Resolved once and for all: nobody waits any more (and the entry, kept in a
+            # ledger or a window a while longer, must not keep its connection alive).
+            self.owner = None
             owner.resolved(self)
 
 
@@ -211,6 +214,12 @@ class ReplayLedger:
         self._purge()
         return self._count
 
+    @property
+    def backlog(self) -> int:
+        """Items in the age queue, taken ones not yet dropped included (at most about
+        twice the live entries: memory follows ``size``, not the traffic)."""
+        return len(self._order)
+
     def add(self, entries: Iterable[Entry]) -> None:
         """Remember ``entries`` (in the order they were forwarded), owned by nobody."""
         deadline = self.clock() + self.ttl
@@ -234,9 +243,14 @@ class ReplayLedger:
         if not queue:
             del self._by_key[key]
         entry.ledgered = False
-        entry.owner = owner
+        # An entry still waiting for its answer reports to the new connection.
+        entry.owner = owner if entry.status is None else None
         self._count -= 1
         self.matched += 1
+        if len(self._order) > 2 * self._count + 64:
+            # Taken entries stay in the age queue until they reach its head; drop them
+            # now and then, so that the queue is bounded by ``size``, not by traffic.
+            self._order = collections.deque(item for item in self._order if item[1].ledgered)
         return entry
 
     def _purge(self) -> None:
