@@ -499,3 +499,37 @@ async def test_the_client_certificates_environment_chooses_the_upstream_environm
             environments = sorted(r.environment.value for r in rig.bridge.routes())
     # The app's production sender from the start, and a sandbox one for this client.
     assert environments == ["production", "sandbox"]
+
+
+async def test_a_replaced_sender_that_cannot_finish_answers_its_notifications_with_status_1(
+    pki, key
+):
+    # "Apple" answers 503 to everything; the sender keeps retrying. A reload replaces the
+    # app's sender; past drain_timeout the old one is closed, and the notification it
+    # could not deliver is reported to the client (status 1), not left hanging.
+    sim = sim_config(key, faults=Http2Faults(status_every=1, fault_status=503))
+    with trio.fail_after(30):
+        async with open_http2_simulator(sim) as simulator:
+            assert simulator.pki is not None
+            upstream = UpstreamConfig(
+                host="localhost",
+                port=simulator.port,
+                ca=simulator.pki.ca_pem(),
+                max_attempts=100,
+                retry_delay=0.2,
+                max_retry_delay=0.5,
+            )
+            config = bridge_config(pki, simulator, key, upstream=upstream, drain_timeout=0.3)
+            async with open_bridge(config) as bridge:
+                rig = Rig(bridge, simulator, pki, pki.client)
+                stream = await rig.connect()
+                await stream.send_all(frame(7, token(1)))
+                await bridge.wait_for_forwarded(1)
+                changed = attrs.evolve(
+                    config, apps=[AppConfig(topic=TOPIC, provider_key=new_key())]
+                )
+                await bridge.reload(changed)
+                heard = await read_all(stream)
+                await stream.aclose()
+    assert heard == error_frame(1, 7)
+    assert simulator.stats.accepted == 0

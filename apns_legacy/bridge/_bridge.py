@@ -98,6 +98,9 @@ class _Route:
         #: Replaced (a reload changed the app, or its sender gave up for good): new
         #: notifications go to a new route; this one closes once its own are answered.
         self.retired = False
+        #: Submitted and not answered yet; answered with status 1 if the sender closes
+        #: without answering them (a retired sender past ``drain_timeout``).
+        self.unanswered: set[Entry] = set()
         self._alerts_seen: set[str] = set()
 
     def retries(self) -> int:
@@ -126,12 +129,19 @@ class _Route:
 
     async def submit(self, notification: Notification, entry: Entry) -> None:
         assert self.sender is not None
-        await self.sender.submit(notification, tag=entry)
+        # Before: a sender that already gave up answers inside submit().
+        self.unanswered.add(entry)
+        try:
+            await self.sender.submit(notification, tag=entry)
+        except BaseException:
+            self.unanswered.discard(entry)  # never submitted (cancelled while waiting)
+            raise
 
     def on_outcome(self, outcome: Outcome) -> None:
         assert isinstance(outcome, Http2Outcome)
         entry = outcome.tag
         assert isinstance(entry, Entry)
+        self.unanswered.discard(entry)
         stats = self.bridge.stats
         now = time.time()
         mapped = map_outcome(outcome, self.mode, now)
@@ -202,6 +212,7 @@ class Bridge:
         self._sessions_changed = trio.Event()
         self._stopping = trio.Event()
         self._feedback_changed = trio.Event()
+        self._forward_changed = trio.Event()
         self._upstream_nursery: trio.Nursery | None = None
         self._listening: trio.CancelScope | None = None
         # Built once per configuration (pyOpenSSL contexts must not change once used).
@@ -215,6 +226,15 @@ class Bridge:
     def open_sessions(self) -> int:
         """Gateway connections open now."""
         return len(self._sessions)
+
+    def _forwarded(self) -> None:
+        self._forward_changed.set()
+        self._forward_changed = trio.Event()
+
+    async def wait_for_forwarded(self, n: int) -> None:
+        """Return once ``n`` notifications have been handed to the HTTP/2 senders."""
+        while self.gateway.forwarded < n:
+            await self._forward_changed.wait()
 
     async def wait_for_feedback(self, n: int) -> None:
         """Return once ``n`` tokens have been listed for feedback since the start."""
@@ -294,6 +314,17 @@ class Bridge:
                     scope.deadline = trio.current_time() + self.config.drain_timeout
         finally:
             route.closed.set()
+            if route.unanswered:
+                logger.warning(
+                    "app %s (%s): %d notifications unanswered when its HTTP/2 sender closed; "
+                    "status 1 (processing error) for them",
+                    route.topic,
+                    route.environment.value,
+                    len(route.unanswered),
+                )
+                for entry in list(route.unanswered):
+                    entry.resolve(Status.PROCESSING_ERROR)
+                route.unanswered.clear()
 
     def _retire(self, route: _Route, why: str) -> None:
         if route.retired:
@@ -410,6 +441,7 @@ class Bridge:
             payload_limit=self.config.payload_limit,
             max_in_flight=self.config.max_in_flight,
             rewrite_payload=route.rewrite if route is not None else None,
+            on_forward=self._forwarded,
         )
         self.gateway.connections += 1
         self._sessions.add(session)

@@ -131,6 +131,7 @@ class GatewaySession:
         payload_limit: int,
         max_in_flight: int,
         rewrite_payload: bytes | None = None,
+        on_forward: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
         self.number = number
@@ -142,6 +143,7 @@ class GatewaySession:
         self.payload_limit = payload_limit
         self.max_in_flight = 1 if mode is BridgeMode.SERIAL else max_in_flight
         self.rewrite_payload = rewrite_payload
+        self.on_forward = on_forward
         self.window: collections.deque[_Slot] = collections.deque()
         self.failed = False  # an upstream failure in this window: stop forwarding
         self.reading_done = False
@@ -343,6 +345,8 @@ class GatewaySession:
                 entry = Entry(key, self)
                 await self.submit(notification, entry)
                 stats.forwarded += 1
+                if self.on_forward is not None:
+                    self.on_forward()
             self.window.append(_Slot(identifier, event.command, entry))
             if len(self.window) > stats.peak_window:
                 stats.peak_window = len(self.window)
