@@ -15,6 +15,14 @@
   sends is refused with status 3, as Apple refused unknown topics;
 * per client identity (the certificate's subject), the replay ledger of ``exact`` mode.
 
+Connections submit through the app's *current* route. A route is replaced (retired:
+its sender closes once what it has in flight is answered, at most ``drain_timeout``
+later, and whatever it could not answer gets status 1) when a reload changes the app,
+or when its sender gives up for good (APNs unreachable, credentials or topic refused:
+the HTTP/2 sender's fatal state); the replacement starts with the app's next
+notification, not sooner than ``max_retry_delay`` after a give-up, so an app recovers
+by itself once APNs does.
+
 Leaving the block stops the bridge as SIGTERM does: stop accepting, stop reading,
 wait (at most ``drain_timeout``) for the answers to what is in flight, send each
 client status 10 naming its last notification that succeeded (or the error frame of
