@@ -533,3 +533,21 @@ async def test_a_replaced_sender_that_cannot_finish_answers_its_notifications_wi
                 await stream.aclose()
     assert heard == error_frame(1, 7)
     assert simulator.stats.accepted == 0
+
+
+async def test_certificate_auth_upstream(pki, key):
+    # The app's upstream credential is a push certificate (a copy of the topic's .p12 on
+    # the bridge), not a .p8 key: APNs takes the topic from it.
+    upstream_pki = make_test_pki(topic=TOPIC)
+    apps = [AppConfig(topic=TOPIC, credentials=upstream_pki.client)]
+    with trio.fail_after(30):
+        async with open_http2_simulator(sim_config(key), pki=upstream_pki) as simulator:
+            config = bridge_config(pki, simulator, key, apps=apps)
+            async with open_bridge(config) as bridge:
+                rig = Rig(bridge, simulator, pki, pki.client)
+                stream = await rig.connect()
+                await stream.send_all(frame(1, token(1)))
+                await simulator.wait_for_accepted(1)
+                await stream.aclose()
+    (record,) = simulator.accepted
+    assert (record.auth, record.topic) == ("certificate", TOPIC)

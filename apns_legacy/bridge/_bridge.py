@@ -38,6 +38,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Final
 
 import attrs
 import trio
@@ -63,6 +64,9 @@ from ._session import GatewaySession, SessionStats
 from ._store import FeedbackStore
 
 logger = logging.getLogger("apns_legacy.bridge")
+
+#: Longest the feedback service takes to write one app's list to a client (seconds).
+FEEDBACK_WRITE_LIMIT: Final = 300.0
 
 
 class BridgeListenError(OSError):
@@ -400,7 +404,12 @@ class Bridge:
                 await self._serve_feedback(tls, app, number)
             else:
                 await self._serve_gateway(tls, app, certificate, number)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.TooSlowError,
+            OSError,
+        ) as exc:
             logger.debug("%s #%d: connection ended: %r", service, number, exc)
         except Exception:
             self.stats.internal_errors += 1
@@ -468,7 +477,10 @@ class Bridge:
         items = self.store.pending(app.topic)
         data = b"".join(encode_feedback_item(ts, token) for ts, token in items)
         if data:
-            await tls.send_all(data)
+            # A client that stops reading must not hold the connection (or the list)
+            # forever; the list stays until a read that completes.
+            with trio.fail_after(FEEDBACK_WRITE_LIMIT):
+                await tls.send_all(data)
         # Written: cleared, as Apple's list was once read.
         self.store.clear(app.topic, items)
         self.stats.feedback_served += len(items)
