@@ -39,8 +39,10 @@ def token(i: int) -> bytes:
     return i.to_bytes(32, "big")
 
 
-def frame(identifier: int, tok: bytes, payload: bytes = PAYLOAD, expiry: int = 0) -> bytes:
-    """Command 2 with items 1, 2, 3, 4, 5 (priority 10), per PROTOCOL.md §4."""
+def frame(
+    identifier: int, tok: bytes, payload: bytes = PAYLOAD, expiry: int = 0, priority: int = 10
+) -> bytes:
+    """Command 2 with items 1, 2, 3, 4, 5, per PROTOCOL.md §4."""
     items = (
         struct.pack("!BH", 1, len(tok))
         + tok
@@ -48,7 +50,7 @@ def frame(identifier: int, tok: bytes, payload: bytes = PAYLOAD, expiry: int = 0
         + payload
         + struct.pack("!BHI", 3, 4, identifier)
         + struct.pack("!BHI", 4, 4, expiry)
-        + struct.pack("!BHB", 5, 1, 10)
+        + struct.pack("!BHB", 5, 1, priority)
     )
     return struct.pack("!BI", 2, len(items)) + items
 

@@ -208,6 +208,23 @@ async def test_command_0_and_1_are_forwarded_and_a_bad_command_0_closes_silently
     assert rig.sim.accepted[0].expiration == 0
 
 
+async def test_expiry_and_priority_carry_over_and_a_background_push_gets_priority_5(pki, key):
+    background = b'{"aps":{"content-available":1}}'
+    with trio.fail_after(30):
+        async with open_rig(pki, key) as rig:
+            stream = await rig.connect()
+            await stream.send_all(
+                frame(1, token(1), expiry=1_800_000_000, priority=5)
+                + frame(2, token(2), background, priority=10)
+            )
+            await rig.sim.wait_for_accepted(2)
+            await stream.aclose()
+    first, second = sorted(rig.sim.accepted, key=lambda r: r.token)
+    assert (first.expiration, first.priority, first.push_type) == (1_800_000_000, 5, "alert")
+    # content-available only: background, and priority 5 (HTTP/2 refuses 10 there).
+    assert (second.priority, second.push_type) == (5, "background")
+
+
 async def test_a_client_certificate_of_no_configured_app_gets_status_3(pki, key):
     stranger = pki.issue_client(topic="com.example.stranger")
     with trio.fail_after(30):
