@@ -366,3 +366,20 @@ def test_the_upstream_host_follows_the_environment_unless_given():
     assert UpstreamConfig().host_for(Environment.PRODUCTION) == PRODUCTION_HOST
     assert UpstreamConfig().host_for(Environment.SANDBOX) == SANDBOX_HOST
     assert UpstreamConfig(host="localhost").host_for(Environment.SANDBOX) == "localhost"
+
+
+def test_upstream_ca_is_extra_trust_on_top_of_the_systems_roots():
+    from cryptography import x509
+
+    from apns_legacy.bridge import UpstreamConfig
+    from apns_legacy.bridge._config import system_roots
+
+    ca = make_test_pki().ca_pem()
+    assert UpstreamConfig().trust() is None  # the system's store, as the sender does
+    assert UpstreamConfig(ca=ca, system_roots=False).trust() == ca
+    combined = UpstreamConfig(ca=ca).trust()
+    assert combined is not None
+    assert combined.startswith(ca)
+    # Every certificate parses without a warning (pytest turns warnings into errors).
+    found = x509.load_pem_x509_certificates(combined)
+    assert len(found) == 1 + system_roots().count(b"-----BEGIN CERTIFICATE-----")

@@ -131,7 +131,7 @@ class _Route:
             settings=self.settings,
             provider_key=self.app.provider_key,
             credentials=self.app.credentials,
-            ca=upstream.ca,
+            ca=upstream.trust(),
             server_hostname=upstream.server_hostname,
             connections=upstream.connections,
             max_attempts=upstream.max_attempts,

@@ -14,8 +14,11 @@ one line naming the field (``[[app]] 2 auth_key: ...``), raised as
 from __future__ import annotations
 
 import enum
+import functools
 import os
+import ssl
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +33,41 @@ from ..wire import PAYLOAD_LIMIT, ProtocolError
 #: Apple's HTTP/2 hosts per environment.
 PRODUCTION_HOST: Final = "api.push.apple.com"
 SANDBOX_HOST: Final = "api.sandbox.push.apple.com"
+
+
+_END_CERTIFICATE: Final = b"-----END CERTIFICATE-----"
+
+
+@functools.cache
+def system_roots() -> bytes:
+    """The system's default CA bundle as PEM (empty when there is no bundle file).
+
+    Only certificates that ``cryptography`` parses without complaint are kept: system
+    bundles carry a few old roots (a negative serial number, say) that it warns about
+    today and will refuse in a future release, and one of them must not make the whole
+    bundle unreadable."""
+    paths = ssl.get_default_verify_paths()
+    for name in (paths.cafile, paths.openssl_cafile):
+        if name and os.path.isfile(name):
+            with open(name, "rb") as file:
+                data = file.read()
+            break
+    else:
+        return b""
+    kept: list[bytes] = []
+    for block in data.split(_END_CERTIFICATE)[:-1]:
+        start = block.find(b"-----BEGIN CERTIFICATE-----")
+        if start < 0:
+            continue
+        pem = block[start:] + _END_CERTIFICATE + b"\n"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                x509.load_pem_x509_certificate(pem)
+            except (ValueError, Warning):
+                continue
+        kept.append(pem)
+    return b"".join(kept)
 
 
 class BridgeConfigError(ValueError):
@@ -93,6 +131,8 @@ class UpstreamConfig:
     port: int = 443
     #: Extra trust anchors (PEM bytes), for a simulator or a TLS-inspecting proxy.
     ca: bytes | None = attrs.field(default=None, repr=False)
+    #: With ``ca``, trust the system's roots too (``ca`` is *extra*); False: only ``ca``.
+    system_roots: bool = True
     #: The name the server certificate is checked against (default ``host``).
     server_hostname: str | None = None
     #: HTTP/2 connections per app and environment.
@@ -103,6 +143,14 @@ class UpstreamConfig:
     #: First back-off between tries, doubled each time, at most ``max_retry_delay``.
     retry_delay: float = 0.1
     max_retry_delay: float = 5.0
+
+    def trust(self) -> bytes | None:
+        """The PEM trust anchors for the upstream connection; ``None``: the system's."""
+        if self.ca is None:
+            return None
+        if not self.system_roots:
+            return self.ca
+        return self.ca + b"\n" + system_roots()
 
     def host_for(self, environment: Environment) -> str:
         if self.host is not None:
@@ -213,6 +261,7 @@ _UPSTREAM_KEYS: Final = frozenset(
         "max_attempts",
         "retry_delay",
         "max_retry_delay",
+        "system_roots",
     }
 )
 _APP_KEYS: Final = frozenset(
@@ -408,6 +457,7 @@ def parse_config(
         max_attempts=upstream_table.integer("max_attempts", 8, 1, 100),
         retry_delay=upstream_table.number("retry_delay", 0.1),
         max_retry_delay=upstream_table.number("max_retry_delay", 5.0),
+        system_roots=upstream_table.flag("system_roots", True),
     )
     apps = [
         _app(_Table(data, f"[[app]] {index}", _APP_KEYS, base), environ)
