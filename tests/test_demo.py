@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from apns_legacy import TokenStore
 from apns_legacy.cli import main
 
@@ -57,6 +59,12 @@ def test_demo_refuses_too_few_devices(capsys):
     assert "--devices must be 61 to 1000000" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("other", [["--http2"], ["--keep", "kept"]])
+def test_demo_bridge_runs_on_its_own(other, capsys):
+    assert main(["demo", "--bridge", *other]) == 2
+    assert "--bridge runs on its own: not with --http2 or --keep" in capsys.readouterr().err
+
+
 def test_demo_http2_runs_send_http2_and_every_check_holds(tmp_path):
     result = run_demo("--http2", "--devices", "2500", "--keep", str(tmp_path))  # 2 slots: a GOAWAY
     out = result.stdout
@@ -83,3 +91,13 @@ def test_demo_http2_runs_send_http2_and_every_check_holds(tmp_path):
     assert counts.by_reason == {"feedback": 45, "invalid-token": 10}
     assert len((tmp_path / "report.jsonl").read_text().splitlines()) == 2500
     assert len((tmp_path / "accepted.jsonl").read_text().splitlines()) == 2440
+
+
+def test_demo_bridge_runs_and_every_check_holds():
+    result = run_demo("--bridge", "--devices", "1000")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "sender: 990 accepted, 10 rejected with status 8 (invalid token), 0 other" in out
+    assert re.search(r"Apple \(the simulator\) recorded 970 notifications: 0 twice, 0 valid", out)
+    assert "feedback port: 20 tokens listed with Apple's 410 time" in out
+    assert "all checks held" in out

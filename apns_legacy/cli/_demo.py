@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="today's APNs instead: the HTTP/2 simulator, and `send --http2` with token auth "
         "and --db run against it (400 BadDeviceToken, 410 Unregistered, GOAWAYs, 503s)",
     )
+    parser.add_argument(
+        "--bridge",
+        action="store_true",
+        help="show the bridge instead: the binary sender through the bridge into the HTTP/2 "
+        "simulator, invalid tokens (status 8), uninstalled apps (feedback port)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -327,11 +333,27 @@ def _status_text(code: int) -> str:
     return f"status {code}"
 
 
+def _run_bridge(console: Console, devices: int) -> int:
+    from ._demo_bridge import demo_bridge
+
+    console.print("apns-legacy demo --bridge: legacy binary sender -> bridge -> HTTP/2 APNs")
+    with tempfile.TemporaryDirectory(prefix="apns-legacy-demo-bridge-") as tmp:
+        held = trio.run(demo_bridge, console, devices, Path(tmp))
+    if not held:
+        print("apns-legacy demo --bridge: a check did not hold", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     devices: int = args.devices
     if not INVALID + UNINSTALLED < devices <= 1_000_000:
         raise UsageError(f"--devices must be {INVALID + UNINSTALLED + 1} to 1000000, not {devices}")
     console = Console(highlight=False, soft_wrap=True)
+    if args.bridge:
+        if args.http2 or args.keep is not None:
+            raise UsageError("--bridge runs on its own: not with --http2 or --keep")
+        return _run_bridge(console, devices)
     demo: Callable[[Console, int, Path], Awaitable[bool]] = _demo
     if args.http2:
         from ._demo_http2 import demo_http2

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._version import __version__
-from . import _cert, _conform, _demo, _feedback, _send, _serve, _tokens, _wallet
+from . import _bridge, _cert, _conform, _demo, _feedback, _send, _serve, _tokens, _wallet
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failed, UsageError
 from ._logging import LOG_FORMATS, configure
 from ._settings import CONFIGURABLE, prepare
@@ -96,6 +96,7 @@ def _command_registrars() -> list[Registrar]:
         _demo.register,
         _wallet.register,
         _conform.register,
+        _bridge.register,
     ]
 
 

@@ -36,7 +36,7 @@ from ._exit import UsageError
 #: The commands that read settings from a file and the environment.
 CONFIGURABLE: Final = ("feedback", "serve")
 #: Commands whose own ``--config FILE`` is their configuration (not these settings).
-OWN_CONFIG: Final = ("wallet",)
+OWN_CONFIG: Final = ("wallet", "bridge")
 ENV_PREFIX: Final = "APNS_LEGACY_"
 CONFIG_ENV: Final = "APNS_LEGACY_CONFIG"
 _TRUE: Final = {"1", "true", "yes", "on"}
