@@ -1,8 +1,8 @@
 """The bridge route: the binary route pointed at ``apns-legacy bridge``, presenting the
 client certificate the bridge expects. The binary simulator stands in for the bridge
-here (same protocol, its own CA and client certificate, different from the pass
-certificate's, so a push made with the wrong identity fails the handshake); the
-integrator adds a test against the real bridge once both are merged."""
+in most tests (same protocol, its own CA and client certificate, different from the
+pass certificate's, so a push made with the wrong identity fails the handshake); one
+test runs the whole route through the real bridge into the HTTP/2 simulator."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bridge_helpers import bridge_config as make_bridge_config
+from bridge_helpers import new_key, sim_config
 from wallet_support import P12_SECRET, write_config, write_pass, write_signing_files
 from wallet_support import cli as run_cli
 
+from apns_legacy.bridge import AppConfig, open_bridge
 from apns_legacy.cli import main
-from apns_legacy.simulator import open_simulator
+from apns_legacy.simulator import open_http2_simulator, open_simulator
 from apns_legacy.tls import Environment, TestPKI, make_test_pki
 from apns_legacy.wallet import BinaryGateway, PassStore, WalletConfig
 
@@ -96,6 +99,64 @@ async def test_update_and_feedback_through_the_bridge(issuer, wallet_pki, bridge
         assert [json.loads(x)["device_library_id"] for x in devices.stdout.splitlines()] == [
             "phone"
         ]
+
+
+async def test_update_and_feedback_through_the_real_bridge_into_http2(
+    issuer, wallet_pki, bridge_pki
+):
+    """wallet update (route "bridge") -> apns-legacy bridge -> the HTTP/2 simulator:
+    Apple sees one background push with an empty aps per valid device, topic = the
+    pass type ID; 400 BadDeviceToken comes back as status 8 and removes that
+    registration; the 410 reaches wallet feedback through the bridge's feedback port
+    with Apple's timestamp and removes the other."""
+    pass_type = wallet_pki.pass_type_id
+    key = new_key()
+    gone_at = 1_700_000_100  # after the registrations below: the device is really gone
+    upstream = sim_config(
+        key, invalid_tokens=[BAD], uninstalled_tokens={GONE: gone_at * 1000 + 123}
+    )
+    async with open_http2_simulator(upstream) as apple:
+        bridge_settings = make_bridge_config(
+            bridge_pki, apple, key, apps=[AppConfig(topic=pass_type, provider_key=key)]
+        )
+        async with open_bridge(bridge_settings) as bridge:
+            (host, port), (_, feedback_port) = bridge.gateway_address, bridge.feedback_address
+            config = bridge_config(
+                issuer,
+                f'route = "bridge"\nhost = "{host}"\nport = {port}\n'
+                f"feedback_port = {feedback_port}\n"
+                'ca = "bridge-ca.pem"\ncert = "bridge-client.p12"\n'
+                'passphrase_env = "BRIDGE_P12_SECRET"\n',
+            )
+            first = await cli("wallet", "update", "--config", str(config), "--no-push")
+            assert first.returncode == 0, first.stderr
+            with PassStore(issuer / "wallet.db") as store:
+                for name, token in (("phone", GOOD), ("gone", GONE), ("broken", BAD)):
+                    store.register(
+                        device_library_id=name,
+                        push_token=token,
+                        pass_type_id=pass_type,
+                        serial_number="S1",
+                        now=1_700_000_000,
+                    )
+
+            update = await cli("wallet", "update", "--config", str(config), "S1")
+            assert update.returncode == 1, update.stderr  # BAD: status 8 from the bridge
+            [line] = [json.loads(text) for text in update.stdout.splitlines()]
+            assert (line["devices"], line["accepted"], line["rejected"]) == (3, 2, 1)
+            assert line["problems"] == [{"token": BAD, "problem": "status 8"}]
+            assert sorted(
+                (r.token, r.payload, r.topic, r.push_type, r.priority) for r in apple.accepted
+            ) == [(GOOD, '{"aps":{}}', pass_type, "background", 5)]
+
+            feedback = await cli("wallet", "feedback", "--config", str(config))
+            assert feedback.returncode == 0, feedback.stderr
+            [gone] = [json.loads(x) for x in feedback.stdout.splitlines()]
+            assert (gone["token"], gone["timestamp"]) == (GONE, gone_at)  # Apple's time, in s
+            devices = await cli("wallet", "devices", "--config", str(config))
+            assert [json.loads(x)["device_library_id"] for x in devices.stdout.splitlines()] == [
+                "phone"
+            ]
 
 
 async def test_the_pass_certificate_is_refused_by_a_bridge_that_expects_another(
