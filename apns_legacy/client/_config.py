@@ -70,6 +70,11 @@ class SenderConfig:
     #: which a gateway that limits connections may count. A spare unused for a
     #: minute is closed.
     spare_connection: bool = False
+    #: Offer the TLS session of an earlier connection on each new one (session
+    #: tickets or ids, where the gateway allows them): the resumed handshake skips
+    #: the certificate exchange and, in TLS 1.2, one round trip. Only sessions made
+    #: with the same context, to the same host, port and server name, are offered.
+    resume_tls_sessions: bool = True
     #: Most notifications waiting to be written; ``submit`` waits when it is full.
     queue_size: int = attrs.field(default=50_000, validator=_positive)
     #: Coalesce frames into writes of about this many bytes (TN2265: batch writes).
