@@ -500,7 +500,12 @@ class Sender:
             # Open connections as the work needs them: not one more while those being
             # opened can take everything that is queued (one notification and 50
             # slots must not make 50 connections).
-            if not queued or queued <= self._connecting * _WORK_PER_NEW_CONNECTION:
+            if not queued:
+                continue
+            if queued <= self._connecting * _WORK_PER_NEW_CONNECTION:
+                # Not now: look again when more work comes or a connect finishes
+                # (waiting on the queue itself would spin while it is not empty).
+                await self._queue.wait_for_more()
                 continue
             if self._ledger.fatal is not None:
                 self._ledger.fail_queued(self._ledger.fatal)
@@ -540,6 +545,7 @@ class Sender:
                 continue
             finally:
                 self._connecting -= 1
+                self._queue.nudge()
             failures = 0
             opened += 1
             self.stats.connections_opened += 1
