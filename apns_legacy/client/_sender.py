@@ -100,13 +100,15 @@ class _Spare:
             self.connect_seconds = self.opened_at - started
             self._ready.set()
             with self._watch:
-                try:
-                    await stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                with trio.move_on_after(_SPARE_MAX_AGE) as aged:
+                    try:
+                        await stream.receive_some(_RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 # Anything at all from the gateway before we wrote (a close, a reset,
-                # bytes) means this connection is not fit to carry a window.
-                self.died = True
+                # bytes) means this connection is not fit to carry a window. One
+                # unused for a while is closed by us, before a middlebox forgets it.
+                self.died = not aged.cancelled_caught
                 self._stream = None
                 await trio.aclose_forcefully(stream)
         finally:
