@@ -18,15 +18,18 @@ import argparse
 import statistics
 import sys
 import time
+from typing import Any
 
 import trio
 
 from apns_legacy.simulator import Fault, open_simulator
-from apns_legacy.tls import TLSSessionCache, make_test_pki, open_tls_stream
+from apns_legacy.tls import TestPKI, TLSSessionCache, make_test_pki, open_tls_stream
 from apns_legacy.wire import Command, encode_probe
 
 
-async def run_row(pki: object, count: int, rtt_ms: float, tls13: bool, resume: bool) -> dict:
+async def run_row(
+    pki: TestPKI, count: int, rtt_ms: float, tls13: bool, resume: bool
+) -> dict[str, Any]:
     faults = [Fault.latency(rtt_ms / 2000, times=None)] if rtt_ms else []
     times: list[float] = []
     resumed = 0
