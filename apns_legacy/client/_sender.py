@@ -110,7 +110,10 @@ class _Spare:
                 # unused for a while is closed by us, before a middlebox forgets it.
                 self.died = not aged.cancelled_caught
                 self._stream = None
-                await trio.aclose_forcefully(stream)
+                if self.died:
+                    await trio.aclose_forcefully(stream)
+                else:
+                    await _close_gently(stream)
         finally:
             self._ready.set()
             self._watched.set()
@@ -130,9 +133,23 @@ class _Spare:
     async def discard(self) -> None:
         self._abandoned = True
         self._watch.cancel()
+        if self._ready.is_set():
+            await self._watched.wait()  # the watching read has let go of the stream
         stream, self._stream = self._stream, None
         if stream is not None:
-            await trio.aclose_forcefully(stream)
+            await _close_gently(stream)
+
+
+async def _close_gently(stream: trio.abc.Stream) -> None:
+    # A spare we no longer need ends with TLS close_notify, as any connection we close
+    # does (an abrupt close reads as an error on the gateway's side), within a second.
+    with trio.move_on_after(1.0) as scope:
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(stream)
 
 
 class _Spares:
