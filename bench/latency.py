@@ -87,6 +87,8 @@ async def run_row(
         "per_s": round(stats.accepted / seconds) if seconds else 0,
         "frames_per_notification": round(stats.written / n, 2),
         "reconnects": stats.reconnects,
+        "spares_used": stats.spares_used,
+        "tls_resumed": stats.tls_resumed,
         "missed": len(bad_hex - rejected) if not timed_out else None,
         "recorded_twice": sum(1 for c in counts.values() if c > 1),
         "nothing_lost": accepted <= set(counts),
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pki = make_test_pki()
     columns = ["n", "invalid", "rtt_ms", "connections", "spare", "seconds", "per_s",
-               "frames_per_notification", "reconnects", "missed", "recorded_twice",
+               "frames_per_notification", "reconnects", "spares_used", "tls_resumed",
+               "missed", "recorded_twice",
                "nothing_lost", "bound_s", "no_handshake_bound_s", "timed_out"]  # fmt: skip
     print("| " + " | ".join(columns) + " |")
     print("|---" * len(columns) + "|")

@@ -59,3 +59,20 @@ def test_latency_table_runs_one_row():
     assert row["nothing_lost"]
     assert not row["timed_out"]
     assert "nothing lost, no rejection missed" in done.stdout
+
+
+def test_resumption_bench_resumes_after_the_first_connection():
+    command = [
+        sys.executable, str(ROOT / "bench" / "resumption.py"), "--count", "3", "--rtts", "0",
+        "--tls", "1.2,1.3",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 0.0 ")]
+    # rtt, tls, resume, resumed: no cache resumes nothing; with one, all but the first.
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        ("1.2", "False", "0"),
+        ("1.2", "True", "2"),
+        ("1.3", "False", "0"),
+        ("1.3", "True", "2"),
+    ]

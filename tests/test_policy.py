@@ -156,3 +156,16 @@ def test_frequent_rejections_size_the_window_to_the_runs_between_them():
     for _ in range(20):
         p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False, rejected=True))
     assert p.window == 16
+
+
+def test_a_run_between_rejections_counts_the_clean_windows_in_between():
+    p = policy(window=200_000)
+    p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
+                   rejected=True, accepted=199))  # fmt: skip
+    assert p.window == 400
+    # A window confirmed clean, then the next rejection 9 notifications later: the run
+    # is 191 + 9 + 1 = 201, not 10.
+    p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False, accepted=191))
+    p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
+                   rejected=True, accepted=9))  # fmt: skip
+    assert p.window == 401  # twice 0.7 x 200 + 0.3 x 201

@@ -122,7 +122,9 @@ async def run_with(gateway, config, body):
     return outcomes, s.stats
 
 
-CONFIG = SenderConfig(backoff_initial=0.01)
+# These scripts answer an exact sequence of connections; spare connections (on by
+# default) have their own tests, here and in test_sender_latency.py.
+CONFIG = SenderConfig(backoff_initial=0.01, spare_connection=False)
 
 
 async def test_first_frame_matches_protocol_layout(autojump_clock):
@@ -428,7 +430,9 @@ async def test_idle_connection_closes_and_reopens_on_demand(autojump_clock):
     # Only command 0 keeps a connection open once its window is settled (with
     # commands 1 and 2 the probe's answer ends it), so idling is tested there.
     gateway = ScriptedGateway()
-    config = SenderConfig(command=Command.SIMPLE, idle_timeout=60.0, settle_after=1.0)
+    config = SenderConfig(
+        command=Command.SIMPLE, idle_timeout=60.0, settle_after=1.0, spare_connection=False
+    )
     size = len(encode_batch(Command.SIMPLE, 1, [note(1)]))
 
     async def body(sender):
@@ -477,7 +481,7 @@ async def test_probe_answered_late_still_settles_and_the_connection_waits(autoju
 async def test_unanswered_probe_is_never_acceptance(autojump_clock):
     # A server that takes anything, even a zero-length token, never answers the probe.
     gateway = ScriptedGateway()
-    config = SenderConfig(probe_timeout=30.0)
+    config = SenderConfig(probe_timeout=30.0, spare_connection=False)
 
     async def body(sender):
         await sender.submit(note(1), tag=1)
@@ -662,7 +666,7 @@ async def test_write_failure_without_error_response_resends_as_possible_duplicat
     autojump_clock,
 ):
     gateway = OneWayGateway()
-    config = SenderConfig(error_wait=2.0)
+    config = SenderConfig(error_wait=2.0, spare_connection=False)
     outcomes = []
     async with open_sender(
         connect=gateway.connect, config=config, on_outcome=outcomes.append
@@ -893,3 +897,59 @@ async def test_spare_connection_takes_the_replay_without_a_new_handshake(autojum
         (4, OutcomeKind.ACCEPTED),
     ]
     assert stats.connections_opened == 2  # the unused third spare is not counted
+
+
+async def test_a_spare_the_gateway_closes_is_never_used_and_spares_stop(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(spare_connection=True, backoff_initial=0.01)
+
+    async def body(sender):
+        for n in range(5):
+            await sender.submit(note(n), tag=n)
+        first = await gateway.accept()
+        frames = await first.read_frames(5)
+        spare = await gateway.accept()
+        await spare.close()  # a gateway that drops connections nobody writes on
+        await trio.testing.wait_all_tasks_blocked()  # the watching read has seen it
+        await first.reply("0808" + struct.pack("!I", ident(frames[2])).hex())
+        await first.close()
+        fresh = await gateway.accept()  # the replay goes to a new connection
+        again = await fresh.read_frames(2)
+        assert [f[1] for f in again] == [token(3).value, token(4).value]
+        await flush_confirmed(sender, fresh)
+        assert gateway.connections == 3  # no spare opened after the dead one
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert sorted((o.tag, o.kind) for o in outcomes) == [
+        (0, OutcomeKind.ACCEPTED),
+        (1, OutcomeKind.ACCEPTED),
+        (2, OutcomeKind.REJECTED),
+        (3, OutcomeKind.ACCEPTED),
+        (4, OutcomeKind.ACCEPTED),
+    ]
+    assert not any(o.possible_duplicate for o in outcomes)  # nothing was lost on it
+    assert stats.spares_used == 0
+
+
+async def test_an_unused_spare_is_closed_after_a_minute(autojump_clock):
+    gateway = ScriptedGateway()
+    config = SenderConfig(spare_connection=True, backoff_initial=0.01)
+
+    async def body(sender):
+        await sender.submit(note(1), tag=1)
+        first = await gateway.accept()
+        await first.read_frame()
+        spare = await gateway.accept()
+        await flush_confirmed(sender, first)
+        started = trio.current_time()
+        with trio.fail_after(120):
+            assert await spare.stream.receive_some() == b""  # we closed it
+        assert 60 <= trio.current_time() - started <= 61
+        await sender.submit(note(2), tag=2)  # later work: a fresh connection
+        fresh = await gateway.accept()
+        assert (await fresh.read_frame())[1] == token(2).value
+        await flush_confirmed(sender, fresh)
+
+    outcomes, stats = await run_with(gateway, config, body)
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED] * 2
+    assert stats.spares_used == 0

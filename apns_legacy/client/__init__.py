@@ -19,6 +19,7 @@ from ._h2sender import (
     Http2SenderConfig,
     open_http2_sender,
 )
+from ._keeper import StoreKeeper
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
@@ -55,6 +56,7 @@ __all__ = [
     "read_feedback_stream",
     "FeedbackError",
     "TokenStore",
+    "StoreKeeper",
     "Device",
     "FeedbackResult",
     "StoreCounts",

@@ -63,9 +63,12 @@ async def open_sender(
     if connect is None:
         if context is None:
             raise TypeError("open_sender needs a TLS context (or a connect function)")
-        from ..tls import open_tls_stream
+        from ..tls import TLSSessionCache, open_tls_stream
 
         tls_context = context
+        # Every connection after the first offers the session of an earlier one, so
+        # reconnects (after each rejection, and spares) skip the certificate exchange.
+        sessions = TLSSessionCache() if config.resume_tls_sessions else None
 
         async def connect() -> trio.abc.Stream:
             return await open_tls_stream(
@@ -74,6 +77,7 @@ async def open_sender(
                 tls_context,
                 server_hostname=server_hostname,
                 handshake_timeout=config.connect_timeout,
+                sessions=sessions,
             )
 
     # The caller's own exception (or Ctrl-C, or a cancellation) is re-raised as it is,

@@ -159,6 +159,10 @@ class SenderStats:
     stalled_writes: int = 0
     #: Error responses naming an identifier the sender did not have in flight.
     unknown_identifiers: int = 0
+    #: Connections that started on a spare opened ahead of need (no handshake waited for).
+    spares_used: int = 0
+    #: Connections whose TLS handshake resumed an earlier session.
+    tls_resumed: int = 0
 
     @property
     def settled(self) -> int:

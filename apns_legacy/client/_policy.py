@@ -33,7 +33,9 @@ The rules:
   trip of frames (and the socket buffers) past the bad one before the answer arrives.
   When rejections come often (stale device lists), the window is sized to about twice
   the recent run of accepted notifications between rejections (an average over the
-  last few), so the waste per rejection stays near one window instead of a round
+  last few; a run counts the clean windows confirmed since the previous rejection
+  too, so a window that fell short of the next rejection does not shrink the
+  estimate), so the waste per rejection stays near one window instead of a round
   trip's worth; clean windows double it back.
 * **Unproductive connections.** ``max_unproductive`` connections in a row that
   ended without settling anything (stalled writes, unanswered probes, drops) fail the
@@ -138,6 +140,8 @@ class ConnectionPolicy:
         self._ceiling = window_size
         # Recent run of accepted notifications before a rejection (moving average).
         self._run: float | None = None
+        # Accepted on connections ended without a rejection since the last one.
+        self._since_rejection = 0
         #: How long the next connection waits for more work before probing.
         self.confirm_after = confirm_after
         self._quick_closes = 0
@@ -158,10 +162,13 @@ class ConnectionPolicy:
             self.window = min(self._window_size, CAREFUL_WINDOW)
             self._ceiling = max(CAREFUL_WINDOW, min(self._ceiling, ended.written // 2))
         elif ended.rejected:
-            run = ended.accepted + 1
+            # The run since the previous rejection, across the clean windows between.
+            run = self._since_rejection + ended.accepted + 1
+            self._since_rejection = 0
             self._run = run if self._run is None else 0.7 * self._run + 0.3 * run
             self.window = max(_MIN_FITTED, min(self._window_size, round(2 * self._run)))
         elif ended.progress:
+            self._since_rejection += ended.accepted
             if self.window < self._ceiling:
                 self.window = min(self._ceiling, self.window * 2)
             else:

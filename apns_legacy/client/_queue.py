@@ -28,6 +28,8 @@ class JobQueue:
         self._maxsize = maxsize
         self._getters = trio.lowlevel.ParkingLot()
         self._putters = trio.lowlevel.ParkingLot()
+        # Connection slots deciding whether to open one more connection.
+        self._watchers = trio.lowlevel.ParkingLot()
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -43,16 +45,22 @@ class JobQueue:
         self._jobs.append(job)
         if self._getters:
             self._getters.unpark()
+        if self._watchers:
+            self._watchers.unpark_all()
 
     def put_many(self, jobs: list[Outcome]) -> None:
         self._jobs.extend(jobs)
         if self._getters:
             self._getters.unpark_all()
+        if self._watchers:
+            self._watchers.unpark_all()
 
     def put_front(self, jobs: Iterable[Outcome]) -> None:
         self._jobs.extendleft(reversed(list(jobs)))
         if self._getters:
             self._getters.unpark_all()
+        if self._watchers:
+            self._watchers.unpark_all()
 
     async def wait(self) -> None:
         """Return at once if there are jobs, else after the next put or :meth:`wake_all`."""
@@ -64,6 +72,20 @@ class JobQueue:
     def wake_all(self) -> None:
         """Wake every waiting writer (to notice a probe request or shutdown)."""
         self._getters.unpark_all()
+        self._watchers.unpark_all()
+
+    async def wait_for_more(self) -> None:
+        """Wait for the next put (even if jobs are queued now), or :meth:`nudge`.
+
+        For connection slots that chose not to connect while others were connecting:
+        they look again when more work arrives or a connect finishes, instead of
+        spinning on a queue that is not empty.
+        """
+        await self._watchers.park()
+
+    def nudge(self) -> None:
+        """Wake the tasks in :meth:`wait_for_more` (a connect finished)."""
+        self._watchers.unpark_all()
 
     def take(self, max_count: int, max_bytes: int) -> list[Outcome]:
         """Up to ``max_count`` jobs, about ``max_bytes`` of frames (at least one job)."""

@@ -20,7 +20,9 @@ other environment), or connection after connection that settles nothing.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import islice
@@ -55,34 +57,73 @@ _WORK_PER_NEW_CONNECTION = 512
 # A spare connection older than this is closed rather than used (gateways and
 # middleboxes drop idle connections; a dead spare would cost a lost window).
 _SPARE_MAX_AGE = 60.0
+# Most spare connections per slot (besides the one in use).
+_MAX_SPARES = 3
+# A spare's pending read (it returns only when the gateway closes or misbehaves).
+_RECEIVE_SIZE = 65_536
 
 
 class _Spare:
-    """A connection opened ahead of need (``SenderConfig.spare_connection``)."""
+    """A connection opened ahead of need (``SenderConfig.spare_connection``).
+
+    Once its handshake is done it waits with a read pending, so a spare the gateway
+    (or a middlebox) closes while it waits is noticed and thrown away, never handed a
+    window whose fate would then be unknown. Taking it cancels that read (a
+    cancelled read loses nothing) and hands the stream over.
+    """
 
     def __init__(self) -> None:
-        self._done = trio.Event()
+        self._ready = trio.Event()
+        self._watched = trio.Event()
         self._stream: trio.abc.Stream | None = None
+        self._watch = trio.CancelScope()
         self._abandoned = False
         self.opened_at = 0.0
+        #: Seconds the connect and handshake took (None: failed or not finished).
+        self.connect_seconds: float | None = None
+        #: The gateway closed it while it waited.
+        self.died = False
 
-    async def open(self, connect: Connector, connect_timeout: float) -> None:
+    async def run(self, connect: Connector, connect_timeout: float) -> None:
+        started = trio.current_time()
         try:
-            with trio.fail_after(connect_timeout):
-                stream = await connect()
-        except (OSError, trio.BrokenResourceError, trio.TooSlowError):
-            return  # the slot connects the ordinary way, with its retry rules
+            try:
+                with trio.fail_after(connect_timeout):
+                    stream = await connect()
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError):
+                return  # the slot connects the ordinary way, with its retry rules
+            if self._abandoned:
+                await trio.aclose_forcefully(stream)
+                return
+            self._stream = stream
+            self.opened_at = trio.current_time()
+            self.connect_seconds = self.opened_at - started
+            self._ready.set()
+            with self._watch:
+                with trio.move_on_after(_SPARE_MAX_AGE) as aged:
+                    try:
+                        await stream.receive_some(_RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                # Anything at all from the gateway before we wrote (a close, a reset,
+                # bytes) means this connection is not fit to carry a window. One
+                # unused for a while is closed by us, before a middlebox forgets it.
+                self.died = not aged.cancelled_caught
+                self._stream = None
+                if self.died:
+                    await trio.aclose_forcefully(stream)
+                else:
+                    await _close_gently(stream)
         finally:
-            self._done.set()
-        if self._abandoned:
-            await trio.aclose_forcefully(stream)
-            return
-        self._stream = stream
-        self.opened_at = trio.current_time()
+            self._ready.set()
+            self._watched.set()
 
     async def take(self) -> trio.abc.Stream | None:
-        """The spare's stream, once its connect has finished; None if it failed or is stale."""
-        await self._done.wait()
+        """The spare's stream, once its connect has finished; None if it failed, died
+        or is stale."""
+        await self._ready.wait()
+        self._watch.cancel()
+        await self._watched.wait()
         stream, self._stream = self._stream, None
         if stream is not None and trio.current_time() - self.opened_at > _SPARE_MAX_AGE:
             await trio.aclose_forcefully(stream)
@@ -91,9 +132,88 @@ class _Spare:
 
     async def discard(self) -> None:
         self._abandoned = True
+        self._watch.cancel()
+        if self._ready.is_set():
+            await self._watched.wait()  # the watching read has let go of the stream
         stream, self._stream = self._stream, None
         if stream is not None:
-            await trio.aclose_forcefully(stream)
+            await _close_gently(stream)
+
+
+async def _close_gently(stream: trio.abc.Stream) -> None:
+    # A spare we no longer need ends with TLS close_notify, as any connection we close
+    # does (an abrupt close reads as an error on the gateway's side), within a second.
+    with trio.move_on_after(1.0) as scope:
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(stream)
+
+
+class _Spares:
+    """One slot's spare connections: opened in parallel, taken oldest first.
+
+    How many are kept follows the traffic: enough that the next one has finished
+    its handshake by the time the current connection ends, that is the handshake's
+    time over a connection's life (at 20 ms round trip and 0.5% invalid tokens a
+    connection lives one round trip, a resumed handshake takes two), at least one
+    and at most ``_MAX_SPARES``. A spare that the gateway closes while it waits
+    turns spares off for the slot (a gateway that drops idle connections, or
+    counts them, would otherwise see a stream of them).
+    """
+
+    def __init__(self, connect: Connector, connect_timeout: float) -> None:
+        self._connect = connect
+        self._timeout = connect_timeout
+        self._pending: collections.deque[_Spare] = collections.deque()
+        self._handshake: float | None = None
+        self._life: float | None = None
+        self.enabled = True
+
+    @property
+    def wanted(self) -> int:
+        if not self.enabled:
+            return 0
+        if self._handshake is None or self._life is None:
+            return 1
+        need = math.ceil(self._handshake / max(self._life, 1e-3))
+        return max(1, min(_MAX_SPARES, need))
+
+    def replenish(self, nursery: trio.Nursery) -> None:
+        """Start opening spares until the slot has as many as it wants, in parallel."""
+        while len(self._pending) < self.wanted:
+            spare = _Spare()
+            self._pending.append(spare)
+            nursery.start_soon(spare.run, self._connect, self._timeout)
+
+    async def take(self) -> tuple[trio.abc.Stream | None, bool]:
+        """A spare's stream (None if none is usable) and whether one was used."""
+        while self._pending:
+            spare = self._pending.popleft()
+            stream = await spare.take()
+            if spare.connect_seconds is not None:
+                self._handshake = _average(self._handshake, spare.connect_seconds)
+            if spare.died:
+                logger.info("a spare connection was closed by the gateway while it waited; "
+                            "no more spares on this slot")  # fmt: skip
+                self.enabled = False
+                await self.discard()
+            if stream is not None:
+                return stream, True
+        return None, False
+
+    def connection_ended(self, duration: float) -> None:
+        self._life = _average(self._life, duration)
+
+    async def discard(self) -> None:
+        while self._pending:
+            await self._pending.popleft().discard()
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else 0.7 * old + 0.3 * new
 
 
 class Sender:
@@ -381,15 +501,15 @@ class Sender:
     # -- connection slots --------------------------------------------------------------
 
     async def _run_slot(self, slot: int) -> None:
-        spare: list[_Spare] = []  # at most one; a list so the cleanup sees the latest
+        spares = _Spares(self._connect, self.config.connect_timeout)
+        spares.enabled = self.config.spare_connection
         try:
-            await self._slot_loop(slot, spare)
+            await self._slot_loop(slot, spares)
         finally:
             with trio.CancelScope(shield=True):
-                for each in spare:
-                    await each.discard()
+                await spares.discard()
 
-    async def _slot_loop(self, slot: int, spare: list[_Spare]) -> None:
+    async def _slot_loop(self, slot: int, spares: _Spares) -> None:
         config = self.config
         failures = 0
         opened = 0
@@ -399,12 +519,17 @@ class Sender:
             # Open connections as the work needs them: not one more while those being
             # opened can take everything that is queued (one notification and 50
             # slots must not make 50 connections).
-            if not queued or queued <= self._connecting * _WORK_PER_NEW_CONNECTION:
+            if not queued:
+                continue
+            if queued <= self._connecting * _WORK_PER_NEW_CONNECTION:
+                # Not now: look again when more work comes or a connect finishes
+                # (waiting on the queue itself would spin while it is not empty).
+                await self._queue.wait_for_more()
                 continue
             if self._ledger.fatal is not None:
                 self._ledger.fail_queued(self._ledger.fatal)
                 continue
-            stream = await spare.pop().take() if spare else None
+            stream, from_spare = await spares.take()
             self._connecting += 1
             try:
                 if stream is None:
@@ -439,11 +564,16 @@ class Sender:
                 continue
             finally:
                 self._connecting -= 1
+                self._queue.nudge()
             failures = 0
             opened += 1
             self.stats.connections_opened += 1
             if opened > 1:
                 self.stats.reconnects += 1
+            if from_spare:
+                self.stats.spares_used += 1
+            if getattr(stream, "session_reused", False) is True:  # a TLSStream that resumed
+                self.stats.tls_resumed += 1
             connection = Connection(
                 stream,
                 number=self.stats.connections_opened,
@@ -454,18 +584,17 @@ class Sender:
                 confirm_after=self._policy.confirm_after,
             )
             self._connections[slot] = connection
-            if config.spare_connection and self._nursery is not None:
-                ahead = _Spare()
-                spare.append(ahead)
-                self._nursery.start_soon(ahead.open, self._connect, config.connect_timeout)
+            if self._nursery is not None:
+                # Replace the spare just taken (and open more, in parallel, when
+                # connections end faster than a handshake), while this one works.
+                spares.replenish(self._nursery)
             try:
                 ended = await connection.run()
             finally:
                 self._connections[slot] = None
+            spares.connection_ended(ended.duration)
             if ended.kind is EndKind.IDLE:
-                for each in spare:
-                    await each.discard()
-                spare.clear()
+                await spares.discard()
             verdict = self._policy.on_end(ended)
             if verdict is not None:
                 self._give_up(verdict)

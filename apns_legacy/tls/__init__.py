@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from ._connect import open_tls_stream
+from ._connect import TLSSessionCache, open_tls_stream
 from ._context import client_context, read_pem_certificates, server_context
 from ._credentials import Credentials, PrivateKey, check_validity
 from ._environment import (
@@ -60,6 +60,7 @@ __all__ = [
     "TLSStream",
     "TLSHandshakeError",
     "open_tls_stream",
+    "TLSSessionCache",
     "RECEIVE_SIZE",
     # inspection
     "CertificateInfo",

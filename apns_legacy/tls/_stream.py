@@ -68,6 +68,16 @@ Closing: ``aclose`` sends close_notify and does not wait for the peer's reply
 (allowed by the TLS RFCs; waiting could block forever on a peer that never
 reads). Half-close (``send_eof``) is not offered: TLS 1.2 has no half-close.
 
+Session resumption (client side): a ``session`` from an earlier connection to the same
+server, made with the same context, is offered in the ClientHello; a server that still
+knows it (session cache or ticket) skips the certificate exchange and, in TLS 1.2, one
+round trip. ``on_session`` receives the session to offer next time: right after the
+handshake in TLS 1.2, and in TLS 1.3 when a NewSessionTicket has been read (servers send
+tickets after the handshake, so that is on the first read that processes one).
+pyOpenSSL has no ``SSL_session_reused``; :attr:`TLSStream.session_reused` is read from the
+handshake's states (a full handshake reads the server's certificate, a resumed one does
+not), through the public info callback.
+
 Host names: pyOpenSSL does not check them. A client stream sends SNI (not for IP
 addresses) and, after the handshake, checks the server certificate's subject
 alternative names: DNS names (one leading ``*.`` wildcard label) for a host
@@ -108,6 +118,11 @@ _SEND_CHUNK: Final = 262144
 _OUT_READ_SIZE: Final = _SEND_CHUNK + 8192
 # How long aclose() tries to deliver close_notify, and a failing handshake its alert.
 _GOODBYE_TIMEOUT: Final = 2.0
+# OpenSSL's SSL_CB_CONNECT_LOOP (a client state change), for the info callback.
+_CB_CONNECT_LOOP: Final = 0x1001
+# The client states (SSL_state_string_long) that tell a full handshake and a new ticket.
+_READ_SERVER_CERTIFICATE: Final = b"SSLv3/TLS read server certificate"
+_READ_SESSION_TICKET: Final = b"SSLv3/TLS read server session ticket"
 
 T = TypeVar("T")
 
@@ -181,6 +196,12 @@ class TLSStream(trio.abc.Stream):
         server_side: True for the server end.
         server_hostname: client side: sent as SNI (unless an IP address) and
             checked against the server certificate. None skips both.
+        session: client side: a session from an earlier connection to the same
+            server with the same context, offered for resumption (the server may
+            decline; then the handshake is a full one).
+        on_session: client side: called with a resumable session once the
+            connection has one (after the handshake in TLS 1.2; after the first
+            NewSessionTicket read in TLS 1.3), to offer on a later connection.
     """
 
     def __init__(
@@ -190,6 +211,8 @@ class TLSStream(trio.abc.Stream):
         *,
         server_side: bool,
         server_hostname: str | None = None,
+        session: SSL.Session | None = None,
+        on_session: Callable[[SSL.Session], None] | None = None,
     ) -> None:
         self.transport_stream: trio.abc.Stream = transport_stream
         self._server_side = server_side
@@ -203,6 +226,14 @@ class TLSStream(trio.abc.Stream):
             self._connection.set_connect_state()
             if server_hostname and ip_address(server_hostname) is None:
                 self._connection.set_tlsext_host_name(idna(server_hostname).encode("ascii"))
+        self._offered_session = session is not None and not server_side
+        self._full_handshake = False
+        self._new_ticket = False
+        self._on_session = None if server_side else on_session
+        if self._offered_session or self._on_session is not None:
+            self._connection.set_info_callback(self._on_state)
+            if session is not None and not server_side:
+                self._connection.set_session(session)
         self._state = _State.OK
         self._broken_reason = "the TLS stream is broken"
         # Set when only our sending side broke (a failed or cancelled transport
@@ -242,6 +273,32 @@ class TLSStream(trio.abc.Stream):
         if not self._handshake_finished.is_set():
             return None
         return self._connection.get_alpn_proto_negotiated() or None
+
+    @property
+    def session_reused(self) -> bool:
+        """True once a handshake has completed by resuming the offered session."""
+        return (
+            self._handshake_finished.is_set()
+            and self._state is not _State.BROKEN
+            and self._offered_session
+            and not self._full_handshake
+        )
+
+    def _on_state(self, connection: SSL.Connection, where: int, ret: int) -> None:
+        # OpenSSL's info callback, client side only; runs inside OpenSSL calls.
+        if where & _CB_CONNECT_LOOP == _CB_CONNECT_LOOP:
+            state = connection.get_state_string()
+            if state == _READ_SERVER_CERTIFICATE:
+                self._full_handshake = True
+            elif state == _READ_SESSION_TICKET:
+                self._new_ticket = True
+
+    def _deliver_session(self) -> None:
+        self._new_ticket = False
+        if self._on_session is not None:
+            session = self._connection.get_session()
+            if session is not None:
+                self._on_session(session)
 
     async def do_handshake(self) -> None:
         """Run the handshake now, or wait for the one in progress; no-op when done.
@@ -297,6 +354,8 @@ class TLSStream(trio.abc.Stream):
             await self._ensure_handshake()
             limit = max_bytes
             data = await self._retry(lambda: self._read(limit))
+            if self._new_ticket:  # TLS 1.3: a NewSessionTicket came with these records
+                self._deliver_session()
             if data is None:  # pragma: no cover - _read never returns None
                 raise AssertionError("no data from a finished read")
             return data
@@ -400,6 +459,12 @@ class TLSStream(trio.abc.Stream):
             problem = hostname_problem(certificate, self._server_hostname)
             if problem:
                 raise TLSHandshakeError(f"TLS handshake failed: {problem}")
+        if self._on_session is not None and (
+            self._connection.get_protocol_version_name() != "TLSv1.3" or self._new_ticket
+        ):
+            # TLS 1.2: the session is resumable once the handshake is done (by its id,
+            # or by the ticket read in the handshake). TLS 1.3: only with a ticket.
+            self._deliver_session()
 
     async def _retry(
         self,

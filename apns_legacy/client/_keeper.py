@@ -1,0 +1,124 @@
+"""StoreKeeper: what ``send --db`` does, for programs that send through the library.
+
+Two halves around one :class:`TokenStore`:
+
+* before sending, :meth:`StoreKeeper.split` sorts notifications into those to send and
+  those whose token the store has deactivated (status 8 from an earlier send, or the
+  feedback service) and that have not registered again since: one query per 500 tokens;
+* while sending, :meth:`StoreKeeper.on_outcome` (pass it to ``open_sender``) notes every
+  status-8 rejection and deactivates those tokens with the reason ``"invalid-token"``,
+  in one transaction per batch: when ``batch`` are waiting, at the first rejection a
+  second or more after the last write, and on :meth:`save` (leaving the ``with`` block).
+
+So a job that sends every day stops paying for the same dead tokens every day.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Final
+
+from ..wire import DeviceToken, Notification, Status
+from ._ledger import OutcomeCallback
+from ._outcomes import Outcome
+from ._store import Device, TokenStore
+
+#: The reason recorded for a status-8 rejection (what ``tokens deactivate
+#: --from-report`` and ``send --db`` record).
+INVALID_TOKEN_REASON: Final = "invalid-token"
+
+
+class StoreKeeper:
+    """Skips tokens a :class:`TokenStore` has deactivated; records new status-8 rejections.
+
+    Args:
+        store: an open token store (the keeper does not close it).
+        on_outcome: your own outcome callback; the keeper calls it for every outcome
+            after noting a rejection.
+        batch: rejections waiting before they are written at once.
+        every: seconds after which the next rejection writes what is waiting.
+
+    Example::
+
+        with TokenStore("devices.db") as store, StoreKeeper(store) as keeper:
+            send, dead = keeper.split(notifications)
+            async with open_sender(ctx, on_outcome=keeper.on_outcome) as sender:
+                await sender.submit_many(send)
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        *,
+        on_outcome: OutcomeCallback | None = None,
+        batch: int = 1000,
+        every: float = 1.0,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
+        self.store = store
+        self._forward = on_outcome
+        self._batch = batch
+        self._every = every
+        self._waiting: list[DeviceToken] = []
+        self._last_write = time.monotonic()
+        #: Notifications :meth:`split` kept back (their token is deactivated).
+        self.skipped = 0
+        #: Status-8 rejections seen, and how many devices they deactivated in the store.
+        self.rejected = 0
+        self.deactivated = 0
+
+    def split(
+        self, notifications: Iterable[Notification]
+    ) -> tuple[list[Notification], list[tuple[Notification, Device]]]:
+        """``(to_send, skipped)``: skipped pairs each notification with the store's
+        record of its device (``deactivated_reason``, ``deactivated_at``). Order kept."""
+        items = list(notifications)
+        dead = self.store.inactive_among(n.token for n in items)
+        if not dead:
+            return items, []
+        send: list[Notification] = []
+        skipped: list[tuple[Notification, Device]] = []
+        for notification in items:
+            device = dead.get(notification.token)
+            if device is None:
+                send.append(notification)
+            else:
+                skipped.append((notification, device))
+        self.skipped += len(skipped)
+        return send, skipped
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """The sender's outcome callback: notes status 8, then calls yours."""
+        if outcome.status == Status.INVALID_TOKEN:
+            self.rejected += 1
+            self._waiting.append(outcome.notification.token)
+            if (
+                len(self._waiting) >= self._batch
+                or time.monotonic() - self._last_write >= self._every
+            ):
+                self.save()
+        if self._forward is not None:
+            self._forward(outcome)
+
+    def save(self) -> int:
+        """Deactivate the rejected tokens noted so far, in one transaction; how many
+        devices changed (unknown and already inactive tokens change nothing)."""
+        self._last_write = time.monotonic()
+        if not self._waiting:
+            return 0
+        waiting, self._waiting = self._waiting, []
+        try:
+            changed = self.store.deactivate(waiting, reason=INVALID_TOKEN_REASON)
+        except BaseException:
+            self._waiting = waiting + self._waiting  # kept for the next try
+            raise
+        self.deactivated += changed
+        return changed
+
+    def __enter__(self) -> StoreKeeper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.save()
