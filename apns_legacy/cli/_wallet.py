@@ -46,6 +46,7 @@ from ..wallet import (
     PassSource,
     PassStore,
     WalletConfig,
+    WebTLS,
     build_pkpass,
     changed_passes,
     load_wwdr,
@@ -228,14 +229,16 @@ def _host_port(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _serve(config: WalletConfig, store: PassStore, duration: float | None) -> None:
+async def _serve(
+    config: WalletConfig, store: PassStore, duration: float | None, tls: WebTLS | None
+) -> None:
     try:
         from ..wallet import open_wallet_server
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_wallet_server(
-            store, host=config.host, port=config.port, base_path=config.base_path
+            store, host=config.host, port=config.port, base_path=config.base_path, tls=tls
         ) as server:
             ready = {
                 "url": server.url,
@@ -255,9 +258,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise UsageError(f"--for must be more than 0, not {args.duration}")
     config = _load_config(args)
+    try:
+        tls = config.web_tls()
+    except ConfigError as exc:
+        raise UsageError(f"--config: {exc}") from None
     with _open_store(config, create=True) as store:
         try:
-            trio.run(_serve, config, store, args.duration)
+            trio.run(_serve, config, store, args.duration, tls)
         except OSError as exc:
             # Port in use, unknown address: one line, not a traceback.
             raise UsageError(

@@ -35,6 +35,7 @@ from ._store import (
     StoredPass,
     UpdatedSerials,
 )
+from ._tls import WebTLS
 from ._update import (
     DEFAULT_PUSH_EXPIRY,
     BinaryGateway,
@@ -118,6 +119,7 @@ __all__ = [
     "parse_listen",
     "ROUTES",
     # web service
+    "WebTLS",
     "WalletService",
     "WalletServer",
     "open_wallet_server",

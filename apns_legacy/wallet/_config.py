@@ -11,6 +11,8 @@ Example (every relative path is relative to the file's own folder)::
     wwdr = "AppleWWDRCAG4.cer"      # Apple's WWDR intermediate (PEM or DER)
     listen = "127.0.0.1:8080"       # default 127.0.0.1:0 (a free port)
     base_path = ""                  # the path part of webServiceURL, if any
+    # tls_cert = "web.pem"          # serve HTTPS (PEM chain); with tls_key, and
+    # tls_key = "web-key.pem"       # tls_passphrase_env if that key is encrypted
 
     [push]
     route = "binary"                # "binary" (the default), "http2" or "bridge"
@@ -41,6 +43,7 @@ back to a default).
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +56,7 @@ from ..h2wire import ProviderKey
 from ..tls import Credentials, CredentialsError, WrongPassphraseError, certificate_topic
 from ..wire import LocalProtocolError
 from ._pkpass import PassError, PassSigner, load_wwdr
+from ._tls import WebTLS
 from ._update import DEFAULT_PUSH_EXPIRY, BinaryGateway, Http2Gateway
 
 #: Push routes the configuration accepts.
@@ -68,6 +72,9 @@ _TOP_KEYS: Final = frozenset(
         "wwdr",
         "listen",
         "base_path",
+        "tls_cert",
+        "tls_key",
+        "tls_passphrase_env",
         "push",
     }
 )
@@ -156,6 +163,10 @@ class WalletConfig:
     push_cert: Path | None = None
     push_key: Path | None = None
     push_passphrase_env: str | None = None
+    #: serve: HTTPS with this certificate chain and key (PEM files); None: plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_passphrase_env: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> WalletConfig:
@@ -256,6 +267,21 @@ class WalletConfig:
         passphrase_env = data.get("passphrase_env")
         if passphrase_env is not None:
             passphrase_env = _string(data, "passphrase_env", label)
+        if ("tls_cert" in data) != ("tls_key" in data):
+            given, missing = (
+                ("tls_cert", "tls_key")
+                if "tls_cert" in data
+                else (
+                    "tls_key",
+                    "tls_cert",
+                )
+            )
+            raise ConfigError(f"{label}: {given} is given without {missing} (HTTPS needs both)")
+        if "tls_passphrase_env" in data and "tls_key" not in data:
+            raise ConfigError(f"{label}: tls_passphrase_env is given without tls_key")
+        tls_passphrase_env = data.get("tls_passphrase_env")
+        if tls_passphrase_env is not None:
+            tls_passphrase_env = _string(data, "tls_passphrase_env", label)
         return cls(
             path=file,
             pass_type_id=_string(data, "pass_type_id", label),
@@ -283,7 +309,40 @@ class WalletConfig:
             push_cert=optional("cert", push, where),
             push_key=optional("key", push, where),
             push_passphrase_env=push_passphrase_env,
+            tls_cert=optional("tls_cert", data, label),
+            tls_key=optional("tls_key", data, label),
+            tls_passphrase_env=tls_passphrase_env,
         )
+
+    def web_tls(self, environ: Mapping[str, str] | None = None) -> WebTLS | None:
+        """The web service's HTTPS settings, checked by loading them once (None: HTTP).
+
+        The files are read where they are (Hypercorn loads them with the standard
+        library's ``ssl``); nothing is written, and an encrypted key stays encrypted on
+        disk, its passphrase taken from ``tls_passphrase_env``.
+
+        Raises:
+            ConfigError: the variable is not set, or the files are not a usable PEM
+                certificate chain and matching key.
+        """
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        passphrase = None
+        if self.tls_passphrase_env is not None:
+            value = (os.environ if environ is None else environ).get(self.tls_passphrase_env)
+            if value is None:
+                raise ConfigError(
+                    f"{self.path}: tls_passphrase_env: the environment variable "
+                    f"{self.tls_passphrase_env} is not set"
+                )
+            passphrase = value
+        tls = WebTLS(cert=self.tls_cert, key=self.tls_key, passphrase=passphrase)
+        try:
+            tls.context()
+        except (OSError, ssl.SSLError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"{self.path}: tls_cert/tls_key: cannot be used ({why})") from None
+        return tls
 
     def signer(self, environ: Mapping[str, str] | None = None) -> PassSigner:
         """Load the pass certificate and WWDR certificate, checked against ``pass_type_id``.

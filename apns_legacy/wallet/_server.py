@@ -20,6 +20,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from ._store import PassStore
+from ._tls import WebTLS
 from ._web import WalletService
 
 
@@ -30,13 +31,16 @@ class WalletServer:
     service: WalletService
     #: ``(host, port)`` it listens on (the real port when 0 was asked for).
     address: tuple[str, int]
+    #: HTTPS (True) or plain HTTP.
+    tls: bool = False
 
     @property
     def url(self) -> str:
         """The base URL to put in a pass's ``webServiceURL`` (without ``/v1``)."""
         host, port = self.address
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}{self.service.base_path}/"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{port}{self.service.base_path}/"
 
 
 def _bound_socket(host: str, port: int) -> int:
@@ -65,12 +69,13 @@ async def open_wallet_server(
     port: int = 0,
     base_path: str = "",
     graceful_timeout: float = 5.0,
+    tls: WebTLS | None = None,
 ) -> AsyncIterator[WalletServer]:
     """Serve the PassKit web service on ``host:port`` for the ``async with`` block.
 
-    Plain HTTP: Apple requires HTTPS in production, so put a TLS-terminating proxy in
-    front of it there (Wallet accepts HTTP only with the developer setting "Allow HTTP
-    Services").
+    HTTPS with ``tls``, else plain HTTP: Apple requires HTTPS in production (Wallet
+    accepts HTTP only with the developer setting "Allow HTTP Services"); ``tls`` or a
+    TLS-terminating proxy in front provides it.
 
     Args:
         store: the passes and registrations.
@@ -78,6 +83,7 @@ async def open_wallet_server(
         port: 0 picks a free port; read it from ``WalletServer.address``.
         base_path: the path part of the passes' ``webServiceURL``.
         graceful_timeout: seconds requests in progress get to finish on exit.
+        tls: the certificate chain and key to serve HTTPS with.
 
     Raises:
         OSError: the address cannot be bound (port in use, unknown host).
@@ -88,6 +94,10 @@ async def open_wallet_server(
     config.errorlog = logging.getLogger("apns_legacy.wallet.http")
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
+    if tls is not None:
+        config.certfile = str(tls.cert)
+        config.keyfile = str(tls.key)
+        config.keyfile_password = tls.passphrase
     service = WalletService(store, base_path=base_path)
     stop = trio.Event()
     try:
@@ -104,7 +114,7 @@ async def open_wallet_server(
             assert parts.hostname is not None
             assert parts.port is not None
             try:
-                yield WalletServer(service, (parts.hostname, parts.port))
+                yield WalletServer(service, (parts.hostname, parts.port), tls is not None)
             finally:
                 stop.set()
     except BaseExceptionGroup as group:
