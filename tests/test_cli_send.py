@@ -89,6 +89,22 @@ async def test_tokens_and_alert_are_sent_and_reported_on_stdout(pki, certs):
     assert "submitted" not in done.stderr  # no progress display: stderr is not a terminal
 
 
+async def test_no_spare_opens_one_connection_per_rejection_and_no_more(pki, certs):
+    tokens = [token(i) for i in range(1, 41)]
+    async with open_simulator(
+        pki=pki, invalid_tokens=[bytes.fromhex(tokens[9]), bytes.fromhex(tokens[29])]
+    ) as sim:
+        arguments = [f"--token={t}" for t in tokens]
+        done = await send(*pem_flags(certs, sim), *arguments, "--alert", "hi", "--no-spare")
+    assert done.returncode == 1, done.stderr  # two rejections
+    assert summary_line(done.stderr).startswith(
+        "sent 40: 38 accepted, 2 rejected (INVALID_TOKEN 2)"
+    )
+    # The first connection, and one after each rejection: no spare opened in advance
+    # (with spares, the default, this run opens a fourth).
+    assert sim.stats.gateway_connections == 3
+
+
 async def test_progress_display_on_a_terminal(pki, certs, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 101)))

@@ -388,6 +388,7 @@ CASES = [
     (["--http2", *TOKEN_AUTH, "--format", "frame"], "--format is for the binary protocol"),
     (["--http2", *TOKEN_AUTH, "--payload-limit", "100"], "--payload-limit is for the binary"),
     (["--http2", *TOKEN_AUTH, "--assume-accepted"], "--assume-accepted is for the binary"),
+    (["--http2", *TOKEN_AUTH, "--no-spare"], "--no-spare is for the binary"),
     (["--http2", *TOKEN_AUTH, "--settle", "1"], "--settle is for the binary protocol"),
     (["--http2", *TOKEN_AUTH, "--probe-timeout", "1"], "--probe-timeout is for the binary"),
     (["--http2", *TOKEN_AUTH, "--write-timeout", "1"], "--write-timeout is for the binary"),

@@ -146,6 +146,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="for servers that never answer probes: count a notification accepted once the "
         "server's TCP stack acknowledged it and --settle seconds passed without an error "
         "(an assumption: reported, and exit code 1)")  # fmt: skip
+    add("--no-spare", action="store_true", default=None,
+        help="no spare connections (by default each connection keeps one, handshake done, "
+        "so the replay after a rejection starts at once): for a gateway that counts or "
+        "limits connections")  # fmt: skip
     add("--settle", type=float, metavar="SECONDS",
         help="quiet period of --assume-accepted and --format simple (default 1)")  # fmt: skip
     add("--long-tokens", action="store_true", help="allow tokens of 32 to 100 bytes")
@@ -226,6 +230,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         max_connect_attempts=args.connect_attempts,
         write_timeout=args.write_timeout,
         assume_accepted=args.assume_accepted,
+        spare_connection=not args.no_spare,
     )
     return Plan(
         config=config,

@@ -44,6 +44,7 @@ BINARY_ONLY: Final = {
     "settle": ("--settle", 1.0),
     "payload_limit": ("--payload-limit", PAYLOAD_LIMIT),
     "assume_accepted": ("--assume-accepted", False),
+    "no_spare": ("--no-spare", False),
 }
 #: Flags of ``--http2`` only.
 HTTP2_ONLY: Final = {
