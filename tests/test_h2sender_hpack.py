@@ -1,4 +1,6 @@
-"""The HTTP/2 sender's memoizing HPACK encoder: every block decodes to what was encoded.
+"""The HTTP/2 sender's HPACK: the memoizing encoder and the answers' short-path decoder.
+
+Encoder: every block decodes to what was encoded.
 
 The encoder memoizes header encodings that depend on the dynamic table; the property
 below drives it through sequences of requests drawn from a small pool (so that headers
@@ -12,7 +14,7 @@ import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apns_legacy.client._h2sender import _RequestEncoder
+from apns_legacy.client._h2sender import _RequestEncoder, _ResponseDecoder
 
 NAMES = [
     b":authority",
@@ -68,3 +70,113 @@ def test_repeated_headers_cost_one_byte_and_secrets_stay_out_of_the_table():
     assert len(second) < len(first)
     assert [name for name, _ in encoder.header_table.dynamic_entries] == [b"apns-topic"]
     assert second[:1] == b"\x14"  # :path: never indexed, static name index 4
+
+
+# -- the decoder of answers ---------------------------------------------------------------
+
+ANSWER_NAMES = [b":status", b"apns-id", b"apns-unique-id", b"content-type", b"x-long" * 30]
+ANSWER_VALUES = [b"200", b"410", b"eabeae54-14a8-11e5-b60b-1697f925ec7b", b"", b"v" * 200]
+
+
+def _string(value: bytes, huffman: bool) -> bytes:
+    # RFC 7541 5.2: H bit, 7-bit prefix length (multi-byte past 126), the octets.
+    if huffman:
+        value = hpack.huffman.HuffmanEncoder(
+            hpack.huffman_constants.REQUEST_CODES, hpack.huffman_constants.REQUEST_CODES_LENGTH
+        ).encode(value)
+    length = len(value)
+    if length < 127:
+        prefix = bytes([(0x80 if huffman else 0) | length])
+    else:
+        rest, out = length - 127, bytearray([(0x80 if huffman else 0) | 127])
+        while rest >= 128:
+            out.append((rest & 0x7F) | 0x80)
+            rest >>= 7
+        out.append(rest)
+        prefix = bytes(out)
+    return prefix + value
+
+
+@st.composite
+def literal_without_indexing(draw):
+    # RFC 7541 6.2.2 (0000) and 6.2.3 (0001): never change the dynamic table.
+    kind = draw(st.sampled_from([0x00, 0x10]))
+    value = _string(draw(st.sampled_from(ANSWER_VALUES)), draw(st.booleans()))
+    name_index = draw(st.sampled_from([0, 8, 14, 31, 60]))  # 31, 60: multi-byte
+    if name_index == 0:
+        name = _string(draw(st.sampled_from(ANSWER_NAMES)), draw(st.booleans()))
+        return bytes([kind]) + name + value
+    if name_index < 15:
+        return bytes([kind | name_index]) + value
+    return bytes([kind | 15, name_index - 15]) + value
+
+
+answer_field = st.one_of(
+    literal_without_indexing(),
+    st.integers(1, 70).map(lambda i: bytes([0x80 | i])),  # indexed (62+: dynamic, or bad)
+    st.tuples(st.sampled_from(ANSWER_NAMES), st.sampled_from(ANSWER_VALUES)),  # by hpack
+    st.binary(max_size=6),  # anything at all
+)
+answer_step = st.tuples(
+    st.sampled_from([None, None, 0, 8, 64, 4096, 8192]),  # a table size update first
+    st.lists(answer_field, max_size=6),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(answer_step, min_size=1, max_size=30), st.sampled_from([200, 1000, 65536]))
+def test_the_answer_decoder_agrees_with_hpack(steps, list_limit):
+    """Block by block, the short path gives what hpack's decoder gives (headers, the
+    error, the dynamic table afterwards), whatever the block holds."""
+    encoder = hpack.Encoder()  # fields "by hpack" index themselves: dynamic entries
+    ours, theirs = _ResponseDecoder(), hpack.Decoder()
+    for decoder in (ours, theirs):
+        decoder.max_header_list_size = list_limit
+    for size, fields in steps:
+        block = b"".join(
+            encoder.encode([field]) if isinstance(field, tuple) else field for field in fields
+        )
+        if size is not None:
+            block = (bytes([0x20 | size]) if size < 31 else b"\x3f" + _int_rest(size)) + block
+        results = []
+        for decoder in (ours, theirs):
+            try:
+                results.append(("ok", [tuple(h) for h in decoder.decode(block, raw=True)]))
+            except hpack.HPACKError as exc:
+                results.append(("error", type(exc)))
+        assert results[0] == results[1]
+        assert ours.header_table.dynamic_entries == theirs.header_table.dynamic_entries
+        assert ours.header_table_size == theirs.header_table_size
+        if results[0][0] == "error":
+            return  # h2 ends the connection at a decoding error: the state is moot
+
+
+def _int_rest(value: int) -> bytes:
+    rest, out = value - 31, bytearray()
+    while rest >= 128:
+        out.append((rest & 0x7F) | 0x80)
+        rest >>= 7
+    out.append(rest)
+    return bytes(out)
+
+
+def test_an_apns_answer_takes_the_short_path():
+    """:status 200 from the static table and apns-id as a literal never indexed: no
+    entry appears, and the headers are the answer's."""
+    apns_id = b"eabeae54-14a8-11e5-b60b-1697f925ec7b"
+    block = b"\x88" + b"\x10" + _string(b"apns-id", True) + _string(apns_id, False)
+    decoder = _ResponseDecoder()
+    assert decoder._short(block) == [(b":status", b"200"), (b"apns-id", apns_id)]
+    assert decoder.decode(block, raw=True) == [(b":status", b"200"), (b"apns-id", apns_id)]
+    assert decoder.header_table.dynamic_entries == hpack.Decoder().header_table.dynamic_entries
+    assert decoder._short(b"\x40" + _string(b"a", False) + _string(b"b", False)) is None
+
+
+def test_table_size_updates_and_indexing_literals_leave_the_short_path():
+    """Blocks the short path must not read (they change the table) decode as hpack's."""
+    indexing = b"\x40" + _string(b"apns-id", False) + _string(b"x", False)
+    for block in [b"\x28\x01\x00", b"\x20\x88", b"\x3f\xe1\x1f\x88", indexing + b"\xbe"]:
+        ours, theirs = _ResponseDecoder(), hpack.Decoder()
+        assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
+        assert ours.header_table_size == theirs.header_table_size
+        assert ours.header_table.dynamic_entries == theirs.header_table.dynamic_entries

@@ -203,12 +203,14 @@ class RawServer:
     async def answer_all(self) -> None:
         """Answer 200 to whatever comes, one request at a time, until the client leaves."""
         while not self.eof:
+            # Taken before the flush: requests read while it runs set this one.
+            changed = self.changed
             ready = [k for k in self.open_streams() if self.requests[k].ended]
             for stream_id in ready:
                 self.answer_now(stream_id)
             if ready:
                 await self.flush()
-            await self.changed.wait()
+            await changed.wait()
 
 
 class Harness:
@@ -547,3 +549,62 @@ async def test_unanswered_ping_on_an_idle_connection_closes_it(key, autojump_clo
     assert 69 <= closed_after <= 71
     assert sender.stats.possible_duplicates == 0
     assert collections.Counter(s.eof for s in harness.servers)[True] >= 1
+
+
+class BreaksOnLargeWrite(trio.abc.Stream):
+    """A client stream whose first write over ``limit`` bytes fails, as a connection
+    that dies in the middle of a batch of requests."""
+
+    def __init__(self, inner: trio.abc.Stream, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.broken = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) > self.limit and not self.broken:
+            self.broken = True
+            raise trio.BrokenResourceError("connection died mid-batch")
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_connection_dying_mid_batch_returns_the_unwritten_rest_unreplayed(key):
+    """99 requests taken in one batch, written 64 at a time: the first write of 64 fails.
+    Those 64 are possible duplicates; the 35 never written go back as they were; each of
+    the 100 notifications gets exactly one outcome, on the next connection."""
+    async with trio.open_nursery() as nursery:
+        harness = Harness(nursery)
+        streams: list[BreaksOnLargeWrite] = []
+
+        async def connect() -> trio.abc.Stream:
+            stream = BreaksOnLargeWrite(await harness.connect(), limit=4000)
+            stream.broken = bool(streams)  # only the first connection breaks
+            streams.append(stream)
+            return stream
+
+        seen: collections.Counter[int] = collections.Counter()
+        with trio.fail_after(30):
+            async with open_http2_sender(
+                config(key), connect=connect, on_outcome=lambda o: seen.update([id(o)])
+            ) as sender:
+                outcomes = [await sender.submit(note(i)) for i in range(100)]
+                first = await harness.server(0)
+                (stream_id,) = await first.wait_ended(1)  # one stream until an answer
+                await first.answer(stream_id)
+                second = await harness.server(1)
+                nursery.start_soon(second.answer_all)
+        nursery.cancel_scope.cancel()
+    assert streams[0].broken
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED] * 100
+    assert sorted(seen.values()) == [1] * 100
+    assert sum(o.possible_duplicate for o in outcomes) == 64
+    assert sender.stats.possible_duplicates == 64
+    assert sorted(r.index for r in second.requests.values()) == list(range(1, 100))

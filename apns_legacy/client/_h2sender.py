@@ -60,6 +60,7 @@ import h2.events
 import h2.exceptions
 import hpack
 import trio
+from hpack.huffman_table import decode_huffman
 
 from ..h2wire import (
     AppSettings,
@@ -326,6 +327,9 @@ _INDEXED: Final = frozenset(
         b"apns-collapse-id",
     }
 )
+# Requests written between two flushes within a batch (each about 200 bytes on the
+# wire with a small payload: about 12 KiB, one TLS record).
+_FLUSH_EVERY: Final = 64
 # Header blocks memoized at most (headers other than :path and apns-id).
 _MEMO_LIMIT: Final = 4096
 
@@ -384,6 +388,75 @@ class _RequestEncoder(hpack.Encoder):
         return b"".join(block)
 
 
+class _ResponseDecoder(hpack.Decoder):
+    """hpack's decoder with a short path for what APNs answers carry.
+
+    An answer is a handful of headers (``:status``, ``apns-id``, ``apns-unique-id``)
+    as indexed fields and literals *not* added to the dynamic table (RFC 7541 6.1,
+    6.2.2, 6.2.3) with one-byte lengths. Such a block leaves the table unchanged, so it
+    is decoded here in one loop; a block with anything else (a literal that indexes, a
+    table size update, a multi-byte integer, an error of any kind) goes to hpack's
+    own decoder from its start, which is exact because this path changed nothing.
+    """
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        if raw and self.header_table_size <= self.max_allowed_table_size:
+            headers = self._short(data)
+            if headers is not None:
+                return headers
+        return super().decode(data, raw)
+
+    def _short(self, data: bytes) -> list[tuple[bytes, bytes]] | None:
+        get = self.header_table.get_by_index
+        limit = self.max_header_list_size
+        headers: list[tuple[bytes, bytes]] = []
+        size = 0
+        at = 0
+        end = len(data)
+        try:
+            while at < end:
+                first = data[at]
+                if first & 0x80:  # indexed field
+                    index = first & 0x7F
+                    if index == 0x7F:
+                        return None
+                    name, value = get(index)
+                    at += 1
+                else:
+                    if first & 0xE0:  # indexes, or a table size update
+                        return None
+                    index = first & 0x0F  # literal without indexing / never indexed
+                    at += 1
+                    if index == 0x0F:
+                        return None
+                    if index:
+                        name = get(index)[0]
+                    else:
+                        name, at = self._string(data, at)
+                    value, at = self._string(data, at)
+                size += 32 + len(name) + len(value)
+                if size > limit:
+                    return None
+                headers.append((name, value))
+        except (hpack.HPACKError, IndexError):
+            return None
+        return headers
+
+    @staticmethod
+    def _string(data: bytes, at: int) -> tuple[bytes, int]:
+        first = data[at]
+        length = first & 0x7F
+        if length == 0x7F:
+            raise IndexError("a multi-byte length: hpack's decoder reads it")
+        start = at + 1
+        end = start + length
+        if end > len(data):
+            raise IndexError("string past the end of the block")
+        if first & 0x80:
+            return decode_huffman(data[start:end]), end
+        return bytes(data[start:end]), end
+
+
 class _H2Connection(h2.connection.H2Connection):
     """h2's client connection, counting open streams in O(1) amortized.
 
@@ -407,6 +480,8 @@ class _H2Connection(h2.connection.H2Connection):
         self._apns_counter = counter
         self._apns_calls = 0
         self.encoder = _RequestEncoder()
+        self.decoder = _ResponseDecoder()
+        self.decoder.max_header_list_size = self.DEFAULT_MAX_HEADER_LIST_SIZE
 
     @property
     def open_outbound_streams(self) -> int:
@@ -468,7 +543,10 @@ class _Connection:
             ),
             self.in_flight.__len__,
         )
+        #: Answers with a body, until their stream ends: (headers, body so far).
         self.answers: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
+        #: Streams settled by an answer so far (the reader wakes the writer once a read).
+        self.settled = 0
         self.answered_once = sender._cache is None
         self.stopping = False
         #: Set when this connection takes no more streams (GOAWAY, token trouble, end).
@@ -596,27 +674,39 @@ class _Connection:
                 break
             jobs = self.ledger.queue.take(room, 1 << 20)
             token = self.sender._token()
-            for index, job in enumerate(jobs):
-                if not isinstance(job, Http2Outcome):  # pragma: no cover - only ours go in
-                    raise TypeError("the HTTP/2 sender's queue holds Http2Outcome only")
-                try:
-                    headers = templates.headers(job.notification, token)
-                except LocalProtocolError as exc:
-                    self.ledger.fail(job, str(exc))
-                    continue
-                if self.is_stopping() or len(self.in_flight) >= self.limit():
-                    # Closing, or the server lowered its stream limit while we were
-                    # writing this batch: the rest was never written, so it simply goes
-                    # back to the head of the queue (no replay, no duplicate risk).
-                    self.ledger.queue.put_front(jobs[index:])
-                    break
-                stream_id = self.conn.get_next_available_stream_id()
-                self.conn.send_headers(stream_id, headers)
-                job.sent_at = trio.current_time()
-                self.in_flight[stream_id] = job
-                self.answers[stream_id] = ([], bytearray())
-                self.ledger.stats.written += 1
-                await self.send_body(stream_id, job.notification.payload)
+            done = 0  # jobs of this batch written or failed
+            try:
+                for job in jobs:
+                    if not isinstance(job, Http2Outcome):  # pragma: no cover - only ours
+                        raise TypeError("the HTTP/2 sender's queue holds Http2Outcome only")
+                    try:
+                        headers = templates.headers(job.notification, token)
+                    except LocalProtocolError as exc:
+                        self.ledger.fail(job, str(exc))
+                        done += 1
+                        continue
+                    if self.is_stopping() or len(self.in_flight) >= self.limit():
+                        # Closing, or the server lowered its stream limit while we
+                        # were writing this batch: the rest goes back (below).
+                        break
+                    stream_id = self.conn.get_next_available_stream_id()
+                    self.conn.send_headers(stream_id, headers)
+                    job.sent_at = trio.current_time()
+                    self.in_flight[stream_id] = job
+                    self.ledger.stats.written += 1
+                    done += 1  # in flight: settled by its answer or the connection's loss
+                    await self.send_body(stream_id, job.notification.payload)
+                    if done % _FLUSH_EVERY == 0:
+                        # Out in pieces, so the server starts on them while the rest
+                        # of the batch is encoded (one write per batch made the two
+                        # ends take turns).
+                        await self.flush()
+            finally:
+                # Taken but never written (closing, a lowered limit, the connection
+                # failing during a flush): back to the head of the queue, no replay,
+                # no duplicate risk.
+                if done < len(jobs):
+                    self.ledger.queue.put_front(jobs[done:])
             await self.flush()
 
     async def send_body(self, stream_id: int, body: bytes) -> None:
@@ -658,8 +748,11 @@ class _Connection:
             except h2.exceptions.ProtocolError as exc:
                 logger.info("http2: protocol error from the server: %r", exc)
                 return
+            settled = self.settled
             for event in events:
                 self.on_event(event)
+            if self.settled != settled:
+                self.wake()  # once per read, not once per answer
             await self.flush()
             if self.stopping and not self.in_flight:
                 self.conn.close_connection()
@@ -668,18 +761,23 @@ class _Connection:
 
     def on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
-            if event.stream_id in self.answers:
-                self.answers[event.stream_id][0].extend(event.headers or ())
+            # An answer without a body (every 200) settles here, in one step; one
+            # with a body keeps its headers until StreamEnded.
+            stream_id = event.stream_id
             if event.stream_ended is not None:
-                self.settle(event.stream_id)
+                self.settle(stream_id, event.headers or [])
+            elif stream_id in self.in_flight:
+                self.answers[stream_id] = (list(event.headers or ()), bytearray())
+        elif isinstance(event, h2.events.StreamEnded):
+            if event.stream_id in self.in_flight:  # not yet settled by its headers
+                headers, body = self.answers.pop(event.stream_id, ([], bytearray()))
+                self.settle(event.stream_id, headers, bytes(body))
         elif isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None
-            if event.stream_id in self.answers:
-                self.answers[event.stream_id][1].extend(event.data or b"")
+            answer = self.answers.get(event.stream_id)
+            if answer is not None:
+                answer[1].extend(event.data or b"")
             self.conn.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            assert event.stream_id is not None
-            self.settle(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             job = self.in_flight.pop(event.stream_id or 0, None)
             self.answers.pop(event.stream_id or 0, None)
@@ -727,20 +825,19 @@ class _Connection:
             self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
         self.wake()
 
-    def settle(self, stream_id: int) -> None:
+    def settle(self, stream_id: Any, headers: Any, body: bytes = b"") -> None:
         job = self.in_flight.pop(stream_id, None)
-        headers, body = self.answers.pop(stream_id, ([], bytearray()))
         if job is None:
             return
+        self.settled += 1
         if stream_id in self.partial:
             # Answered before its body was all sent (an early error answer): our half
             # of the stream would stay open, counting against the server's limit.
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
         self.answered_once = True
-        self.wake()
         try:
-            response = parse_response(headers, bytes(body))
+            response = parse_response(headers, body)
         except RemoteProtocolError as exc:
             self.ledger.fail(job, f"unreadable answer: {exc}")
             return
