@@ -1,7 +1,8 @@
 """Write the seed corpus: a few valid (and a few typical bad) units per harness.
 
 Run from anywhere: /tmp/venv/bin/python fuzz/make_corpus.py
-Writes fuzz/corpus/{gateway,error_response,feedback,h2_response}/*.bin (overwriting same names).
+Writes fuzz/corpus/{gateway,error_response,feedback,h2_response,h2_answer}/*.bin
+(overwriting same names).
 """
 
 from __future__ import annotations
@@ -86,12 +87,38 @@ def h2_response_seeds() -> dict[str, bytes]:
     }
 
 
+def h2_answer_seeds() -> dict[str, bytes]:
+    # fuzz_h2_answer.py's input: HPACK header blocks separated by b"\xff\xfe".
+    import hpack
+
+    apns_id = b"eabeae54-14a8-11e5-b60b-1697f925ec7b"
+    plain, indexing = hpack.Encoder(), hpack.Encoder()
+    quiet = [
+        (b":status", b"200"),
+        hpack.NeverIndexedHeaderTuple(b"apns-id", apns_id),
+        hpack.NeverIndexedHeaderTuple(b"apns-unique-id", apns_id),
+    ]
+    rejected = [(b":status", b"400"), hpack.NeverIndexedHeaderTuple(b"apns-id", apns_id)]
+    literal = bytes([0x00, 7]) + b"apns-id" + bytes([len(apns_id)]) + apns_id  # no Huffman
+    return {
+        "ok_short_path": plain.encode(quiet, huffman=True),
+        "two_answers": plain.encode(quiet) + b"\xff\xfe" + plain.encode(rejected),
+        "indexing": indexing.encode([(b":status", b"200"), (b"apns-id", apns_id)])
+        + b"\xff\xfe"
+        + indexing.encode([(b":status", b"200"), (b"apns-id", apns_id)]),
+        "literal_name": bytes([0x88]) + literal,
+        "size_update": bytes([0x3F, 0xE1, 0x1F, 0x88]),
+        "bad_index": bytes([0xFF, 0x80, 0x80, 0x80, 0x80, 0x01]),
+    }
+
+
 def main() -> None:
     for name, seeds in [
         ("gateway", gateway_seeds()),
         ("error_response", error_response_seeds()),
         ("feedback", feedback_seeds()),
         ("h2_response", h2_response_seeds()),
+        ("h2_answer", h2_answer_seeds()),
     ]:
         folder = HERE / "corpus" / name
         folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ["gateway", "error_response", "feedback", "h2_response"]
+HARNESSES = ["gateway", "error_response", "feedback", "h2_response", "h2_answer"]
 RUNS = 5_000
 
 
