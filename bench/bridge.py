@@ -199,6 +199,10 @@ async def _trim(sim: Http2Simulator) -> None:
         sim.accepted.clear()
 
 
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -237,6 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             upstream=UpstreamConfig(host="localhost", port=sim.port, ca=sim.pki.ca_pem()),
         )
         direct_rate = await direct(sim, key, args.n)
+        rss_after_direct = peak_rss_mib()
         async with open_bridge(config) as bridge:
             # feedback-only: no frames for upstream rejections, so the client never replays.
             expect = set() if mode is BridgeMode.FEEDBACK_ONLY else bad
@@ -277,7 +282,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # unpaired runs: that is what once gave a negative figure).
         "added_p99_ms": ms(percentile(lat_bridge, 0.99) - percentile(lat_direct, 0.99)),
         "paired_added_p90_ms": ms(percentile(paired, 0.90)),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # Peak RSS after the direct phase (sender and simulator only), and at the end.
+        "peak_rss_after_direct_mib": rss_after_direct,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 

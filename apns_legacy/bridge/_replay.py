@@ -87,6 +87,8 @@ _CREDENTIAL_REASONS: Final = frozenset(
         Reason.EXPIRED_PROVIDER_TOKEN,
     )
 )
+
+
 class Mapped:
     """What one upstream outcome means downstream."""
 
