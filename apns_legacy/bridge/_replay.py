@@ -233,6 +233,24 @@ class ReplayLedger:
             self._count += 1
         self._purge()
 
+    def live(self) -> list[tuple[float, Entry]]:
+        """The entries not taken or expired, oldest first, with their deadlines."""
+        self._purge()
+        return [(deadline, entry) for deadline, entry in self._order if entry.ledgered]
+
+    def restore(self, key: Key, status: int | None, deadline: float) -> None:
+        """Remember an entry read back from the store (after a restart), resolved
+        already: ``status`` as it was, or, if no answer was known when it was written,
+        ``OK``: it went upstream, so a replay must not send it again (at most once).
+        Call in the order they were saved, before :meth:`add`."""
+        entry = Entry(key, None)
+        entry.status = OK if status is None else status
+        entry.ledgered = True
+        self._by_key.setdefault(key, collections.deque()).append(entry)
+        self._order.append((deadline, entry))
+        self._count += 1
+        self._purge()
+
     def take(self, key: Key, owner: Owner) -> Entry | None:
         """The oldest unconsumed entry with content ``key``, now owned by ``owner``."""
         if not self._count:
