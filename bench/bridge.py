@@ -26,6 +26,7 @@ import resource
 import statistics
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -239,6 +240,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             mode=mode,
             apps=[AppConfig(topic=TOPIC, provider_key=key)],
             upstream=UpstreamConfig(host="localhost", port=sim.port, ca=sim.pki.ca_pem()),
+            store=args.store,
         )
         direct_rate = await direct(sim, key, args.n)
         rss_after_direct = peak_rss_mib()
@@ -265,6 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "mode": mode.value,
         "clients": args.clients,
+        "store": None if args.store is None else str(args.store),
         "rejected_upstream": len(bad),
         "direct_per_second": round(direct_rate),
         "bridged_per_second": round(rate),
@@ -295,6 +298,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=[m.value for m in BridgeMode], default="exact")
     parser.add_argument("--reject", type=float, default=0.005, help="fraction invalid upstream")
     parser.add_argument("--latency-n", type=int, default=200)
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="SQLite file for feedback and the replay ledger (default: memory only)",
+    )
     args = parser.parse_args()
     print(json.dumps(trio.run(run, args)))
 
