@@ -285,6 +285,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # unpaired runs: that is what once gave a negative figure).
         "added_p99_ms": ms(percentile(lat_bridge, 0.99) - percentile(lat_direct, 0.99)),
         "paired_added_p90_ms": ms(percentile(paired, 0.90)),
+        "paired_added_p99_ms": ms(percentile(paired, 0.99)),
         # Peak RSS after the direct phase (sender and simulator only), and at the end.
         "peak_rss_after_direct_mib": rss_after_direct,
         "peak_rss_mib": peak_rss_mib(),
