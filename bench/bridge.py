@@ -9,9 +9,10 @@ bridge alone. Three measurements, each bounded by ``--n`` / ``--latency-n``:
   (``--mode``), forwarded to the simulator, with ``--reject`` of them (a fraction)
   invalid upstream in ``exact`` mode (the client replays after each status 8, as a
   legacy client does); done when the simulator has recorded every valid one;
-* latency: one notification at a time, from the write (or ``submit``) until the
-  simulator records it, direct and through the bridge: the median and p99 difference
-  is what the bridge adds.
+* latency: ``--latency-n`` pairs, one notification at a time direct and one through
+  the bridge, alternating, each from the write (or ``submit``) until the simulator
+  records it: the p50/p99 of each path, the median of the paired differences, and
+  the difference of the two p99s.
 
     .venv/bin/python bench/bridge.py --n 10000 --clients 1 --latency-n 300
 """
@@ -25,6 +26,7 @@ import resource
 import statistics
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -69,7 +71,9 @@ async def direct(sim: Http2Simulator, key: ProviderKey, n: int) -> float:
     )
     before = sim.stats.accepted
     start = time.perf_counter()
-    async with open_http2_sender(config) as sender:
+    # Outcomes go to a callback, as in the bridge: without one the sender keeps every
+    # outcome for outcomes() to read, and RSS would measure that buffer.
+    async with open_http2_sender(config, on_outcome=lambda outcome: None) as sender:
         for token in tokens(n, 1):
             await sender.submit(Notification(token=DeviceToken(token), payload=PAYLOAD))
     elapsed = time.perf_counter() - start
@@ -90,11 +94,20 @@ async def client(
         stream = await open_tls_stream(
             *address, context, server_hostname="localhost", handshake_timeout=120
         )
-        data = b"".join(frame(i, token) for i, token in enumerate(pending, 1))
-        # A final zero-length token: its status 2 proves everything before it resolved.
-        data += frame(len(pending) + 1, b"")
+
+        async def send(stream: trio.abc.Stream, pending: list[bytes]) -> None:
+            # Built and written 1,000 frames at a time (not all at once: RSS would
+            # grow with N for the client's buffer alone).
+            for first in range(0, len(pending), 1000):
+                chunk = pending[first : first + 1000]
+                await stream.send_all(
+                    b"".join(frame(i, token) for i, token in enumerate(chunk, first + 1))
+                )
+            # A final zero-length token: its status 2 proves everything before it resolved.
+            await stream.send_all(frame(len(pending) + 1, b""))
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.send_all, data)
+            nursery.start_soon(send, stream, pending)
             answer = b""
             while len(answer) < 6:
                 chunk = await stream.receive_some(6 - len(answer))
@@ -139,7 +152,13 @@ async def bridged(
     return n / elapsed, sum(errors)
 
 
-async def latency_direct(sim: Http2Simulator, key: ProviderKey, count: int) -> list[float]:
+async def latency(
+    sim: Http2Simulator, key: ProviderKey, pki: TestPKI, address: tuple[str, int], count: int
+) -> tuple[list[float], list[float]]:
+    """Paired samples: one notification direct, one through the bridge, alternating
+    which goes first, each timed from the write (or ``submit``) until the simulator
+    records it. Measuring both paths side by side (not in two phases minutes apart)
+    keeps the machine's load the same for both halves of each pair."""
     assert sim.pki is not None
     config = Http2SenderConfig(
         host="localhost",
@@ -148,37 +167,56 @@ async def latency_direct(sim: Http2Simulator, key: ProviderKey, count: int) -> l
         provider_key=key,
         settings=AppSettings(topic=TOPIC),
     )
-    samples: list[float] = []
+    context = client_context(pki.client, ca=pki.ca_pem())
+    stream = await open_tls_stream(*address, context, server_hostname="localhost")
+    direct_samples: list[float] = []
+    bridged_samples: list[float] = []
     async with open_http2_sender(config) as sender:
-        for token in tokens(count, 3):
+
+        async def one_direct(token: bytes) -> None:
             target = sim.stats.accepted + 1
             start = time.perf_counter()
             await sender.submit(Notification(token=DeviceToken(token), payload=PAYLOAD))
             await sim.wait_for_accepted(target)
-            samples.append(time.perf_counter() - start)
-    return samples
+            direct_samples.append(time.perf_counter() - start)
 
+        async def one_bridged(i: int, token: bytes) -> None:
+            target = sim.stats.accepted + 1
+            start = time.perf_counter()
+            await stream.send_all(frame(i, token))
+            await sim.wait_for_accepted(target)
+            bridged_samples.append(time.perf_counter() - start)
 
-async def latency_bridged(
-    sim: Http2Simulator, pki: TestPKI, address: tuple[str, int], count: int
-) -> list[float]:
-    context = client_context(pki.client, ca=pki.ca_pem())
-    stream = await open_tls_stream(*address, context, server_hostname="localhost")
-    samples: list[float] = []
-    for i, token in enumerate(tokens(count, 4), 1):
-        target = sim.stats.accepted + 1
-        start = time.perf_counter()
-        await stream.send_all(frame(i, token))
-        await sim.wait_for_accepted(target)
-        samples.append(time.perf_counter() - start)
+        # One warm-up of each (connections, token signing), not counted.
+        warm = tokens(2, 6)
+        await one_direct(warm[0])
+        await one_bridged(1, warm[1])
+        direct_samples.clear()
+        bridged_samples.clear()
+        pairs = zip(tokens(count, 3), tokens(count, 4), strict=True)
+        for i, (direct_token, bridged_token) in enumerate(pairs, 2):
+            if i % 2:
+                await one_direct(direct_token)
+                await one_bridged(i, bridged_token)
+            else:
+                await one_bridged(i, bridged_token)
+                await one_direct(direct_token)
     await stream.aclose()
-    return samples
+    return direct_samples, bridged_samples
 
 
 async def _trim(sim: Http2Simulator) -> None:
     while True:
         await trio.sleep(0.5)
         sim.accepted.clear()
+
+
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -213,8 +251,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             mode=mode,
             apps=[AppConfig(topic=TOPIC, provider_key=key)],
             upstream=UpstreamConfig(host="localhost", port=sim.port, ca=sim.pki.ca_pem()),
+            store=args.store,
         )
         direct_rate = await direct(sim, key, args.n)
+        rss_after_direct = peak_rss_mib()
         async with open_bridge(config) as bridge:
             # feedback-only: no frames for upstream rejections, so the client never replays.
             expect = set() if mode is BridgeMode.FEEDBACK_ONLY else bad
@@ -228,27 +268,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 all_tokens,
                 args.n - len(bad),
             )
-            lat_bridge = await latency_bridged(sim, pki, bridge.gateway_address, args.latency_n)
             matched = bridge.gateway.replay_matched
-        lat_direct = await latency_direct(sim, key, args.latency_n)
+            lat_direct, lat_bridge = await latency(
+                sim, key, pki, bridge.gateway_address, args.latency_n
+            )
         trimmer.cancel_scope.cancel()
-    median_added = statistics.median(lat_bridge) - statistics.median(lat_direct)
-    p99_added = percentile(lat_bridge, 0.99) - percentile(lat_direct, 0.99)
+    paired = [b - d for d, b in zip(lat_direct, lat_bridge, strict=True)]
     return {
         "n": args.n,
         "mode": mode.value,
         "clients": args.clients,
+        "store": None if args.store is None else str(args.store),
         "rejected_upstream": len(bad),
         "direct_per_second": round(direct_rate),
         "bridged_per_second": round(rate),
         "ratio": round(rate / direct_rate, 2),
         "error_frames": errors,
         "replays_matched": matched,
-        "latency_direct_median_ms": round(statistics.median(lat_direct) * 1000, 3),
-        "latency_bridged_median_ms": round(statistics.median(lat_bridge) * 1000, 3),
-        "added_median_ms": round(median_added * 1000, 3),
-        "added_p99_ms": round(p99_added * 1000, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "latency_samples": len(paired),
+        "latency_direct_median_ms": ms(statistics.median(lat_direct)),
+        "latency_direct_p99_ms": ms(percentile(lat_direct, 0.99)),
+        "latency_bridged_median_ms": ms(statistics.median(lat_bridge)),
+        "latency_bridged_p99_ms": ms(percentile(lat_bridge, 0.99)),
+        # Of the pairs: the bridge's cost per notification under the same load.
+        "added_median_ms": ms(statistics.median(paired)),
+        # p99 of each path, then the difference (never a difference of medians of
+        # unpaired runs: that is what once gave a negative figure).
+        "added_p99_ms": ms(percentile(lat_bridge, 0.99) - percentile(lat_direct, 0.99)),
+        "paired_added_p90_ms": ms(percentile(paired, 0.90)),
+        "paired_added_p99_ms": ms(percentile(paired, 0.99)),
+        # Peak RSS after the direct phase (sender and simulator only), and at the end.
+        "peak_rss_after_direct_mib": rss_after_direct,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -259,6 +310,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=[m.value for m in BridgeMode], default="exact")
     parser.add_argument("--reject", type=float, default=0.005, help="fraction invalid upstream")
     parser.add_argument("--latency-n", type=int, default=200)
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="SQLite file for feedback and the replay ledger (default: memory only)",
+    )
     args = parser.parse_args()
     print(json.dumps(trio.run(run, args)))
 

@@ -568,3 +568,44 @@ async def test_certificate_auth_upstream(pki, key):
                 await stream.aclose()
     (record,) = simulator.accepted
     assert (record.auth, record.topic) == ("certificate", TOPIC)
+
+
+async def test_the_replay_ledger_survives_a_restart_of_the_bridge(pki, key, tmp_path):
+    # As the replay test above, but the bridge restarts (same store file) between the
+    # client's status 8 and its replay: the second bridge reads the ledger back, so
+    # 6, 7, 9 and 10 are not sent to Apple again and 8's failure is still reported.
+    path = tmp_path / "bridge.db"
+    sim = sim_config(key, invalid_tokens=[token(5), token(8)])
+    with trio.fail_after(30):
+        async with open_http2_simulator(sim) as simulator:
+            config = bridge_config(pki, simulator, key)
+            store = FeedbackStore(path)
+            async with open_bridge(config, store=store) as bridge:
+                rig = Rig(bridge, simulator, pki, pki.client)
+                first = await exchange(rig, b"".join(frame(i, token(i)) for i in range(1, 11)))
+            store.close()
+            assert first == error_frame(8, 5)
+            assert len(simulator.accepted) == 8
+            store = FeedbackStore(path)
+            assert len(store.load_ledger(time.time())) == 5  # 6..10, forwarded after 5
+            async with open_bridge(config, store=store) as bridge:
+                rig = Rig(bridge, simulator, pki, pki.client)
+                second = await exchange(
+                    rig, b"".join(frame(100 + n, token(i)) for n, i in enumerate(range(6, 11), 1))
+                )
+                stream = await rig.connect()
+                await stream.send_all(
+                    frame(201, token(9)) + frame(202, token(10)) + frame(203, token(11))
+                )
+                await simulator.wait_for_accepted(9)
+                await stream.aclose()
+                matched = bridge.gateway.replay_matched
+            # Everything was taken: the snapshot written at the stop holds nothing.
+            assert store.load_ledger(time.time()) == []
+            store.close()
+    assert second == error_frame(8, 103)
+    assert matched == 5
+    recorded = [r.token for r in simulator.accepted]
+    assert sorted(recorded) == sorted(token(i).hex() for i in (1, 2, 3, 4, 6, 7, 9, 10, 11))
+    assert len(recorded) == len(set(recorded)) == 9
+    assert simulator.stats.by_reason == {"BadDeviceToken": 2}

@@ -71,25 +71,13 @@ GONE = dt.datetime(2016, 2, 2, 8, 35, 13, tzinfo=dt.UTC)
         (OutcomeKind.REJECTED, 403, "Forbidden", (1, None), (0, None)),
         (OutcomeKind.REJECTED, 400, "BadPriority", (255, None), (0, None)),
         (OutcomeKind.REJECTED, 405, "MethodNotAllowed", (255, None), (0, None)),
-        # The HTTP/2 sender's give-ups: configuration faults name the reason.
+        # The HTTP/2 sender's give-ups map by the structured ``apns_reason`` (pinned end
+        # to end in test_bridge_reasons.py), never by searching the text: a failure
+        # without one is status 1 whatever its message says.
         (
             OutcomeKind.FAILED,
             None,
             "APNs refused the credentials or topic: 400 TopicDisallowed",
-            (3, None),
-            (0, None),
-        ),
-        (
-            OutcomeKind.FAILED,
-            None,
-            "APNs refused the credentials or topic: 400 MissingTopic",
-            (3, None),
-            (0, None),
-        ),
-        (
-            OutcomeKind.FAILED,
-            None,
-            "APNs refused the credentials or topic: 403 InvalidProviderToken",
             (1, None),
             (0, None),
         ),
@@ -383,3 +371,43 @@ def test_upstream_ca_is_extra_trust_on_top_of_the_systems_roots():
     # Every certificate parses without a warning (pytest turns warnings into errors).
     found = x509.load_pem_x509_certificates(combined)
     assert len(found) == 1 + system_roots().count(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_the_store_keeps_ledger_snapshots_and_reads_back_only_live_entries(tmp_path):
+    store = FeedbackStore(tmp_path / "l.db")
+    rows = [
+        ("app|CN=a", b"\x01" * 32, b'{"aps":{}}', None, 10, 0, 1000.0),
+        ("app|CN=a", b"\x02" * 32, b'{"aps":{}}', 5, None, 8, 1100.0),
+        ("app|CN=b", b"\x03" * 32, b'{"aps":{}}', None, None, None, 1200.0),
+    ]
+    store.save_ledger(rows)
+    store.close()
+    again = FeedbackStore(tmp_path / "l.db")
+    assert again.load_ledger(999.0) == rows
+    assert again.load_ledger(1000.0) == rows[1:]  # expired entries are not read back
+    again.save_ledger(rows[2:])  # a snapshot replaces the previous one
+    assert again.load_ledger(0.0) == rows[2:]
+    again.save_ledger([])
+    assert again.load_ledger(0.0) == []
+
+
+def test_restored_entries_match_replays_expire_and_stay_bounded():
+    clock = Clock()
+    ledger = ReplayLedger(ttl=60, size=2, clock=clock)
+    key = (b"\x01" * 32, b"{}", None, None)
+    ledger.restore(key, None, 10.0)  # no answer known when written: at most once
+    ledger.restore((b"\x02" * 32, b"{}", None, None), 8, 20.0)
+    ledger.restore((b"\x03" * 32, b"{}", None, None), 0, 30.0)
+    assert len(ledger) == 2  # size bound: the oldest went
+    assert ledger.take(key, Owner()) is None
+    failed = ledger.take((b"\x02" * 32, b"{}", None, None), Owner())
+    assert failed is not None
+    assert failed.status == 8
+    assert failed.owner is None
+    clock.now = 30.0
+    assert len(ledger) == 0  # expired at its restored deadline
+    ledger = ReplayLedger(ttl=60, size=2, clock=clock)
+    ledger.restore(key, None, 40.0)
+    entry = ledger.take(key, Owner())
+    assert entry is not None
+    assert entry.status == 0

@@ -38,7 +38,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -61,12 +61,14 @@ from ._config import AppConfig, BridgeConfig, BridgeMode
 from ._metrics import serve_metrics
 from ._replay import Entry, ReplayLedger, map_outcome
 from ._session import GatewaySession, SessionStats
-from ._store import FeedbackStore
+from ._store import FeedbackStore, LedgerRow
 
 logger = logging.getLogger("apns_legacy.bridge")
 
 #: Longest the feedback service takes to write one app's list to a client (seconds).
 FEEDBACK_WRITE_LIMIT: Final = 300.0
+#: Seconds between snapshots of the replay ledgers into the store (while not empty).
+LEDGER_SAVE_INTERVAL: Final = 1.0
 
 
 class BridgeListenError(OSError):
@@ -220,6 +222,8 @@ class Bridge:
         self.failing: dict[str, str] = {}
         self._route_lock = trio.Lock()
         self._ledgers: dict[str, ReplayLedger] = {}
+        #: Entries in the store's ledger snapshot (0: nothing to replace).
+        self._ledger_saved = 0
         self._sessions: set[GatewaySession] = set()
         self._sessions_changed = trio.Event()
         self._stopping = trio.Event()
@@ -263,6 +267,40 @@ class Bridge:
     def ledger_size(self) -> int:
         """Entries waiting in all replay ledgers."""
         return sum(len(ledger) for ledger in self._ledgers.values())
+
+    def save_ledgers(self) -> int:
+        """Write every replay ledger's live entries to the store (one transaction,
+        replacing what it held); the number written. The bridge does it about once a
+        second while a ledger holds something, and when it stops."""
+        now, wall = trio.current_time(), time.time()
+        rows: list[LedgerRow] = []
+        for identity, ledger in self._ledgers.items():
+            for deadline, entry in ledger.live():
+                token, payload, expiry, priority = entry.key
+                expires = wall + (deadline - now)
+                rows.append((identity, token, payload, expiry, priority, entry.status, expires))
+        self.store.save_ledger(rows)
+        self._ledger_saved = len(rows)
+        return len(rows)
+
+    def _load_ledgers(self) -> int:
+        now, wall = trio.current_time(), time.time()
+        rows = self.store.load_ledger(wall)
+        for identity, token, payload, expiry, priority, status, expires in rows:
+            key = (token, payload, expiry, priority)
+            self._ledger(identity).restore(key, status, now + (expires - wall))
+        self._ledger_saved = len(rows)
+        if rows:
+            logger.info("bridge: %d replay ledger entries read back from the store", len(rows))
+        return len(rows)
+
+    async def _keep_ledgers(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(LEDGER_SAVE_INTERVAL)
+            # Nothing to write when every ledger is empty and so is what was written.
+            if self._ledger_saved or any(self._ledgers.values()):
+                self.save_ledgers()
 
     def feedback_sizes(self) -> dict[str, int]:
         """Tokens waiting in each app's feedback list."""
@@ -648,6 +686,7 @@ async def open_bridge(
     if store is None:
         store = FeedbackStore(config.store, limit=config.feedback_limit)
     bridge = Bridge(config, store)
+    bridge._load_ledgers()
     try:
         async with trio.open_nursery() as upstream:
             bridge._upstream_nursery = upstream
@@ -656,6 +695,8 @@ async def open_bridge(
             try:
                 async with trio.open_nursery() as handlers:
                     bridge._listening = await handlers.start(bridge._listen, handlers)
+                    if store.path is not None:
+                        await handlers.start(bridge._keep_ledgers)
                     if config.metrics is not None:
                         bridge.metrics_address = await handlers.start(
                             serve_metrics, bridge, *config.metrics
@@ -665,6 +706,8 @@ async def open_bridge(
                     finally:
                         await bridge.stop()
                         handlers.cancel_scope.cancel()
+                        if store.path is not None:
+                            bridge.save_ledgers()
             finally:
                 bridge._stopping.set()
                 for route in [*bridge._routes.values(), *bridge._retired]:

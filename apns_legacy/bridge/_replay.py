@@ -16,6 +16,7 @@ Upstream                                    Client              Feedback
 400 BadTopic                                6                   no
 400 PayloadEmpty                            4                   no
 403 family (credentials), given up          1, operator alert   no
+(a failure: ``Http2Outcome.apns_reason``)
 other 400s, 405 (a bridge bug)              255, operator alert no
 ==========================================  ==================  =====================
 
@@ -86,12 +87,6 @@ _CREDENTIAL_REASONS: Final = frozenset(
         Reason.EXPIRED_PROVIDER_TOKEN,
     )
 )
-#: Failures (the sender's give-ups) that name one of these reasons map like a rejection.
-_FAILURE_REASONS: Final = (
-    Reason.TOPIC_DISALLOWED.value,
-    Reason.MISSING_TOPIC.value,
-    Reason.BAD_TOPIC.value,
-)
 
 
 class Mapped:
@@ -141,13 +136,20 @@ def map_outcome(outcome: Http2Outcome, mode: BridgeMode, now: float) -> Mapped:
             return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=alert, configuration=True)
         alert = f"APNs refused a request the bridge built: {http} {reason} (a bridge bug?)"
         return Mapped(_quiet(mode, Status.UNKNOWN), alert=alert)
-    # Failed: given up after retries, or a configuration fault the sender saw.
+    # Failed: a configuration fault the sender saw (Apple's reason, structured), or given
+    # up after retries / APNs unreachable (no Apple reason: status 1).
     text = outcome.reason or ""
-    for reason in _FAILURE_REASONS:
-        if reason in text:
-            return Mapped(_quiet(mode, _STATUS_BY_REASON[reason]), alert=text, configuration=True)
-    configuration = any(reason in text for reason in _CREDENTIAL_REASONS)
-    return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=text, configuration=configuration)
+    apns_reason = outcome.apns_reason
+    if apns_reason is not None:
+        status = _STATUS_BY_REASON.get(apns_reason)
+        if status is not None:
+            return Mapped(_quiet(mode, status), alert=text, configuration=True)
+        return Mapped(
+            _quiet(mode, Status.PROCESSING_ERROR),
+            alert=text,
+            configuration=apns_reason in _CREDENTIAL_REASONS,
+        )
+    return Mapped(_quiet(mode, Status.PROCESSING_ERROR), alert=text)
 
 
 def _quiet(mode: BridgeMode, status: int) -> int:
@@ -229,6 +231,24 @@ class ReplayLedger:
             self._by_key.setdefault(entry.key, collections.deque()).append(entry)
             self._order.append((deadline, entry))
             self._count += 1
+        self._purge()
+
+    def live(self) -> list[tuple[float, Entry]]:
+        """The entries not taken or expired, oldest first, with their deadlines."""
+        self._purge()
+        return [(deadline, entry) for deadline, entry in self._order if entry.ledgered]
+
+    def restore(self, key: Key, status: int | None, deadline: float) -> None:
+        """Remember an entry read back from the store (after a restart), resolved
+        already: ``status`` as it was, or, if no answer was known when it was written,
+        ``OK``: it went upstream, so a replay must not send it again (at most once).
+        Call in the order they were saved, before :meth:`add`."""
+        entry = Entry(key, None)
+        entry.status = OK if status is None else status
+        entry.ledgered = True
+        self._by_key.setdefault(key, collections.deque()).append(entry)
+        self._order.append((deadline, entry))
+        self._count += 1
         self._purge()
 
     def take(self, key: Key, owner: Owner) -> Entry | None:

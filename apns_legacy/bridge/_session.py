@@ -143,6 +143,10 @@ class GatewaySession:
         self.payload_limit = payload_limit
         self.max_in_flight = 1 if mode is BridgeMode.SERIAL else max_in_flight
         self.rewrite_payload = rewrite_payload
+        #: The last (payload, topic) that passed the payload check: bulk sends repeat
+        #: one payload, and parsing its JSON again for each device was the bridge's
+        #: largest cost per notification.
+        self._checked: tuple[bytes, str | None] | None = None
         self.on_forward = on_forward
         self.window: collections.deque[_Slot] = collections.deque()
         self.failed = False  # an upstream failure in this window: stop forwarding
@@ -324,10 +328,7 @@ class GatewaySession:
                 )
                 return False
             key: Key = (event.token, event.payload, event.expiry, event.priority)
-            notification = self._notification(event)
-            if isinstance(notification, tuple):
-                self._refuse(notification[0], identifier, event.command, notification[1])
-                return False
+            # A ledger match was checked when it was first forwarded (same content).
             entry = self.ledger.take(key, self) if self.ledger is not None else None
             if entry is not None:
                 stats.replay_matched += 1
@@ -337,6 +338,10 @@ class GatewaySession:
                     identifier,
                 )
             else:
+                notification = self._notification(event)
+                if isinstance(notification, tuple):
+                    self._refuse(notification[0], identifier, event.command, notification[1])
+                    return False
                 while len(self.window) >= self.max_in_flight:
                     changed = self._changed
                     await changed.wait()
@@ -367,9 +372,12 @@ class GatewaySession:
             )
             # What build_request will check for these settings (no push type or priority
             # of their own): a JSON object with content, and the push type's size limit.
-            push_type = infer_push_type(payload, settings.topic)
-            if len(payload) > payload_limit(push_type):
-                return Status.INVALID_PAYLOAD_SIZE, f"payload over {payload_limit(push_type)}"
+            checked = (payload, settings.topic)
+            if checked != self._checked:
+                push_type = infer_push_type(payload, settings.topic)
+                if len(payload) > payload_limit(push_type):
+                    return Status.INVALID_PAYLOAD_SIZE, f"payload over {payload_limit(push_type)}"
+                self._checked = checked
         except (LocalProtocolError, ProtocolError, ValueError, TypeError) as exc:
             # Not a JSON object, or one with nothing to show: APNs would refuse the
             # request (HTTP/2 has no such payload); the binary table has no closer code.

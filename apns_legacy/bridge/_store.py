@@ -12,6 +12,12 @@ its latest time. Each list is bounded: past ``limit`` tokens, the oldest are dro
 (and counted in :attr:`FeedbackStore.dropped`). Reading is two steps, so nothing is
 lost when the client goes away mid-read: :meth:`pending` returns the list, and
 :meth:`clear` removes exactly what was written to the client afterwards.
+
+The same file keeps the replay ledgers of ``exact`` mode (:meth:`save_ledger`,
+:meth:`load_ledger`): the bridge writes a snapshot of every live entry (content,
+status, wall-clock expiry) in one transaction, about once a second while a ledger is
+not empty and once more when it stops, and reads it back when it starts, so that a
+client that replays after a restart is matched as before the restart.
 """
 
 from __future__ import annotations
@@ -29,7 +35,22 @@ CREATE TABLE IF NOT EXISTS feedback (
     PRIMARY KEY (topic, token)
 );
 CREATE INDEX IF NOT EXISTS feedback_age ON feedback (topic, timestamp);
+CREATE TABLE IF NOT EXISTS ledger (
+    identity TEXT NOT NULL,           -- the client identity (topic | certificate subject)
+    seq INTEGER NOT NULL,             -- the order entries were forwarded in
+    token BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    expiry INTEGER,
+    priority INTEGER,
+    status INTEGER,                   -- NULL: no answer yet when written; 0: fine; >0
+    expires REAL NOT NULL,            -- UTC epoch seconds
+    PRIMARY KEY (identity, seq)
+);
 """
+
+#: One ledger entry as stored: identity, token, payload, expiry, priority, status and
+#: when it expires (UTC epoch seconds).
+LedgerRow = tuple[str, bytes, bytes, int | None, int | None, int | None, float]
 _ADD: Final = """
 INSERT INTO feedback (topic, token, timestamp) VALUES (?1, ?2, ?3)
 ON CONFLICT (topic, token) DO UPDATE SET timestamp = MAX(timestamp, excluded.timestamp)
@@ -109,6 +130,34 @@ class FeedbackStore:
             db.execute("ROLLBACK")
             raise
         self._counts[topic] = count
+
+    def save_ledger(self, rows: Iterable[LedgerRow]) -> None:
+        """Replace the stored ledger entries with ``rows`` (oldest first per identity)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM ledger")
+            db.executemany(
+                "INSERT INTO ledger (identity, seq, token, payload, expiry, priority, status,"
+                " expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(row[0], seq, *row[1:]) for seq, row in enumerate(rows)],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def load_ledger(self, now: float) -> list[LedgerRow]:
+        """The stored ledger entries that expire after ``now`` (UTC epoch seconds), in
+        the order they were saved."""
+        rows = self._db.execute(
+            "SELECT identity, token, payload, expiry, priority, status, expires FROM ledger"
+            " WHERE expires > ?1 ORDER BY seq",
+            (now,),
+        ).fetchall()
+        return [
+            (str(i), bytes(t), bytes(p), e, pr, st, float(ex)) for i, t, p, e, pr, st, ex in rows
+        ]
 
     def size(self, topic: str) -> int:
         """How many tokens ``topic``'s list holds."""

@@ -22,7 +22,8 @@ sending a body. The reader feeds h2 and settles each stream when it ends:
   retried on another (with the cached token);
 * configuration faults (BadCertificate, BadCertificateEnvironment,
   InvalidProviderToken, MissingProviderToken, TopicDisallowed, BadTopic,
-  MissingTopic): everything fails fast with one message (``Ledger.set_fatal``);
+  MissingTopic): everything fails fast with one message (``Ledger.set_fatal``), and
+  each such failure names Apple's reason in ``Http2Outcome.apns_reason``;
 * any other reason: ``rejected``, with the HTTP status, Apple's reason and, for 410,
   the timestamp.
 
@@ -69,11 +70,12 @@ from ..h2wire import (
     Reason,
     build_request,
     parse_response,
+    reason_from_str,
 )
 from ..tls import Credentials, client_context, open_tls_stream
 from ..wire import LocalProtocolError, Notification, RemoteProtocolError
 from ._ledger import Ledger, OutcomeCallback
-from ._outcomes import Evidence, Outcome, SenderStats
+from ._outcomes import Evidence, Outcome, OutcomeKind, SenderStats
 
 #: Opens one connection: a connected byte stream (TLS with ALPN h2, or a test double).
 Http2Connector = Callable[[], Awaitable[trio.abc.Stream]]
@@ -122,6 +124,17 @@ class Http2Outcome(Outcome):
         #: When its current stream was opened (trio's clock).
         self.sent_at = 0.0
 
+    @property
+    def apns_reason(self) -> Reason | str | None:
+        """Apple's reason when a configuration fault (credentials, topic: a 403 or a
+        GOAWAY naming it; ExpiredProviderToken even after a new token) failed this
+        notification, also for the queued and later ones failed by the same fault;
+        ``None`` for every other outcome (for rejections, ``reason`` is Apple's reason
+        already)."""
+        if self.kind is OutcomeKind.FAILED:
+            return getattr(self.reason, "apns_reason", None)
+        return None
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``apns_id`` and ``timestamp`` added; no binary fields)."""
         return {
@@ -133,6 +146,18 @@ class Http2Outcome(Outcome):
             "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
             "possible_duplicate": self.possible_duplicate,
         }
+
+
+class _Refusal(str):
+    """A failure's message that keeps Apple's reason (``Http2Outcome.apns_reason``);
+    for a fatal fault the ledger hands the same object to every notification it fails."""
+
+    apns_reason: Reason | str
+
+    def __new__(cls, text: str, apns_reason: Reason | str) -> _Refusal:
+        message = super().__new__(cls, text)
+        message.apns_reason = apns_reason
+        return message
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -814,7 +839,9 @@ class _Connection:
                 self.answers.pop(k, None)
             self.ledger.requeue(jobs, certain=True, reason=f"GOAWAY {reason}".strip())
         if reason in {r.value for r in _FATAL}:
-            self.ledger.set_fatal(f"APNs closed the connection: {reason}")
+            self.ledger.set_fatal(
+                _Refusal(f"APNs closed the connection: {reason}", reason_from_str(reason))
+            )
         if self.in_flight:
             # Streams up to the last stream id "might still complete successfully"
             # (RFC 9113 6.8), but h2 moves its connection state machine to CLOSED on
@@ -858,14 +885,22 @@ class _Connection:
             self.stop()
             job.token_retries += 1
             if job.token_retries > 1:
-                self.ledger.fail(job, "ExpiredProviderToken after a new token")
+                self.ledger.fail(
+                    job,
+                    _Refusal(
+                        "ExpiredProviderToken after a new token", Reason.EXPIRED_PROVIDER_TOKEN
+                    ),
+                )
             else:
                 self.ledger.requeue([job], certain=True, reason=text)
         elif reason is Reason.TOO_MANY_PROVIDER_TOKEN_UPDATES:
             self.stop()
             self.sender._retry(job, text)
         elif reason in _FATAL:
-            message = f"APNs refused the credentials or topic: {response.status} {text}"
+            message = _Refusal(
+                f"APNs refused the credentials or topic: {response.status} {text}",
+                reason_from_str(text),
+            )
             self.ledger.set_fatal(message)
             self.ledger.fail(job, message)
         else:
