@@ -21,6 +21,7 @@ from wallet_support import (
     P12_SECRET,
     check_device_sees_update,
     cli,
+    read_line,
     register_devices,
     write_config,
     write_pass,
@@ -43,15 +44,6 @@ def issuer(tmp_path, wallet_pki) -> Path:
     (tmp_path / "gateway-ca.pem").write_bytes(wallet_pki.pki.ca_pem())
     write_pass(tmp_path, wallet_pki.pass_type_id, "1.00")
     return tmp_path
-
-
-async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = await stream.receive_some(4096)
-        assert chunk, f"exited before its ready line: {data!r}"
-        data += chunk
-    return data
 
 
 async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):

@@ -16,7 +16,15 @@ import httpx
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
-from wallet_support import AUTH, P12_SECRET, cli, write_config, write_pass, write_signing_files
+from wallet_support import (
+    AUTH,
+    P12_SECRET,
+    cli,
+    read_line,
+    write_config,
+    write_pass,
+    write_signing_files,
+)
 
 from apns_legacy.cli import main
 from apns_legacy.tls import make_test_pki
@@ -45,15 +53,6 @@ def issuer(tmp_path, wallet_pki, web_pki) -> Path:
         )
     )
     return tmp_path
-
-
-async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = await stream.receive_some(4096)
-        assert chunk, f"exited before its ready line: {data!r}"
-        data += chunk
-    return data
 
 
 async def test_serve_over_https(issuer, wallet_pki, web_pki):

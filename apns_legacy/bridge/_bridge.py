@@ -32,7 +32,6 @@ its first failure), close; then the HTTP/2 senders.
 from __future__ import annotations
 
 import collections
-import errno
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -48,6 +47,7 @@ from OpenSSL import SSL
 
 from ..client import Http2Outcome, Http2Sender, Http2SenderConfig, Outcome, open_http2_sender
 from ..h2wire import AppSettings
+from ..simulator._server import listener_address, open_listeners
 from ..simulator._streams import SocketTransport, close
 from ..tls import (
     Environment,
@@ -535,15 +535,15 @@ class Bridge:
     ) -> None:
         config = self.config
         self._context = _context(config)
-        gateway = await _open_listeners(*config.gateway, "gateway")
+        gateway = await open_listeners(*config.gateway, "gateway", BridgeListenError)
         try:
-            feedback = await _open_listeners(*config.feedback, "feedback service")
+            feedback = await open_listeners(*config.feedback, "feedback service", BridgeListenError)
         except BaseException:
             for listener in gateway:
                 await trio.aclose_forcefully(listener)
             raise
-        self.gateway_address = _address(gateway)
-        self.feedback_address = _address(feedback)
+        self.gateway_address = listener_address(gateway)
+        self.feedback_address = listener_address(feedback)
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 for listeners, service in ((gateway, "gateway"), (feedback, "feedback")):
@@ -649,24 +649,6 @@ def _identity(app: AppConfig, config: BridgeConfig) -> tuple[object, ...]:
         if app.credentials is None
         else app.credentials.certificate.fingerprint(hashes.SHA256()),
     )
-
-
-async def _open_listeners(host: str, port: int, what: str) -> list[trio.SocketListener]:
-    try:
-        return await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        reason = exc.strerror or str(exc)
-        if exc.errno == errno.EADDRINUSE:
-            reason = "address already in use"
-        error = BridgeListenError(f"cannot listen on {shown} for the {what}: {reason}")
-        error.errno = exc.errno
-        raise error from exc
-
-
-def _address(listeners: list[trio.SocketListener]) -> tuple[str, int]:
-    host, port, *_ = listeners[0].socket.getsockname()
-    return str(host), int(port)
 
 
 @asynccontextmanager

@@ -151,9 +151,11 @@ async def _serve_transport(
         await trio.aclose_forcefully(transport)
 
 
-async def _open_listeners(
-    host: str, port: int, service: SimulatorService
+async def open_listeners(
+    host: str, port: int, what: str, error_type: type[OSError] = ListenError
 ) -> list[trio.SocketListener]:
+    """trio's TCP listeners on ``host:port``; a failure is one ``error_type`` naming the
+    address and ``what`` listens there (shared with the bridge's listeners)."""
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -161,7 +163,7 @@ async def _open_listeners(
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             reason = "address already in use (another server is listening there)"
-        error = ListenError(f"cannot listen on {shown} for the {service.value}: {reason}")
+        error = error_type(f"cannot listen on {shown} for the {what}: {reason}")
         error.errno = exc.errno
         raise error from exc
 
@@ -177,16 +179,16 @@ async def _listen(
     context = server_context(
         certificates.server, client_ca=certificates.client_ca, allow_tls13=config.allow_tls13
     )
-    gateway = await _open_listeners(config.host, config.gateway_port, SimulatorService.GATEWAY)
+    gateway = await open_listeners(config.host, config.gateway_port, SimulatorService.GATEWAY.value)
     try:
-        feedback = await _open_listeners(
-            config.host, config.feedback_port, SimulatorService.FEEDBACK
+        feedback = await open_listeners(
+            config.host, config.feedback_port, SimulatorService.FEEDBACK.value
         )
     except BaseException:
         for listener in gateway:
             await trio.aclose_forcefully(listener)
         raise
-    sim.listening_on(_address(gateway), _address(feedback))
+    sim.listening_on(listener_address(gateway), listener_address(feedback))
     async with trio.open_nursery() as nursery:
         for listeners, service in (
             (gateway, SimulatorService.GATEWAY),
@@ -203,7 +205,7 @@ async def _listen(
         task_status.started()
 
 
-def _address(listeners: list[trio.SocketListener]) -> tuple[str, int]:
+def listener_address(listeners: list[trio.SocketListener]) -> tuple[str, int]:
     host, port, *_ = listeners[0].socket.getsockname()
     return str(host), int(port)
 
