@@ -191,8 +191,7 @@ async def test_a_configuration_fault_fails_everything_with_one_message(pki, cert
     assert done.returncode == 1
     assert sim.accepted == []
     assert (
-        "apns-legacy send: 2 failed; the first: APNs refused the credentials or topic: "
-        "403 InvalidProviderToken"
+        "apns-legacy send: gave up: APNs refused the credentials or topic: 403 InvalidProviderToken"
     ) in done.stderr
     assert summary_line(done.stderr).startswith("sent 2: 0 accepted, 0 rejected, 2 failed;")
 

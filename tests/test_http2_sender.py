@@ -140,7 +140,8 @@ async def test_unknown_key_fails_everything_fast_with_one_message(key, pki):
         private_key=ec.generate_private_key(ec.SECP256R1()),
     )
     async with open_http2_simulator(sim_config(key), pki=pki) as sim:
-        _sender, outcomes = await send(sender_config(sim, key=stranger), 50)
+        sender, outcomes = await send(sender_config(sim, key=stranger), 50)
+    assert sender.fatal_error == "APNs refused the credentials or topic: 403 InvalidProviderToken"
     assert {o.kind for o in outcomes} == {OutcomeKind.FAILED}
     assert {o.reason for o in outcomes} == {
         "APNs refused the credentials or topic: 403 InvalidProviderToken"
@@ -366,3 +367,17 @@ async def test_on_outcome_is_called_once_for_each_notification(key, pki):
     with pytest.raises(RuntimeError):
         async for _ in sender.outcomes():
             pass
+
+
+async def test_submit_nowait_queues_while_there_is_room(key, pki):
+    async with open_http2_simulator(sim_config(key), pki=pki) as sim:
+        with trio.fail_after(60):
+            async with open_http2_sender(sender_config(sim, key=key, queue_size=2)) as sender:
+                first = sender.submit_nowait(Notification(token=token(10), payload=PAYLOAD))
+                second = sender.submit_nowait(Notification(token=token(11), payload=PAYLOAD))
+                with pytest.raises(trio.WouldBlock):  # no checkpoint yet: the queue is full
+                    sender.submit_nowait(Notification(token=token(12), payload=PAYLOAD))
+                third = await sender.submit(Notification(token=token(12), payload=PAYLOAD))
+    assert [o.kind for o in (first, second, third)] == [OutcomeKind.ACCEPTED] * 3
+    assert sorted(r.token for r in sim.accepted) == [token(i).value.hex() for i in (10, 11, 12)]
+    assert sender.fatal_error is None

@@ -365,7 +365,12 @@ class _Submitter(Protocol):
     @property
     def stats(self) -> SenderStats: ...
 
+    @property
+    def fatal_error(self) -> str | None: ...
+
     async def submit(self, notification: Notification, tag: Any = None) -> Outcome: ...
+
+    def submit_nowait(self, notification: Notification, tag: Any = None) -> object: ...
 
 
 #: Opens a sender for ``send``, given the outcome callback.
@@ -398,7 +403,7 @@ async def send(plan: Plan, opener: Opener, source: int | None, run: _Run) -> int
     finally:
         run.display.close()
     stats = sender.stats
-    fatal_error: str | None = getattr(sender, "fatal_error", None)
+    fatal_error = sender.fatal_error
     # HTTP/2: Apple's reasons (Http2Sender.rejected_by_reason); binary: None.
     by_reason: Mapping[str, int] | None = getattr(sender, "rejected_by_reason", None)
     if fatal_error is not None:
@@ -453,9 +458,8 @@ async def _submit_tokens(plan: Plan, sender: _Submitter, run: _Run) -> None:
 
 async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) -> None:
     splitter = LineSplitter()
-    # The binary sender queues without a checkpoint when there is room; the HTTP/2
-    # sender has only the awaiting submit.
-    submit_nowait: Callable[..., object] | None = getattr(sender, "submit_nowait", None)
+    # Both senders queue without a checkpoint when there is room.
+    submit_nowait = sender.submit_nowait
     while True:
         chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
         run.bytes_read += len(chunk)
@@ -483,8 +487,6 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
                 device = dead.get(item.token) if dead else None
                 if device is not None:
                     run.skip_dead(number, item.token, device)
-                elif submit_nowait is None:
-                    await sender.submit(item, tag=number)
                 else:
                     try:
                         submit_nowait(item, tag=number)

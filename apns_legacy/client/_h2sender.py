@@ -241,6 +241,25 @@ class Http2Sender:
         self._ledger.add(job)
         return job
 
+    def submit_nowait(self, notification: Notification, tag: Any = None) -> Http2Outcome:
+        """Queue ``notification`` if there is room, without waiting (the fast path for a
+        loop that submits many: ``await submit(...)`` only when this raises).
+
+        Raises:
+            trio.WouldBlock: the queue is full (nothing was queued).
+        """
+        if not self._ledger.queue.room() > 0:
+            raise trio.WouldBlock
+        job = Http2Outcome(notification, tag)
+        self._ledger.add(job)
+        return job
+
+    @property
+    def fatal_error(self) -> str | None:
+        """Why the sender gave up for good (refused credentials or topic, APNs
+        unreachable), if it did; as for the binary sender."""
+        return self._ledger.fatal
+
     def outcomes(self) -> AsyncIterator[Outcome]:
         """Every outcome as it settles; ends after :func:`open_http2_sender`'s block."""
         return self._ledger.outcomes()
