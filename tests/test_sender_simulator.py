@@ -25,7 +25,7 @@ from apns_legacy import (
     send_all,
 )
 from apns_legacy.simulator import Fault, FaultScope, open_simulator
-from apns_legacy.tls import Environment, client_context
+from apns_legacy.tls import Environment, client_context, open_tls_stream
 
 
 def token_for(i: int) -> DeviceToken:
@@ -374,3 +374,38 @@ async def test_error_response_then_reset_is_never_missed(pki, connections, comma
     assert accepted == set(counts)
     assert all(count == 1 for count in counts.values())
     assert stats.possible_duplicates == 0  # no answer was missed
+
+
+async def test_a_spare_still_in_its_handshake_at_close_ends_with_close_notify(pki):
+    # The spare (the second connect) starts its TCP connect and TLS handshake only once
+    # the sender is closing: a graceful close lets it finish and closes it with
+    # close_notify, instead of cutting it off (which the gateway counts as a failed
+    # handshake, and a strict peer as an error).
+    closing = trio.Event()
+    async with open_simulator(pki=pki) as sim:
+        host, port = sim.gateway_address
+        context = sim.client_context()
+        connects = 0
+
+        async def connect():
+            nonlocal connects
+            connects += 1
+            if connects == 2:
+                await closing.wait()
+            stream = await open_tls_stream(host, port, context, server_hostname="localhost")
+            await stream.do_handshake()
+            return stream
+
+        outcomes = []
+        with trio.fail_after(30):
+            async with open_sender(connect=connect, on_outcome=outcomes.append) as sender:
+                await sender.submit(notifications(1)[0])
+                await sender.flush(confirm=True)
+                assert connects == 2  # the spare is waiting to start
+                closing.set()
+            await sim.wait_until(
+                lambda: sim.stats.gateway_connections + sim.stats.handshake_failures >= 2
+            )
+        assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED]
+        assert (sim.stats.gateway_connections, sim.stats.handshake_failures) == (2, 0)
+    assert sender.stats.connections_opened == 1  # the spare carried nothing

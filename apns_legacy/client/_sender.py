@@ -57,6 +57,8 @@ _WORK_PER_NEW_CONNECTION = 512
 # A spare connection older than this is closed rather than used (gateways and
 # middleboxes drop idle connections; a dead spare would cost a lost window).
 _SPARE_MAX_AGE = 60.0
+# How long a graceful close waits for spares still in their handshake.
+_SPARE_CLOSE_WAIT = 2.0
 # Most spare connections per slot (besides the one in use).
 _MAX_SPARES = 3
 # A spare's pending read (it returns only when the gateway closes or misbehaves).
@@ -129,6 +131,10 @@ class _Spare:
             await trio.aclose_forcefully(stream)
             return None
         return stream
+
+    async def ready(self) -> None:
+        """Return once the connect and handshake have finished (or failed)."""
+        await self._ready.wait()
 
     async def discard(self) -> None:
         self._abandoned = True
@@ -211,6 +217,14 @@ class _Spares:
         while self._pending:
             await self._pending.popleft().discard()
 
+    async def wind_down(self) -> None:
+        """Close every spare with close_notify, letting one still in its handshake
+        finish it first (the caller bounds the wait): cut off mid-handshake, it reads
+        as a failed handshake on the gateway's side."""
+        for spare in list(self._pending):
+            await spare.ready()
+        await self.discard()
+
 
 def _average(old: float | None, new: float) -> float:
     return new if old is None else 0.7 * old + 0.3 * new
@@ -249,6 +263,8 @@ class Sender:
         self._closed = False
         self._connecting = 0
         self._nursery: trio.Nursery | None = None
+        #: Each slot's spare connections (closed gently by a graceful close).
+        self._spares: list[_Spares] = []
 
     @property
     def stats(self) -> SenderStats:
@@ -473,6 +489,11 @@ class Sender:
                 await self.flush(confirm=True)
             if scope.cancelled_caught:
                 logger.warning("close timed out with %d outcomes outstanding", self.stats.pending)
+            # Spares still in their handshake get a moment to finish it, so that every
+            # spare ends with close_notify rather than as a failed handshake.
+            with trio.move_on_after(min(self.config.connect_timeout, _SPARE_CLOSE_WAIT)):
+                for spares in self._spares:
+                    await spares.wind_down()
         leftovers = self._queue.take_all()
         for connection in self._connections:
             if connection is not None:
@@ -503,6 +524,7 @@ class Sender:
     async def _run_slot(self, slot: int) -> None:
         spares = _Spares(self._connect, self.config.connect_timeout)
         spares.enabled = self.config.spare_connection
+        self._spares.append(spares)
         try:
             await self._slot_loop(slot, spares)
         finally:
