@@ -36,14 +36,13 @@ from typing import Final
 
 import trio
 
-from ..client import Device
+from ..client import INVALID_TOKEN_REASON, Device
 from ..wire import DeviceToken, FeedbackItem, Status
 from ._exit import Failed
 from ._text import plural
 from ._tokens import (
     BAD_TOKEN_REASONS,
     GONE_REASONS,
-    INVALID_TOKEN_REASON,
     damage_is_one_line,
     open_store,
 )

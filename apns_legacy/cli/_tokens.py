@@ -28,13 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ..client import StoreError, TokenStore
+from ..client import INVALID_TOKEN_REASON, StoreError, TokenStore
 from ..wire import DeviceToken, FeedbackItem, ProtocolError, Status
 from ._exit import EXIT_FAILED, EXIT_OK, Failed, UsageError
 from ._text import os_error, plural
 
-#: The reason ``tokens deactivate --from-report`` records (status 8, invalid token).
-INVALID_TOKEN_REASON: Final = "invalid-token"
 #: HTTP/2 reasons that mean the token is bad (deactivated like status 8).
 BAD_TOKEN_REASONS: Final = frozenset({"BadDeviceToken"})
 #: HTTP/2 reasons (status 410) that mean the app is gone: applied as feedback entries.

@@ -19,7 +19,7 @@ from ._h2sender import (
     Http2SenderConfig,
     open_http2_sender,
 )
-from ._keeper import StoreKeeper
+from ._keeper import INVALID_TOKEN_REASON, StoreKeeper
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
@@ -57,6 +57,7 @@ __all__ = [
     "FeedbackError",
     "TokenStore",
     "StoreKeeper",
+    "INVALID_TOKEN_REASON",
     "Device",
     "FeedbackResult",
     "StoreCounts",
