@@ -77,9 +77,8 @@ class StoreGuard:
             problems = self.store.check()
         if problems:
             self.store.close()
-            first = (problems[0].splitlines() or ["?"])[0]  # quick_check's text may run on
             raise Failed(
-                f"--db {path}: the token store is damaged ({first}); nothing was sent. "
+                f"--db {path}: the token store is damaged ({problems[0]}); nothing was sent. "
                 "Restore it from a backup, or try `sqlite3 FILE .recover`"
             )
         #: Notifications not sent because the store has their token deactivated.
