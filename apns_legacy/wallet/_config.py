@@ -327,15 +327,9 @@ class WalletConfig:
         """
         if self.tls_cert is None or self.tls_key is None:
             return None
-        passphrase = None
-        if self.tls_passphrase_env is not None:
-            value = (os.environ if environ is None else environ).get(self.tls_passphrase_env)
-            if value is None:
-                raise ConfigError(
-                    f"{self.path}: tls_passphrase_env: the environment variable "
-                    f"{self.tls_passphrase_env} is not set"
-                )
-            passphrase = value
+        passphrase = self._passphrase(
+            self.tls_passphrase_env, "tls_", os.environ if environ is None else environ
+        )
         tls = WebTLS(cert=self.tls_cert, key=self.tls_key, passphrase=passphrase)
         try:
             tls.context()
@@ -376,15 +370,8 @@ class WalletConfig:
         prefix: str,
         environ: Mapping[str, str],
     ) -> Credentials:
-        passphrase = None
-        if passphrase_env is not None:
-            value = environ.get(passphrase_env)
-            if value is None:
-                raise ConfigError(
-                    f"{self.path}: {prefix}passphrase_env: the environment variable "
-                    f"{passphrase_env} is not set"
-                )
-            passphrase = value.encode("utf-8")
+        text = self._passphrase(passphrase_env, prefix, environ)
+        passphrase = None if text is None else text.encode("utf-8")
         try:
             return Credentials.load(cert, key, passphrase=passphrase)
         except WrongPassphraseError as exc:
@@ -392,6 +379,21 @@ class WalletConfig:
             raise ConfigError(f"{self.path}: {prefix}cert: {exc}{hint}") from None
         except CredentialsError as exc:
             raise ConfigError(f"{self.path}: {prefix}cert: {exc}") from None
+
+    def _passphrase(
+        self, variable: str | None, prefix: str, environ: Mapping[str, str]
+    ) -> str | None:
+        """The passphrase from the environment variable ``{prefix}passphrase_env`` names
+        (None without one); a variable that is not set is a one-line error."""
+        if variable is None:
+            return None
+        value = environ.get(variable)
+        if value is None:
+            raise ConfigError(
+                f"{self.path}: {prefix}passphrase_env: the environment variable {variable} "
+                "is not set"
+            )
+        return value
 
     def route_for_push(
         self, environ: Mapping[str, str] | None = None
