@@ -169,3 +169,21 @@ def test_a_run_between_rejections_counts_the_clean_windows_in_between():
     p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
                    rejected=True, accepted=9))  # fmt: skip
     assert p.window == 401  # twice 0.7 x 200 + 0.3 x 201
+
+
+def test_a_window_fitted_to_rejections_stays_below_what_silent_drops_allowed():
+    # A gateway that drops every connection after about 100 notifications, and a stale
+    # device list: the run between rejections (500) must not lift the window past the
+    # drop. Found by CI: four connections dying together three times failed a third of
+    # a run that one connection at a time delivers.
+    p = policy(window=200_000)
+    p.on_end(ended(written=100, unknown=100))
+    assert p.window == CAREFUL_WINDOW
+    p.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
+                   rejected=True, accepted=499))  # fmt: skip
+    assert p.window == 50  # half of what the dropped connection carried, not 1000
+    # Without a silent drop the run alone decides.
+    q = policy(window=200_000)
+    q.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
+                   rejected=True, accepted=499))  # fmt: skip
+    assert q.window == 1000

@@ -36,7 +36,9 @@ The rules:
   last few; a run counts the clean windows confirmed since the previous rejection
   too, so a window that fell short of the next rejection does not shrink the
   estimate), so the waste per rejection stays near one window instead of a round
-  trip's worth; clean windows double it back.
+  trip's worth; clean windows double it back. Never past the ceiling that silent
+  drops set: a gateway that drops connections after so many bytes sends rejections
+  too, and a window fitted to those alone would outgrow the drop.
 * **Unproductive connections.** ``max_unproductive`` connections in a row that
   ended without settling anything (stalled writes, unanswered probes, drops) fail the
   queue, so that a gateway that stopped reading cannot hold a run forever.
@@ -166,7 +168,11 @@ class ConnectionPolicy:
             run = self._since_rejection + ended.accepted + 1
             self._since_rejection = 0
             self._run = run if self._run is None else 0.7 * self._run + 0.3 * run
-            self.window = max(_MIN_FITTED, min(self._window_size, round(2 * self._run)))
+            fitted = max(_MIN_FITTED, round(2 * self._run))
+            # Never past what connections that died silently were seen to carry: a
+            # gateway that drops every connection after so many bytes also sends
+            # rejections, and a window fitted to those alone would outgrow the drop.
+            self.window = min(self._window_size, self._ceiling, fitted)
         elif ended.progress:
             self._since_rejection += ended.accepted
             if self.window < self._ceiling:
