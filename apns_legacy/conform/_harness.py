@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
-import trio.testing
 from OpenSSL import SSL
 
 from ..tls import Credentials, TLSStream
@@ -78,6 +77,10 @@ async def grade_in_process(
     async with trio.open_nursery() as nursery:
 
         async def connect_transport() -> trio.abc.Stream:
+            # Imported here, not at the top: trio.testing loads pytest when it is
+            # installed (a third of a second), and only in-process grading needs it.
+            import trio.testing
+
             client_end, server_end = trio.testing.memory_stream_pair()
             nursery.start_soon(gateway.serve_transport, server_end)
             return client_end
