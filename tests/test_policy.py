@@ -187,3 +187,15 @@ def test_a_window_fitted_to_rejections_stays_below_what_silent_drops_allowed():
     q.on_end(ended(EndKind.ANSWERED, unknown=0, progress=True, silent=False,
                    rejected=True, accepted=499))  # fmt: skip
     assert q.window == 1000
+
+
+def test_the_first_window_starts_small_and_doubles_to_the_configured_one():
+    p = policy(window=200_000)
+    assert p.window == 1024
+    sizes = []
+    while p.window < 200_000:
+        p.on_end(ANSWERED)
+        sizes.append(p.window)
+    assert sizes == [2048, 4096, 8192, 16384, 32768, 65536, 131072, 200_000]
+    # A small configured window is used as is.
+    assert policy(window=100).window == 100

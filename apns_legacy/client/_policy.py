@@ -17,6 +17,12 @@ The rules:
   written, and grows by an eighth at a time beyond that (TCP's slow start and
   congestion avoidance, in spirit), so that a gateway that drops every connection
   after so many bytes is met with windows that fit.
+* **Slow start.** The first window is :data:`_INITIAL_WINDOW` (1,024) and doubles
+  with each clean one up to ``window_size``. Until the gateway has answered once,
+  nothing says whether the device list is stale; a first window of ``window_size``
+  would be written whole during the first round trip (thousands of frames at 20 ms,
+  on every connection at once) and written again after an early rejection. A clean
+  run pays one probe per doubling (eight to reach 200,000).
 * **Wrong environment.** Apple's gateway accepted a certificate for the other
   environment in the handshake and then closed at once without an error response.
   That is the diagnosis only when the evidence says so: quick silent closes with
@@ -60,6 +66,8 @@ _QUICK_CLOSE: Final = 2.0
 _QUICK_CLOSES_FATAL: Final = 2
 # The smallest window fitted to the rejection rate.
 _MIN_FITTED: Final = 16
+# The first window (doubling with each clean one up to window_size).
+_INITIAL_WINDOW: Final = 1024
 # A close after at least this long without a write is taken for an idle drop.
 _IDLE_DROP: Final = 0.1
 
@@ -137,7 +145,7 @@ class ConnectionPolicy:
         self._window_size = window_size
         self._max_unproductive = max_unproductive
         #: The window for the next connection.
-        self.window = window_size
+        self.window = min(window_size, _INITIAL_WINDOW)
         # Past this, the window grows slowly (TCP's ssthresh).
         self._ceiling = window_size
         # Recent run of accepted notifications before a rejection (moving average).
