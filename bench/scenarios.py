@@ -1,6 +1,6 @@
 """Loss and duplicate figures of the sender under each fault, against the simulator.
 
-Usage: python bench/scenarios.py [--n 10000]
+Usage: python bench/scenarios.py [--n 10000] [--only TEXT]
 
 For each scenario it sends N notifications over real TLS on 127.0.0.1 and compares the
 sender's outcomes with what the simulator recorded:
@@ -187,6 +187,7 @@ async def run_one(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="notifications per scenario")
+    parser.add_argument("--only", default="", help="run the scenarios whose name contains TEXT")
     args = parser.parse_args(argv)
     pki = make_test_pki()
     columns = ["submitted", "accepted", "assumed", "rejected", "failed", "unconfirmed", "lost",
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (len(columns) + 1) + "|")
     ok = True
     for name, options, config, n in scenarios(args.n):
+        if args.only not in name:
+            continue
         result = trio.run(run_one, pki, n, options, config)
         ok = ok and result["invariant"] and not result["lost"]
         ok = ok and not result["unflagged_duplicates"]

@@ -199,3 +199,26 @@ def test_the_first_window_starts_small_and_doubles_to_the_configured_one():
     assert sizes == [2048, 4096, 8192, 16384, 32768, 65536, 131072, 200_000]
     # A small configured window is used as is.
     assert policy(window=100).window == 100
+
+
+def test_windows_stay_below_the_drop_point_until_many_clean_connections_forget_it():
+    # A gateway that closes every connection after about 125 notifications: growing
+    # past that again (TCP's congestion avoidance) loses every parallel window at once.
+    p = policy(window=200_000)
+    p.on_end(ended(written=128, unknown=128))
+    sizes = []
+    for _ in range(63):
+        p.on_end(ANSWERED)
+        sizes.append(p.window)
+    assert max(sizes) == 112  # seven eighths of the window that died
+    assert sizes[:7] == [2, 4, 8, 16, 32, 64, 72]
+    # The 64th clean connection in a row forgets it: the drop may have been a one-off.
+    p.on_end(ANSWERED)
+    assert p.window > 112
+    # A careful connection's death (one notification) sets no drop point (it would
+    # be 2, and keep every later window at 2).
+    q = policy(window=200_000)
+    q.on_end(ended(written=1, unknown=1, careful=True))
+    for _ in range(30):
+        q.on_end(ANSWERED)
+    assert q.window > 2

@@ -15,8 +15,12 @@ The rules:
   is isolated instead of taking a whole window down with it each time; the window
   then doubles with each confirmed one up to half of what the dead connection had
   written, and grows by an eighth at a time beyond that (TCP's slow start and
-  congestion avoidance, in spirit), so that a gateway that drops every connection
-  after so many bytes is met with windows that fit.
+  congestion avoidance, in spirit), but never again to seven eighths of the smallest
+  window that died that way, until :data:`_FORGET_DROP` (64) connections in a row
+  have ended clean: a gateway that drops every connection after so many bytes is met
+  with windows that fit. Unlike TCP, probing past the drop point is not free: every
+  window lost takes one of its notifications' ``max_losses`` lives, and parallel
+  connections growing together die together.
 * **Slow start.** The first window is :data:`_INITIAL_WINDOW` (1,024) and doubles
   with each clean one up to ``window_size``. Until the gateway has answered once,
   nothing says whether the device list is stale; a first window of ``window_size``
@@ -68,6 +72,8 @@ _QUICK_CLOSES_FATAL: Final = 2
 _MIN_FITTED: Final = 16
 # The first window (doubling with each clean one up to window_size).
 _INITIAL_WINDOW: Final = 1024
+# Clean connections in a row after which the drop point is forgotten.
+_FORGET_DROP: Final = 64
 # A close after at least this long without a write is taken for an idle drop.
 _IDLE_DROP: Final = 0.1
 
@@ -148,6 +154,10 @@ class ConnectionPolicy:
         self.window = min(window_size, _INITIAL_WINDOW)
         # Past this, the window grows slowly (TCP's ssthresh).
         self._ceiling = window_size
+        # Below the smallest window that died without a word (the drop point); forgotten
+        # after _FORGET_DROP clean connections in a row.
+        self._cap = window_size
+        self._clean_since_drop = 0
         # Recent run of accepted notifications before a rejection (moving average).
         self._run: float | None = None
         # Accepted on connections ended without a rejection since the last one.
@@ -171,6 +181,9 @@ class ConnectionPolicy:
         if ended.unknown and ended.kind in (EndKind.LOST, EndKind.STALLED):
             self.window = min(self._window_size, CAREFUL_WINDOW)
             self._ceiling = max(CAREFUL_WINDOW, min(self._ceiling, ended.written // 2))
+            if not ended.careful and ended.written > CAREFUL_WINDOW:
+                self._cap = min(self._cap, max(2, ended.written * 7 // 8))
+                self._clean_since_drop = 0
         elif ended.rejected:
             # The run since the previous rejection, across the clean windows between.
             run = self._since_rejection + ended.accepted + 1
@@ -189,6 +202,10 @@ class ConnectionPolicy:
                 self.window += max(1, self.window // 8)
                 self._ceiling = self.window
             self.window = min(self._window_size, self.window)
+            self._clean_since_drop += 1
+            if self._clean_since_drop >= _FORGET_DROP:
+                self._cap = self._window_size
+        self.window = min(self.window, self._cap)
         if ended.kind is EndKind.LOST and ended.unknown and ended.quiet_for >= _IDLE_DROP:
             self.confirm_after = min(self.confirm_after, ended.quiet_for / 2)
         if ended.progress:
