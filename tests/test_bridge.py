@@ -609,3 +609,40 @@ async def test_the_replay_ledger_survives_a_restart_of_the_bridge(pki, key, tmp_
     assert sorted(recorded) == sorted(token(i).hex() for i in (1, 2, 3, 4, 6, 7, 9, 10, 11))
     assert len(recorded) == len(set(recorded)) == 9
     assert simulator.stats.by_reason == {"BadDeviceToken": 2}
+
+
+async def test_the_replay_ledger_is_saved_about_once_a_second_while_the_bridge_runs(
+    pki, key, tmp_path, mock_clock
+):
+    # Not only at the stop: a bridge that crashes keeps what the last snapshot held.
+    # The clock runs at real speed and is pushed past the interval by hand; the store
+    # is read while the bridge is still up.
+    from apns_legacy.bridge._bridge import LEDGER_SAVE_INTERVAL
+
+    mock_clock.rate = 1.0
+    path = tmp_path / "bridge.db"
+    sim = sim_config(key, invalid_tokens=[token(5)])
+    with trio.fail_after(30):
+        async with open_http2_simulator(sim) as simulator:
+            store = FeedbackStore(path)
+            async with open_bridge(bridge_config(pki, simulator, key), store=store) as bridge:
+                rig = Rig(bridge, simulator, pki, pki.client)
+                answer = await exchange(rig, b"".join(frame(i, token(i)) for i in range(1, 8)))
+                assert answer == error_frame(8, 5)
+                mock_clock.jump(LEDGER_SAVE_INTERVAL)
+                await trio.testing.wait_all_tasks_blocked()
+                saved = store.load_ledger(time.time())
+                assert [row[1] for row in saved] == [token(i) for i in (6, 7)]
+                # Entries taken by the replay leave the next snapshot too (8 is new:
+                # once Apple has it, the replayed 6 and 7 before it were matched).
+                stream = await rig.connect()
+                await stream.send_all(
+                    frame(20, token(6)) + frame(21, token(7)) + frame(22, token(8))
+                )
+                await simulator.wait_for_accepted(7)
+                await stream.aclose()
+                assert bridge.gateway.replay_matched == 2
+                mock_clock.jump(LEDGER_SAVE_INTERVAL)
+                await trio.testing.wait_all_tasks_blocked()
+                assert store.load_ledger(time.time()) == []
+            store.close()
