@@ -2,6 +2,7 @@
 
 Usage: python bench/latency.py [--n 20000] [--rates 0,0.005,0.02,0.1] [--rtts 0,20,100]
                                [--connections 1,4] [--deadline 120] [--spare no|yes|both]
+                               [--gateway in-process|process|both]
 
 For each row it sends N notifications over real TLS to the simulator with a latency fault
 (``rtt / 2`` one way, on every byte and the handshake) and a share of invalid tokens spread
@@ -22,16 +23,23 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from apns_legacy import DeviceToken, Notification, SenderConfig, open_sender
 from apns_legacy.simulator import Fault, open_simulator
-from apns_legacy.tls import make_test_pki
+from apns_legacy.tls import client_context, make_test_pki
+
+HOST = "127.0.0.1"
 
 
 def token_for(i: int) -> DeviceToken:
@@ -46,34 +54,51 @@ def invalid_positions(n: int, rate: float) -> list[int]:
     return [int(step / 2 + k * step) for k in range(count)]
 
 
-async def run_row(
-    pki: Any, n: int, rate: float, rtt_ms: float, connections: int, deadline: float, spare: bool
-) -> dict[str, Any]:
+async def send_all(
+    context: Any,
+    address: tuple[str, int],
+    items: list[Notification],
+    connections: int,
+    deadline: float,
+    spare: bool,
+) -> tuple[list[Any], Any, float, bool]:
+    """Send ``items``; (outcomes, stats, seconds from connecting to the last answer, timed out)."""
+    outcomes: list[Any] = []
+    host, port = address
+    started = time.perf_counter()
+    with trio.move_on_after(deadline) as scope:
+        async with open_sender(
+            context,
+            host=host,
+            port=port,
+            config=SenderConfig(connections=connections, spare_connection=spare),
+            on_outcome=outcomes.append,
+        ) as sender:
+            await sender.submit_many(items)
+            await sender.flush()
+    seconds = time.perf_counter() - started
+    return outcomes, sender.stats, seconds, scope.cancelled_caught  # fmt: skip
+
+
+def run_row(
+    pki: Any, n: int, rate: float, rtt_ms: float, connections: int, deadline: float, spare: bool,
+    *, process: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     bad = invalid_positions(n, rate)
-    faults = [Fault.latency(rtt_ms / 2000, times=None)] if rtt_ms else []
     items = [
         Notification(token=token_for(i), payload=b'{"aps":{"alert":"n%d"}}' % i) for i in range(n)
     ]
-    outcomes: list[Any] = []
-    started = time.perf_counter()
-    timed_out = False
-    async with open_simulator(
-        pki=pki, invalid_tokens=[token_for(i).value for i in bad], faults=faults
-    ) as sim:
-        host, port = sim.gateway_address
-        with trio.move_on_after(deadline) as scope:
-            async with open_sender(
-                sim.client_context(), host=host, port=port,
-                config=SenderConfig(connections=connections, spare_connection=spare),
-                on_outcome=outcomes.append,
-            ) as sender:  # fmt: skip
-                await sender.submit_many(items)
-                await sender.flush()
-        timed_out = scope.cancelled_caught
-        seconds = time.perf_counter() - started
-        counts = collections.Counter(record.token for record in sim.accepted)
-    stats = sender.stats
-    bad_hex = {token_for(i).hex for i in bad}
+    invalid = [token_for(i) for i in bad]
+    if process:
+        outcomes, stats, seconds, timed_out, recorded = _in_a_process(
+            pki, items, invalid, rtt_ms, connections, deadline, spare
+        )
+    else:
+        outcomes, stats, seconds, timed_out, recorded = trio.run(
+            _in_this_process, pki, items, invalid, rtt_ms, connections, deadline, spare
+        )
+    counts = collections.Counter(recorded)
+    bad_hex = {token.hex for token in invalid}
     rejected = {o.notification.token.hex for o in outcomes if o.kind.value == "rejected"}
     accepted = {o.notification.token.hex for o in outcomes if o.accepted}
     t = rtt_ms / 1000
@@ -83,6 +108,7 @@ async def run_row(
         "rtt_ms": rtt_ms,
         "connections": connections,
         "spare": spare,
+        "gateway": "process" if process else "in-process",
         "seconds": round(seconds, 2),
         "per_s": round(stats.accepted / seconds) if seconds else 0,
         "frames_per_notification": round(stats.written / n, 2),
@@ -98,6 +124,58 @@ async def run_row(
     }
 
 
+async def _in_this_process(
+    pki: Any, items: list[Notification], invalid: list[DeviceToken], rtt_ms: float,
+    connections: int, deadline: float, spare: bool,
+) -> tuple[list[Any], Any, float, bool, list[str]]:  # fmt: skip
+    faults = [Fault.latency(rtt_ms / 2000, times=None)] if rtt_ms else []
+    async with open_simulator(
+        pki=pki, invalid_tokens=[token.value for token in invalid], faults=faults
+    ) as sim:
+        outcomes, stats, seconds, timed_out = await send_all(
+            sim.client_context(), sim.gateway_address, items, connections, deadline, spare
+        )
+        recorded = [record.token for record in sim.accepted]
+    return outcomes, stats, seconds, timed_out, recorded
+
+
+def _in_a_process(
+    pki: Any, items: list[Notification], invalid: list[DeviceToken], rtt_ms: float,
+    connections: int, deadline: float, spare: bool,
+) -> tuple[list[Any], Any, float, bool, list[str]]:  # fmt: skip
+    """The gateway as `apns-legacy serve` in its own process (its own core), as Apple's is."""
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        pki.write(folder / "pki", p12_passphrase=b"bench")
+        record = folder / "record.jsonl"
+        command = [
+            sys.executable, "-m", "apns_legacy", "serve", "--host", HOST,
+            "--gateway-port", "0", "--feedback-port", "0", "--cert-dir", str(folder / "pki"),
+            "--record", str(record), "--for", str(deadline + 60),
+        ]  # fmt: skip
+        if rtt_ms:
+            command += ["--latency", f"{rtt_ms / 2:g}"]
+        for token in invalid:
+            command += ["--invalid-token", token.hex]
+        server = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=work
+        )
+        try:
+            assert server.stdout is not None
+            ready = json.loads(server.stdout.readline())
+            host, _, port = ready["gateway"].rpartition(":")
+            context = client_context(pki.client, ca=pki.ca_pem())
+            outcomes, stats, seconds, timed_out = trio.run(
+                send_all, context, (host, int(port)), items, connections, deadline, spare
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+        with record.open(encoding="utf-8") as lines:
+            recorded = [json.loads(line)["token"] for line in lines]
+    return outcomes, stats, seconds, timed_out, recorded
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
@@ -108,9 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spare", default="no", help="spare connections: no, yes, or both (a row for each)"
     )
+    parser.add_argument(
+        "--gateway", choices=("in-process", "process", "both"), default="in-process",
+        help="the simulator in this process (sharing its core) or as `apns-legacy serve` in "
+        "its own process, as Apple's gateway is on other machines",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     pki = make_test_pki()
-    columns = ["n", "invalid", "rtt_ms", "connections", "spare", "seconds", "per_s",
+    columns = ["n", "invalid", "rtt_ms", "connections", "spare", "gateway", "seconds", "per_s",
                "frames_per_notification", "reconnects", "spares_used", "tls_resumed",
                "missed", "recorded_twice",
                "nothing_lost", "bound_s", "no_handshake_bound_s", "timed_out"]  # fmt: skip
@@ -120,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     for rate in (float(r) for r in args.rates.split(",")):
         for rtt in (float(r) for r in args.rtts.split(",")):
             for c in (int(x) for x in args.connections.split(",")):
-                for spare in {"no": [False], "yes": [True], "both": [False, True]}[args.spare]:
-                    row = trio.run(run_row, pki, args.n, rate, rtt, c, args.deadline, spare)
+                for spare, process in itertools.product(
+                    {"no": [False], "yes": [True], "both": [False, True]}[args.spare],
+                    {"in-process": [False], "process": [True], "both": [False, True]}[args.gateway],
+                ):
+                    row = run_row(pki, args.n, rate, rtt, c, args.deadline, spare, process=process)
                     ok = ok and row["nothing_lost"] and not row["missed"]
                     print("| " + " | ".join(str(row[k]) for k in columns) + " |", flush=True)
                     print(json.dumps(row), file=sys.stderr, flush=True)
