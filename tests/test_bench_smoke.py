@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,15 +48,17 @@ def test_bench_quick_run_writes_results(tmp_path):
     assert "| sender-1 |" in done.stdout
 
 
-def test_latency_table_runs_one_row():
+@pytest.mark.parametrize("gateway", ["in-process", "process"])
+def test_latency_table_runs_one_row(gateway):
     command = [
         sys.executable, str(ROOT / "bench" / "latency.py"), "--n", "300", "--rates", "0.01",
-        "--rtts", "10", "--connections", "1", "--deadline", "60",
+        "--rtts", "10", "--connections", "1", "--deadline", "60", "--gateway", gateway,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     row = json.loads(done.stderr.strip().splitlines()[-1])
     assert (row["n"], row["invalid"], row["rtt_ms"], row["connections"]) == (300, 3, 10.0, 1)
+    assert row["gateway"] == gateway
     assert row["missed"] == 0
     assert row["nothing_lost"]
     assert not row["timed_out"]
