@@ -190,7 +190,11 @@ def test_a_window_fitted_to_rejections_stays_below_what_silent_drops_allowed():
 
 
 def test_the_first_window_starts_small_and_doubles_to_the_configured_one():
-    p = policy(window=200_000)
+    # One connection starts at the configured window (a single connection throughout).
+    assert policy(window=200_000).window == 200_000
+    p = ConnectionPolicy(
+        command=Command.FRAME, window_size=200_000, max_unproductive=3, connections=4
+    )
     assert p.window == 1024
     sizes = []
     while p.window < 200_000:
@@ -198,7 +202,12 @@ def test_the_first_window_starts_small_and_doubles_to_the_configured_one():
         sizes.append(p.window)
     assert sizes == [2048, 4096, 8192, 16384, 32768, 65536, 131072, 200_000]
     # A small configured window is used as is.
-    assert policy(window=100).window == 100
+    assert (
+        ConnectionPolicy(
+            command=Command.FRAME, window_size=100, max_unproductive=3, connections=4
+        ).window
+        == 100
+    )
 
 
 def test_windows_stay_below_the_drop_point_until_many_clean_connections_forget_it():

@@ -60,7 +60,8 @@ class SenderConfig:
     settle_after: float = attrs.field(default=1.0, validator=_positive_time)
     #: Most notifications written and unconfirmed on one connection. A full window is
     #: ended with a confirmation probe, and the slot opens a fresh connection for the
-    #: rest. The first window is 1,024 and doubles with each clean one up to this.
+    #: rest. With several connections the first window is 1,024, doubling with each
+    #: clean one up to this.
     #: After a connection dies without a word, the next one writes a single
     #: notification and a probe, and the window doubles with each confirmed one.
     window_size: int = attrs.field(default=200_000, validator=_positive)

@@ -21,12 +21,16 @@ The rules:
   with windows that fit. Unlike TCP, probing past the drop point is not free: every
   window lost takes one of its notifications' ``max_losses`` lives, and parallel
   connections growing together die together.
-* **Slow start.** The first window is :data:`_INITIAL_WINDOW` (1,024) and doubles
-  with each clean one up to ``window_size``. Until the gateway has answered once,
-  nothing says whether the device list is stale; a first window of ``window_size``
-  would be written whole during the first round trip (thousands of frames at 20 ms,
-  on every connection at once) and written again after an early rejection. A clean
-  run pays one probe per doubling (eight to reach 200,000).
+* **Slow start, with several connections.** Their first window is
+  :data:`_INITIAL_WINDOW` (1,024) and doubles with each clean one up to
+  ``window_size``. Until the gateway has answered once, nothing says whether the
+  device list is stale, and each connection writes whatever a round trip lets it
+  before the first answer (thousands of frames at 20 ms), all of it again after an
+  early rejection; several connections starting together multiply that. A clean run
+  pays one probe and reconnect per doubling (eight to reach 200,000). One connection
+  starts at ``window_size``: it wastes one round trip's writing at most, and keeps
+  to a single connection where Apple asked providers not to open and close them
+  needlessly (the conformance case ``slow.reader`` counts them).
 * **Wrong environment.** Apple's gateway accepted a certificate for the other
   environment in the handshake and then closed at once without an error response.
   That is the diagnosis only when the evidence says so: quick silent closes with
@@ -146,12 +150,13 @@ class ConnectionPolicy:
         window_size: int,
         max_unproductive: int,
         confirm_after: float = 1.0,
+        connections: int = 1,
     ) -> None:
         self._command = command
         self._window_size = window_size
         self._max_unproductive = max_unproductive
-        #: The window for the next connection.
-        self.window = min(window_size, _INITIAL_WINDOW)
+        #: The window for the next connection (slow start with several connections).
+        self.window = window_size if connections == 1 else min(window_size, _INITIAL_WINDOW)
         # Past this, the window grows slowly (TCP's ssthresh).
         self._ceiling = window_size
         # Below the smallest window that died without a word (the drop point); forgotten

@@ -255,6 +255,7 @@ class Sender:
             window_size=config.window_size,
             max_unproductive=config.max_unproductive,
             confirm_after=config.confirm_after,
+            connections=config.connections,
         )
         self._connect = connect
         self._describe = describe
