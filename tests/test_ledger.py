@@ -47,6 +47,18 @@ def test_uncertain_requeues_count_losses_and_fail_at_the_limit():
     assert ledger.stats.pending == 0
 
 
+def test_silent_losses_count_the_windows_put_back_uncertain_only():
+    # Connections compare it with the count at their start: a change means another
+    # connection died without a word, and they stop taking from the queue.
+    ledger = Ledger(queue_size=10, max_losses=3, on_outcome=None)
+    ledger.add_many([job(n) for n in range(4)])
+    ledger.requeue(ledger.queue.take(2, 1 << 20), certain=True, reason="after a rejection")
+    assert ledger.silent_losses == 0
+    ledger.requeue(ledger.queue.take(2, 1 << 20), certain=False, reason="reset")
+    ledger.requeue(ledger.queue.take(2, 1 << 20), certain=False, reason="reset")
+    assert ledger.silent_losses == 2
+
+
 def test_fatal_fails_the_queue_and_later_submissions():
     seen = []
     ledger = Ledger(queue_size=10, max_losses=3, on_outcome=seen.append)

@@ -139,10 +139,13 @@ async def test_drop_after_some_bytes_loses_nothing_and_names_no_certificate_prob
     check_truthful(outcomes, stats, sim)
     assert not any("environment" in (o.reason or "") for o in outcomes)
     # A notification caught in max_losses (3) dropped windows fails as such; the rest
-    # get through, one careful probe at a time.
+    # get through, one careful probe at a time. With four connections the windows
+    # stay below the drop point and connections stop taking once one of them died
+    # (trio's scheduler seeded over 300 runs: at least 253 of 300 delivered; 88 once
+    # the windows could outgrow the drop again, which failed CI at 85f89ea).
     failed = [o for o in outcomes if o.kind is OutcomeKind.FAILED]
     assert all("connections that died" in o.reason for o in failed)
-    assert stats.accepted + stats.rejected > N // 2
+    assert stats.accepted + stats.rejected > 2 * N // 3
 
 
 @SHAPES

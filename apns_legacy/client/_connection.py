@@ -131,6 +131,7 @@ class Connection:
         self._window_grew = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._cancel_scope = trio.CancelScope()
+        self._silent_losses = ledger.silent_losses
 
     async def run(self) -> Ended:
         """Run until the connection ends; the window is empty afterwards."""
@@ -231,6 +232,12 @@ class Connection:
                     await self._room.park()  # the settler wakes us as the window drains
                 continue
             room = self.window_limit - len(window)
+            if self._ledger.silent_losses != self._silent_losses and len(window):
+                # Another connection died without a word and its window went back to
+                # the head of the queue. Taking on here would carry those (and more)
+                # past whatever killed it, on a window sized before anyone knew: end
+                # this one with a probe and let the next connection start careful.
+                room = 0
             if room <= 0:
                 if self._can_probe:
                     # Settle the full window for certain; the gateway's answer ends this

@@ -44,6 +44,9 @@ class Ledger:
         self._settled = trio.lowlevel.ParkingLot()
         self._fatal: str | None = None
         self._finished = False
+        #: Connections that died without a word so far (their windows went back to the
+        #: queue as possible duplicates). A connection that sees it change stops taking.
+        self.silent_losses = 0
 
     # -- submitting --------------------------------------------------------------------
 
@@ -108,6 +111,8 @@ class Ledger:
         them again cannot duplicate them. Otherwise each counts a loss.
         """
         keep: list[Outcome] = []
+        if not certain:
+            self.silent_losses += 1
         for job in jobs:
             if not certain:
                 job.losses += 1
