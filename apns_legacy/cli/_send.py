@@ -94,6 +94,8 @@ from ._text import os_error
 
 #: Most parallel connections one send may open (each costs a TLS session and memory).
 MAX_CONNECTIONS: Final = 100
+#: Report lines written to the file in one call.
+REPORT_BATCH: Final = 512
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
 
 
@@ -316,9 +318,24 @@ class _Run:
         """Notifications not sent because the store has their token deactivated."""
         return 0 if self.guard is None else self.guard.skipped
 
+    #: Report lines not yet written: they go to the file in batches of REPORT_BATCH
+    #: (one write call instead of one a line), and the rest when the run ends
+    #: (:meth:`flush_report`, however it ends).
+    pending_lines: list[bytes] = attrs.Factory(list)
+    #: The report line of an outcome (the protocol's).
+    _line_of: Callable[[Outcome], bytes] = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda run: http2_report_line if run.http2 else report_line, takes_self=True
+        ),
+    )
+
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
-            self.report.write(http2_report_line(outcome) if self.http2 else report_line(outcome))
+            pending = self.pending_lines
+            pending.append(self._line_of(outcome))
+            if len(pending) >= REPORT_BATCH:
+                self.flush_report()
         kind = outcome.kind
         if kind is OutcomeKind.REJECTED and self.guard is not None:
             if isinstance(outcome, Http2Outcome):
@@ -336,7 +353,15 @@ class _Run:
         self.guard.skipped += 1
         if self.report is not None:
             entry = skipped_entry(tag, token.hex, skip_reason(device), http2=self.http2)
-            self.report.write(json_line(entry))
+            self.pending_lines.append(json_line(entry))
+            if len(self.pending_lines) >= REPORT_BATCH:
+                self.flush_report()
+
+    def flush_report(self) -> None:
+        """Write the report lines not written yet (in one call)."""
+        if self.pending_lines and self.report is not None:
+            self.report.write(b"".join(self.pending_lines))
+        self.pending_lines.clear()
 
     def bad_line(self, number: int, message: str, strict: bool) -> None:
         self.skipped += 1
@@ -619,4 +644,9 @@ def run(args: argparse.Namespace) -> int:
         # Few long-lived objects per notification: collect less often (client/_gc.py).
         with bulk_gc():
             run_state = _Run(report, display, guard=guard, http2=http2, check=check)
-            return run_trio(send, plan, opener, source, run_state)
+            try:
+                return run_trio(send, plan, opener, source, run_state)
+            finally:
+                # Every outcome handed over, however the run ended (a second Ctrl-C
+                # included), is in the report before it is closed.
+                run_state.flush_report()
