@@ -584,6 +584,32 @@ def test_line_splitter_gives_the_same_lines_for_any_chunking(lines, final_newlin
     assert got == expected
 
 
+@given(
+    lines=st.lists(
+        st.lists(st.sampled_from([b"a", b"\r", b"{}", b"x" * 400, b"\xef\xbb\xbf"])).map(b"".join)
+    ),
+    final_newline=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000)),
+)
+def test_line_splitter_strips_carriage_returns_after_the_length_check(lines, final_newline, cuts):
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    splitter = LineSplitter(max_line=1000)
+    got: list[tuple[int, bytes | None]] = []
+    start = 0
+    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
+        got += splitter.feed(data[start:cut])
+        start = cut
+    got += splitter.finish()
+    if lines:
+        lines = [lines[0].removeprefix(b"\xef\xbb\xbf"), *lines[1:]]
+    expected = [
+        (n, None if len(line) > 1000 else line.rstrip(b"\r")) for n, line in enumerate(lines, 1)
+    ]
+    if lines and not final_newline and lines[-1] == b"":
+        expected.pop()
+    assert got == expected
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 64])
 def test_line_splitter_skips_a_byte_order_mark_at_the_start_only(size):
     data = b"\xef\xbb\xbf{}\n\xef\xbb\xbf[]\n"

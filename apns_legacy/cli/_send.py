@@ -87,7 +87,7 @@ from ._send_http2 import (
     http2_settings,
     limit_hint,
 )
-from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
+from ._send_input import READ_SIZE, UINT32_MAX, LineSplitter, Plan, parse_lines
 from ._send_store import StoreGuard, skip_reason
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
@@ -490,20 +490,15 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
         run.bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
         # Each line of the chunk: a notification, an error message, or None (blank).
-        items: list[tuple[int, Notification | str | None]] = []
-        for number, raw in lines:
-            if raw is None:
-                items.append((number, f"longer than {MAX_LINE} bytes"))
-            elif raw.strip():
-                try:
-                    notification = parse_line(raw, plan)
-                except BadLine as exc:
-                    items.append((number, str(exc)))
-                    continue
-                problem = None if run.check is None else run.check(notification)
-                items.append((number, notification if problem is None else problem))
-            else:
-                items.append((number, None))  # blank lines are allowed and numbered
+        items = parse_lines(lines, plan)
+        check = run.check
+        if check is not None:  # HTTP/2: the request rules, a reason if not met
+            items = [
+                (number, item)
+                if not isinstance(item, Notification) or (problem := check(item)) is None
+                else (number, problem)
+                for number, item in items
+            ]
         dead = {}
         if run.guard is not None:  # one lookup for the chunk's tokens
             dead = run.guard.dead(item.token for _, item in items if isinstance(item, Notification))

@@ -113,6 +113,40 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
 
 
 _TOO_DEEP: Final = "arrays or objects nested too deeply"
+_TOO_LONG: Final = f"longer than {MAX_LINE} bytes"
+
+
+def parse_lines(
+    lines: list[tuple[int, bytes | None]], plan: Plan
+) -> list[tuple[int, Notification | str | None]]:
+    """The lines of a :class:`LineSplitter`, each as a notification, the message of
+    its :class:`BadLine`, or None for a blank line; in order, with their numbers.
+
+    The same as :func:`parse_line` a line, with fewer calls for the usual line: the
+    fast path first, and only a line it leaves is looked at again (blank, or the plain
+    path's to decide).
+    """
+    items: list[tuple[int, Notification | str | None]] = []
+    append = items.append
+    for number, raw in lines:
+        if raw is None:
+            append((number, _TOO_LONG))
+            continue
+        try:
+            notification = _fast_line(raw, plan)
+        except RecursionError:
+            notification = None
+        if notification is None:
+            if not raw.strip():
+                append((number, None))  # blank lines are allowed and numbered
+                continue
+            try:
+                notification = parse_line(raw, plan)
+            except BadLine as exc:
+                append((number, str(exc)))
+                continue
+        append((number, notification))
+    return items
 
 
 def _parse_line(raw: bytes, plan: Plan) -> Notification:
@@ -327,13 +361,24 @@ class LineSplitter:
                 return []
             self._head = None
             chunk = head.removeprefix(_BOM)
+        pieces = chunk.split(b"\n")
+        tail = pieces.pop()  # after the last newline: the start of a line not finished
         lines: list[tuple[int, bytes | None]] = []
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            lines.append(self._line(chunk[start:end]))
-            start = end + 1
+        if pieces:
+            # The first line may continue the one held; the others are whole in chunk.
+            lines.append(self._line(pieces[0]))
+            whole = pieces[1:]
+            if b"\r" in chunk:  # the length limit counts it, as for a line held
+                whole = [piece if len(piece) > self.max_line else piece.rstrip(b"\r")
+                         for piece in whole]  # fmt: skip
+            rest: list[bytes | None] = [*whole]
+            if len(chunk) > self.max_line:
+                rest = [None if len(piece) > self.max_line else piece for piece in whole]
+            number = self.number
+            lines += zip(range(number + 1, number + 1 + len(rest)), rest, strict=True)
+            self.number = number + len(rest)
         if not self._overlong:
-            self._partial += chunk[start:]
+            self._partial += tail
             if len(self._partial) > self.max_line:
                 self._overlong = True
                 self._partial.clear()
