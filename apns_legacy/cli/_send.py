@@ -485,8 +485,17 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
     splitter = LineSplitter()
     # Both senders queue without a checkpoint when there is room.
     submit_nowait = sender.submit_nowait
+    # A regular file is read here, like the report is written: a read of it takes no
+    # longer than a write of the report does. Anything else (a pipe, a terminal) may
+    # wait for its writer indefinitely, so it is read in a worker thread.
+    regular = stat.S_ISREG(os.fstat(source).st_mode)
     while True:
-        chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
+        if regular:
+            chunk = os.read(source, READ_SIZE)
+        else:
+            chunk = await trio.to_thread.run_sync(
+                os.read, source, READ_SIZE, abandon_on_cancel=True
+            )
         run.bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
         # Each line of the chunk: a notification, an error message, or None (blank).
@@ -502,6 +511,8 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
         dead = {}
         if run.guard is not None:  # one lookup for the chunk's tokens
             dead = run.guard.dead(item.token for _, item in items if isinstance(item, Notification))
+        # run.last_line is the last line dealt with at every await (where a signal can
+        # stop the input), not set for each line.
         for number, item in items:
             if isinstance(item, Notification):
                 device = dead.get(item.token) if dead else None
@@ -511,13 +522,16 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
                     try:
                         submit_nowait(item, tag=number)
                     except trio.WouldBlock:
+                        run.last_line = number - 1  # lines are numbered one by one
                         await sender.submit(item, tag=number)
                 # submitted (its outcome will be reported) or reported skipped
             elif item is not None:
                 run.bad_line(number, item, plan.strict)
                 if run.stopped_at is not None:
+                    run.last_line = number - 1
                     return
-            run.last_line = number
+        if items:
+            run.last_line = items[-1][0]
         if not chunk:
             return
         await trio.lowlevel.checkpoint()  # let the connections write between chunks
