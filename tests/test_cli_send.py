@@ -393,8 +393,8 @@ async def test_ctrl_c_stops_the_input_and_settles_what_was_submitted(pki, certs,
 async def test_ctrl_c_during_a_file_input_reports_exactly_the_lines_before_the_stop(
     pki, certs, tmp_path
 ):
-    # A regular file is read in the event loop's thread (no worker thread): the signal
-    # still stops the input between lines, and the resume line is right.
+    # The signal stops the input in the middle of a file: every line before the resume
+    # line has its outcome in the report, and none after it.
     report = tmp_path / "report.jsonl"
     source = tmp_path / "input.jsonl"
     total = 100_000

@@ -485,17 +485,8 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
     splitter = LineSplitter()
     # Both senders queue without a checkpoint when there is room.
     submit_nowait = sender.submit_nowait
-    # A regular file is read here, like the report is written: a read of it takes no
-    # longer than a write of the report does. Anything else (a pipe, a terminal) may
-    # wait for its writer indefinitely, so it is read in a worker thread.
-    regular = stat.S_ISREG(os.fstat(source).st_mode)
     while True:
-        if regular:
-            chunk = os.read(source, READ_SIZE)
-        else:
-            chunk = await trio.to_thread.run_sync(
-                os.read, source, READ_SIZE, abandon_on_cancel=True
-            )
+        chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
         run.bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
         # Each line of the chunk: a notification, an error message, or None (blank).
