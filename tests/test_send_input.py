@@ -15,6 +15,8 @@ from apns_legacy.cli._send_input import (
     BadLine,
     Plan,
     _fast_line,
+    _passed_payload,
+    _passed_payloads,
     _plain_line,
     parse_line,
     parse_lines,
@@ -224,6 +226,16 @@ def test_parse_lines_says_of_each_line_what_parse_line_says(raws, limit):
             except BadLine as exc:
                 expected.append((number, str(exc)))
     assert parse_lines(numbered, fresh_plan(limit)) == expected
+
+
+@given(
+    texts=st.lists(payload_texts() | st.sampled_from(['{"a":1}{"b":2}', "{}", "{}\n{}"])),
+    limit=st.sampled_from([2048, 40, 10]),
+)
+def test_payloads_checked_together_pass_as_each_would_alone(texts, limit):
+    values = [text.encode("utf-8", "surrogatepass") for text in texts]
+    expected = [_passed_payload(value, limit) for value in values]
+    assert _passed_payloads(values, limit) == expected
 
 
 @given(value=payload_objects)
