@@ -5,8 +5,9 @@ values, the ``--payload`` size, the credentials, the files), and a problem there
 one line on stderr and exit code 2 with nothing sent. The input file is streamed:
 read in 64 KiB pieces (in a worker thread, so a slow pipe never stalls the event
 loop), split into lines, checked and submitted one by one; the sender's queue applies
-back-pressure, and outcomes go straight to the ``--report`` file as they arrive, so
-memory stays bounded however long the input is.
+back-pressure, and outcomes go to the ``--report`` file as they arrive (written 512
+lines at a time, and the rest when the run ends, however it ends), so memory stays
+bounded however long the input is.
 
 With ``--db PATH`` (see ``_send_store``) tokens the token store has deactivated are
 skipped (reported ``"outcome":"skipped"``) and new status-8 rejections are recorded

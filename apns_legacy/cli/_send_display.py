@@ -5,10 +5,11 @@ The progress display (``rich.progress``) is only drawn when stderr is a terminal
 the sender's running totals, never per notification. When stderr is not a terminal
 a plain progress line is printed every few seconds instead.
 
-The ``--report`` lines are written here too (:func:`report_line`): msgspec writes
-them, and a line it would write differently from the standard library's
-``json.dumps(..., separators=(",", ":"))`` (anything not plain ASCII, or with an
-escape) is written by ``json`` instead, so the lines are the same bytes as before.
+The ``--report`` lines are written here too (:func:`report_line`), the same bytes as
+the standard library's ``json.dumps(..., separators=(",", ":"))`` writes: the usual
+line (no reason) by formatting its line number, token and identifier into bytes
+before a fixed tail; the others by msgspec, or by ``json`` for a line msgspec would
+write differently (anything not plain ASCII, or with an escape).
 """
 
 from __future__ import annotations

@@ -17,7 +17,11 @@ for (an error of any kind, floats or numbers not in their shortest form, whitesp
 escapes msgspec writes differently, deep nesting) goes through the plain path with the
 standard library's ``json``, which decides and words every error; so the fast path
 changes the speed only, never a result or a message (tests/test_send_input.py compares
-the two on arbitrary lines).
+the two on arbitrary lines). :func:`parse_lines` takes the lines of a chunk of input
+at once: it decodes them one by one, then checks the payload objects it has not seen
+before together (one ``decode_lines`` and one ``encode_lines`` for all of them), and
+gives each line that is not plainly good to :func:`parse_line`, so that a chunk with
+a bad line still gets the same message, with the same line number.
 """
 
 from __future__ import annotations
