@@ -9,7 +9,7 @@ the machine moves it less than wall time), the two things ``apns-legacy send`` d
 per line besides sending: splitting and parsing the input (``LineSplitter`` and
 ``parse_lines``, 64 KiB chunks of the same input ``bench/run.py`` writes), and
 writing the report (``report_line`` of an accepted, confirmed outcome per line,
-joined 512 at a time as ``send`` writes them). Prints one JSON line with the
+joined 64 at a time as ``send`` writes them). Prints one JSON line with the
 microseconds per line of each part and the best of ``--repeat`` runs. The sender's
 own share is what ``bench/run.py --cases sender-1`` measures.
 """
@@ -33,7 +33,7 @@ from apns_legacy.client import Evidence, Outcome, OutcomeKind, SenderConfig, bul
 from apns_legacy.wire import Notification
 
 #: Report lines joined into one write (``_send.REPORT_BATCH``).
-REPORT_BATCH = 512
+REPORT_BATCH = 64
 
 
 def parse_lines_of(
