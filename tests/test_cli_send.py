@@ -390,6 +390,47 @@ async def test_ctrl_c_stops_the_input_and_settles_what_was_submitted(pki, certs,
     assert [(e["line"], e["outcome"]) for e in entries] == [(n, "accepted") for n in range(1, 51)]
 
 
+async def test_ctrl_c_during_a_file_input_reports_exactly_the_lines_before_the_stop(
+    pki, certs, tmp_path
+):
+    # The signal stops the input in the middle of a file: every line before the resume
+    # line has its outcome in the report, and none after it.
+    report = tmp_path / "report.jsonl"
+    source = tmp_path / "input.jsonl"
+    total = 100_000
+    source.write_text("".join(json.dumps({"token": token(n)}) + "\n" for n in range(total)))
+    async with open_simulator(pki=pki) as sim:
+        command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
+                   "--input", str(source), "--alert", "hi", "--report", str(report)]  # fmt: skip
+        process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(60):
+                await sim.wait_for_accepted(500)
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+                stderr = b""
+                while chunk := await process.stderr.receive_some(65536):
+                    stderr += chunk
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+                await process.stderr.aclose()
+    text = stderr.decode()
+    assert "SIGINT: no more input" in text
+    found = re.search(r"stopped after input line (\d+): resume from line (\d+)", text)
+    assert found is not None, text
+    last = int(found.group(1))
+    assert int(found.group(2)) == last + 1
+    assert 500 <= last < total  # stopped in the middle of the file
+    entries = read_report(report)
+    assert [e["line"] for e in entries] == list(range(1, last + 1))
+    assert {e["outcome"] for e in entries} == {"accepted"}
+    assert f"sent {last}: {last} accepted, 0 rejected, 0 failed; " in text
+
+
 async def test_p12_with_passphrase_from_the_environment(pki, certs):
     async with open_simulator(pki=pki) as sim:
         host, port = sim.gateway_address
@@ -581,6 +622,32 @@ def test_line_splitter_gives_the_same_lines_for_any_chunking(lines, final_newlin
     expected = [(n, line if len(line) <= 1000 else None) for n, line in enumerate(lines, 1)]
     if lines and not final_newline and lines[-1] == b"":
         expected.pop()  # an empty last line without a newline is no line at all
+    assert got == expected
+
+
+@given(
+    lines=st.lists(
+        st.lists(st.sampled_from([b"a", b"\r", b"{}", b"x" * 400, b"\xef\xbb\xbf"])).map(b"".join)
+    ),
+    final_newline=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000)),
+)
+def test_line_splitter_strips_carriage_returns_after_the_length_check(lines, final_newline, cuts):
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    splitter = LineSplitter(max_line=1000)
+    got: list[tuple[int, bytes | None]] = []
+    start = 0
+    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
+        got += splitter.feed(data[start:cut])
+        start = cut
+    got += splitter.finish()
+    if lines:
+        lines = [lines[0].removeprefix(b"\xef\xbb\xbf"), *lines[1:]]
+    expected = [
+        (n, None if len(line) > 1000 else line.rstrip(b"\r")) for n, line in enumerate(lines, 1)
+    ]
+    if lines and not final_newline and lines[-1] == b"":
+        expected.pop()
     assert got == expected
 
 

@@ -15,8 +15,11 @@ from apns_legacy.cli._send_input import (
     BadLine,
     Plan,
     _fast_line,
+    _passed_payload,
+    _passed_payloads,
     _plain_line,
     parse_line,
+    parse_lines,
 )
 from apns_legacy.client import Evidence, Outcome, OutcomeKind, SenderConfig, SenderStats
 from apns_legacy.wire import DeviceToken, Notification, Status
@@ -191,6 +194,48 @@ def test_the_fast_path_agrees_with_the_plain_path_byte_for_byte(raw, limit):
     fast = _fast_line(raw, plan)
     if fast is not None:  # what the fast path says is what the plain path says
         assert fast == plain_or_error(raw, plan)
+
+
+def fresh_plan(limit: int = 2048) -> Plan:
+    return Plan(
+        config=SenderConfig(payload_limit=limit),
+        payload=b'{"aps":{}}',
+        expiry=0,
+        priority=10,
+        tokens=(),
+        strict=False,
+    )
+
+
+@given(
+    raws=st.lists(input_lines() | st.sampled_from([b"", b" ", b"\t\r", None]) | lines, max_size=8),
+    limit=st.sampled_from([2048, 40]),
+)
+def test_parse_lines_says_of_each_line_what_parse_line_says(raws, limit):
+    numbered = list(enumerate(raws, start=7))
+    expected: list[tuple[int, object]] = []
+    line_by_line = fresh_plan(limit)
+    for number, raw in numbered:
+        if raw is None:
+            expected.append((number, "longer than 1048576 bytes"))
+        elif not raw.strip():
+            expected.append((number, None))
+        else:
+            try:
+                expected.append((number, parse_line(raw, line_by_line)))
+            except BadLine as exc:
+                expected.append((number, str(exc)))
+    assert parse_lines(numbered, fresh_plan(limit)) == expected
+
+
+@given(
+    texts=st.lists(payload_texts() | st.sampled_from(['{"a":1}{"b":2}', "{}", "{}\n{}"])),
+    limit=st.sampled_from([2048, 40, 10]),
+)
+def test_payloads_checked_together_pass_as_each_would_alone(texts, limit):
+    values = [text.encode("utf-8", "surrogatepass") for text in texts]
+    expected = [_passed_payload(value, limit) for value in values]
+    assert _passed_payloads(values, limit) == expected
 
 
 @given(value=payload_objects)

@@ -5,8 +5,9 @@ values, the ``--payload`` size, the credentials, the files), and a problem there
 one line on stderr and exit code 2 with nothing sent. The input file is streamed:
 read in 64 KiB pieces (in a worker thread, so a slow pipe never stalls the event
 loop), split into lines, checked and submitted one by one; the sender's queue applies
-back-pressure, and outcomes go straight to the ``--report`` file as they arrive, so
-memory stays bounded however long the input is.
+back-pressure, and outcomes go to the ``--report`` file as they arrive (written 64
+lines at a time, and the rest when the run ends, however it ends), so memory stays
+bounded however long the input is.
 
 With ``--db PATH`` (see ``_send_store``) tokens the token store has deactivated are
 skipped (reported ``"outcome":"skipped"``) and new status-8 rejections are recorded
@@ -87,13 +88,16 @@ from ._send_http2 import (
     http2_settings,
     limit_hint,
 )
-from ._send_input import MAX_LINE, READ_SIZE, UINT32_MAX, BadLine, LineSplitter, Plan, parse_line
+from ._send_input import READ_SIZE, UINT32_MAX, LineSplitter, Plan, parse_lines
 from ._send_store import StoreGuard, skip_reason
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
 
 #: Most parallel connections one send may open (each costs a TLS session and memory).
 MAX_CONNECTIONS: Final = 100
+#: Report lines written to the file in one call: about 11 KiB, so a slow run's report
+#: grows about as often as with one write a line into the file's 8 KiB buffer.
+REPORT_BATCH: Final = 64
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
 
 
@@ -316,9 +320,24 @@ class _Run:
         """Notifications not sent because the store has their token deactivated."""
         return 0 if self.guard is None else self.guard.skipped
 
+    #: Report lines not yet written: they go to the file in batches of REPORT_BATCH
+    #: (one write call instead of one a line), and the rest when the run ends
+    #: (:meth:`flush_report`, however it ends).
+    pending_lines: list[bytes] = attrs.Factory(list)
+    #: The report line of an outcome (the protocol's).
+    _line_of: Callable[[Outcome], bytes] = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda run: http2_report_line if run.http2 else report_line, takes_self=True
+        ),
+    )
+
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
-            self.report.write(http2_report_line(outcome) if self.http2 else report_line(outcome))
+            pending = self.pending_lines
+            pending.append(self._line_of(outcome))
+            if len(pending) >= REPORT_BATCH:
+                self.flush_report()
         kind = outcome.kind
         if kind is OutcomeKind.REJECTED and self.guard is not None:
             if isinstance(outcome, Http2Outcome):
@@ -336,7 +355,15 @@ class _Run:
         self.guard.skipped += 1
         if self.report is not None:
             entry = skipped_entry(tag, token.hex, skip_reason(device), http2=self.http2)
-            self.report.write(json_line(entry))
+            self.pending_lines.append(json_line(entry))
+            if len(self.pending_lines) >= REPORT_BATCH:
+                self.flush_report()
+
+    def flush_report(self) -> None:
+        """Write the report lines not written yet (in one call)."""
+        if self.pending_lines and self.report is not None:
+            self.report.write(b"".join(self.pending_lines))
+        self.pending_lines.clear()
 
     def bad_line(self, number: int, message: str, strict: bool) -> None:
         self.skipped += 1
@@ -465,23 +492,20 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
         run.bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
         # Each line of the chunk: a notification, an error message, or None (blank).
-        items: list[tuple[int, Notification | str | None]] = []
-        for number, raw in lines:
-            if raw is None:
-                items.append((number, f"longer than {MAX_LINE} bytes"))
-            elif raw.strip():
-                try:
-                    notification = parse_line(raw, plan)
-                except BadLine as exc:
-                    items.append((number, str(exc)))
-                    continue
-                problem = None if run.check is None else run.check(notification)
-                items.append((number, notification if problem is None else problem))
-            else:
-                items.append((number, None))  # blank lines are allowed and numbered
+        items = parse_lines(lines, plan)
+        check = run.check
+        if check is not None:  # HTTP/2: the request rules, a reason if not met
+            items = [
+                (number, item)
+                if not isinstance(item, Notification) or (problem := check(item)) is None
+                else (number, problem)
+                for number, item in items
+            ]
         dead = {}
         if run.guard is not None:  # one lookup for the chunk's tokens
             dead = run.guard.dead(item.token for _, item in items if isinstance(item, Notification))
+        # run.last_line is the last line dealt with at every await (where a signal can
+        # stop the input), not set for each line.
         for number, item in items:
             if isinstance(item, Notification):
                 device = dead.get(item.token) if dead else None
@@ -491,13 +515,16 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
                     try:
                         submit_nowait(item, tag=number)
                     except trio.WouldBlock:
+                        run.last_line = number - 1  # lines are numbered one by one
                         await sender.submit(item, tag=number)
                 # submitted (its outcome will be reported) or reported skipped
             elif item is not None:
                 run.bad_line(number, item, plan.strict)
                 if run.stopped_at is not None:
+                    run.last_line = number - 1
                     return
-            run.last_line = number
+        if items:
+            run.last_line = items[-1][0]
         if not chunk:
             return
         await trio.lowlevel.checkpoint()  # let the connections write between chunks
@@ -619,4 +646,9 @@ def run(args: argparse.Namespace) -> int:
         # Few long-lived objects per notification: collect less often (client/_gc.py).
         with bulk_gc():
             run_state = _Run(report, display, guard=guard, http2=http2, check=check)
-            return run_trio(send, plan, opener, source, run_state)
+            try:
+                return run_trio(send, plan, opener, source, run_state)
+            finally:
+                # Every outcome handed over, however the run ended (a second Ctrl-C
+                # included), is in the report before it is closed.
+                run_state.flush_report()

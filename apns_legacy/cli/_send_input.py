@@ -17,7 +17,11 @@ for (an error of any kind, floats or numbers not in their shortest form, whitesp
 escapes msgspec writes differently, deep nesting) goes through the plain path with the
 standard library's ``json``, which decides and words every error; so the fast path
 changes the speed only, never a result or a message (tests/test_send_input.py compares
-the two on arbitrary lines).
+the two on arbitrary lines). :func:`parse_lines` takes the lines of a chunk of input
+at once: it decodes them one by one, then checks the payload objects it has not seen
+before together (one ``decode_lines`` and one ``encode_lines`` for all of them), and
+gives each line that is not plainly good to :func:`parse_line`, so that a chunk with
+a bad line still gets the same message, with the same line number.
 """
 
 from __future__ import annotations
@@ -113,6 +117,62 @@ def parse_line(raw: bytes, plan: Plan) -> Notification:
 
 
 _TOO_DEEP: Final = "arrays or objects nested too deeply"
+_TOO_LONG: Final = f"longer than {MAX_LINE} bytes"
+
+
+def parse_lines(
+    lines: list[tuple[int, bytes | None]], plan: Plan
+) -> list[tuple[int, Notification | str | None]]:
+    """The lines of a :class:`LineSplitter`, each as a notification, the message of
+    its :class:`BadLine`, or None for a blank line; in order, with their numbers.
+
+    The same as :func:`parse_line` a line, with fewer calls for the usual line: the
+    fast path first, and only a line it leaves is looked at again (blank, or the plain
+    path's to decide). The payload objects not seen before are checked together
+    (:func:`_passed_payloads`: one decode and one encode for all of them).
+    """
+    items: list[tuple[int, Notification | str | None]] = []
+    append = items.append
+    # Lines whose payload object is new: (index in items, raw line, decoded line, payload).
+    waiting: list[tuple[int, bytes, _Line, bytes]] = []
+    passed_objects = plan.passed_objects
+    for number, raw in lines:
+        if raw is None:
+            append((number, _TOO_LONG))
+            continue
+        line = _fast_fields(raw, plan)
+        if line is not None:
+            value = bytes(line.payload)
+            if value[:1] == b"{" and value not in passed_objects:
+                waiting.append((len(items), raw, line, value))
+                append((number, None))  # a place held, filled in below
+                continue
+            notification = _fast_notification(line, value, None, plan)
+            if notification is not None:
+                append((number, notification))
+                continue
+        append(_slow_line(number, raw, plan))
+    if waiting:
+        passing = _passed_payloads([value for _, _, _, value in waiting], plan.payload_limit)
+        for (index, raw, line, value), passed in zip(waiting, passing, strict=True):
+            number = items[index][0]
+            notification = None if passed is None else _fast_notification(line, value, passed, plan)
+            items[index] = (
+                (number, notification)
+                if notification is not None
+                else _slow_line(number, raw, plan)
+            )
+    return items
+
+
+def _slow_line(number: int, raw: bytes, plan: Plan) -> tuple[int, Notification | str | None]:
+    """A line the fast path leaves: blank (None), or what :func:`parse_line` says."""
+    if not raw.strip():
+        return number, None  # blank lines are allowed and numbered
+    try:
+        return number, parse_line(raw, plan)
+    except BadLine as exc:
+        return number, str(exc)
 
 
 def _parse_line(raw: bytes, plan: Plan) -> Notification:
@@ -152,8 +212,10 @@ def _shortest_float(text: str) -> float:
 
 
 _LINE_DECODER: Final = msgspec.json.Decoder(_Line)
+_UNSET: Final = msgspec.UNSET
 _PAYLOAD_DECODER: Final = msgspec.json.Decoder(float_hook=_shortest_float)
 _ENCODE: Final = msgspec.json.Encoder().encode
+_ENCODE_LINES: Final = msgspec.json.Encoder().encode_lines
 #: A payload object with at most this many "{" and "[" (so nested no deeper) may pass
 #: through; deeper ones take the plain path, whose recursion limits decide.
 _PASS_NESTING: Final = 64
@@ -161,6 +223,14 @@ _PASS_NESTING: Final = 64
 
 def _fast_line(raw: bytes, plan: Plan) -> Notification | None:
     """The notification of a well-formed line, or None for the plain path to decide."""
+    line = _fast_fields(raw, plan)
+    if line is None:
+        return None
+    return _fast_notification(line, bytes(line.payload), None, plan)
+
+
+def _fast_fields(raw: bytes, plan: Plan) -> _Line | None:
+    """The line decoded, if UTF-8 and of the right shape, its expiry and priority valid."""
     if not raw.isascii():
         try:
             raw.decode("utf-8")  # msgspec does not check the bytes it skips
@@ -172,39 +242,54 @@ def _fast_line(raw: bytes, plan: Plan) -> Notification | None:
         return None
     if line.active is False:
         return None
-    expiry = plan.expiry if line.expiry is msgspec.UNSET else line.expiry
-    priority = plan.priority if line.priority is msgspec.UNSET else line.priority
+    expiry = plan.expiry if line.expiry is _UNSET else line.expiry
+    priority = plan.priority if line.priority is _UNSET else line.priority
     if not 0 <= expiry <= UINT32_MAX or priority not in _PRIORITIES:
         return None
-    raw_value = bytes(line.payload)
+    return line
+
+
+def _fast_notification(
+    line: _Line, raw_value: bytes, passed: bytes | None, plan: Plan
+) -> Notification | None:
+    """The notification of a line :func:`_fast_fields` passed, given its payload's
+    bytes (``passed``: what :func:`_passed_payload` made of them, if known)."""
     if not raw_value:
         if plan.payload is None:
             return None
         payload = plan.payload
     else:
-        passed = plan.passed_objects.get(raw_value)
+        if passed is None:
+            passed = plan.passed_objects.get(raw_value)
         if passed is None:
             passed = _passed_payload(raw_value, plan.payload_limit)
             if passed is None:
                 return None
-            if raw_value[:1] == b"{":
-                passed_objects = plan.passed_objects
-                if len(passed_objects) >= _SHARED_PAYLOADS:
-                    passed_objects.clear()
-                passed_objects[passed] = passed
+        if raw_value[:1] == b"{" and raw_value not in plan.passed_objects:
+            passed_objects = plan.passed_objects
+            if len(passed_objects) >= _SHARED_PAYLOADS:
+                passed_objects.clear()
+            passed_objects[passed] = passed
         shared = plan.shared_payloads
         if len(shared) >= _SHARED_PAYLOADS:
             shared.clear()
         payload = shared.setdefault(passed, passed)
     token = line.token
     try:
-        if len(token) == 64 and token.isascii() and token.isalnum():
+        if len(token) == 64:
             # Plain hex of a 32-byte token, the usual case: what from_hex does for it.
-            device_token = DeviceToken(bytes.fromhex(token))
+            # (bytes.fromhex skips spaces between bytes: 64 characters make 32 bytes
+            # only if there are none, and a character that is not hex raises.)
+            value = bytes.fromhex(token)
+            if len(value) != 32:
+                return None
+            device_token = DeviceToken(value)
         else:
             device_token = DeviceToken.from_hex(token, allow_long=plan.allow_long_tokens)
     except (LocalProtocolError, ValueError):
         return None
+    expiry = plan.expiry if line.expiry is _UNSET else line.expiry
+    priority = plan.priority if line.priority is _UNSET else line.priority
     return Notification(token=device_token, payload=payload, expiry=expiry, priority=priority)
 
 
@@ -220,9 +305,12 @@ def _passed_payload(value: bytes, limit: int) -> bytes | None:
             return raw_payload(text, limit=limit)
         except (msgspec.MsgspecError, LocalProtocolError, RecursionError, ValueError):
             return None
-    if first != b"{" or len(value) > limit:
+    size = len(value)
+    if first != b"{" or size > limit:
         return None
-    if value.count(b"{") + value.count(b"[") > _PASS_NESTING:
+    # More than _PASS_NESTING "{" and "[" need as many closing ones to be JSON: a
+    # shorter value cannot be nested that deep (it is no JSON, for msgspec to refuse).
+    if size > 2 * _PASS_NESTING and value.count(b"{") + value.count(b"[") > _PASS_NESTING:
         return None
     try:
         decoded = _PAYLOAD_DECODER.decode(value)
@@ -232,6 +320,41 @@ def _passed_payload(value: bytes, limit: int) -> bytes | None:
     except (msgspec.MsgspecError, RecursionError, ValueError):
         pass
     return None
+
+
+def _passed_payloads(values: list[bytes], limit: int) -> list[bytes | None]:
+    """:func:`_passed_payload` of each payload object in ``values``, with one decode
+    and one encode for all those that may pass (most, usually).
+
+    Each value is one JSON value without a newline (msgspec found it on one input
+    line), so joined by newlines they are JSON lines, one value a line, and written
+    again by ``encode_lines`` they are the same bytes exactly if each one is.
+    """
+    results: list[bytes | None] = [None] * len(values)
+    candidates = [
+        (position, value)
+        for position, value in enumerate(values)
+        if len(value) <= 2 * _PASS_NESTING
+        or (len(value) <= limit and value.count(b"{") + value.count(b"[") <= _PASS_NESTING)
+    ]
+    joined = b"\n".join(value for _, value in candidates)
+    try:
+        decoded = _PAYLOAD_DECODER.decode_lines(joined)
+        if len(decoded) != len(candidates):  # not one value each, after all
+            raise ValueError
+        written = _ENCODE_LINES(decoded)
+    except (msgspec.MsgspecError, RecursionError, ValueError):
+        # One of them is not JSON that can pass: each one on its own, then.
+        return [_passed_payload(value, limit) for value in values]
+    if written == joined + b"\n":
+        for position, value in candidates:
+            results[position] = value if len(value) <= limit else None
+        return results
+    # Some written differently: the others pass (msgspec writes no newline in a value).
+    for (position, value), again in zip(candidates, written.split(b"\n"), strict=False):
+        if again == value and len(value) <= limit:
+            results[position] = value
+    return results
 
 
 def _plain_line(raw: bytes, plan: Plan) -> Notification:
@@ -327,13 +450,24 @@ class LineSplitter:
                 return []
             self._head = None
             chunk = head.removeprefix(_BOM)
+        pieces = chunk.split(b"\n")
+        tail = pieces.pop()  # after the last newline: the start of a line not finished
         lines: list[tuple[int, bytes | None]] = []
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            lines.append(self._line(chunk[start:end]))
-            start = end + 1
+        if pieces:
+            # The first line may continue the one held; the others are whole in chunk.
+            lines.append(self._line(pieces[0]))
+            whole = pieces[1:]
+            if b"\r" in chunk:  # the length limit counts it, as for a line held
+                whole = [piece if len(piece) > self.max_line else piece.rstrip(b"\r")
+                         for piece in whole]  # fmt: skip
+            rest: list[bytes | None] = [*whole]
+            if len(chunk) > self.max_line:
+                rest = [None if len(piece) > self.max_line else piece for piece in whole]
+            number = self.number
+            lines += zip(range(number + 1, number + 1 + len(rest)), rest, strict=True)
+            self.number = number + len(rest)
         if not self._overlong:
-            self._partial += chunk[start:]
+            self._partial += tail
             if len(self._partial) > self.max_line:
                 self._overlong = True
                 self._partial.clear()
