@@ -70,7 +70,10 @@ class Ledger:
     # -- settling ----------------------------------------------------------------------
 
     def accept(self, jobs: list[Outcome], evidence: Evidence) -> None:
-        emit = self._emit
+        # What _emit does, with the choice made once for the whole list.
+        emit = self._on_outcome
+        if emit is None:
+            emit = self._outcome_send.send_nowait
         accepted = OutcomeKind.ACCEPTED
         for job in jobs:
             job.kind = accepted

@@ -26,6 +26,11 @@ class OutcomeKind(enum.Enum):
     FAILED = "failed"
 
 
+# Enum members are slow to reach through their class in Python 3.11 (about 90 ns a
+# time); the outcome constructors run once per notification.
+_PENDING: Final = OutcomeKind.PENDING
+
+
 class Evidence(enum.Enum):
     """How the sender knows a notification was accepted."""
 
@@ -73,7 +78,7 @@ class Outcome:
         self.broadcast = None
         #: Whatever the caller passed to ``submit(..., tag=...)``, handed back untouched.
         self.tag = tag
-        self.kind = OutcomeKind.PENDING
+        self.kind = _PENDING
         #: The gateway's status code, for rejections.
         self.status: Status | int | None = None
         #: Why it failed, for failures (None otherwise).
@@ -235,7 +240,7 @@ class BroadcastOutcome(Outcome):
         self.broadcast = broadcast
         self._made: Notification | None = None  # made on demand
         self.tag = tag
-        self.kind = OutcomeKind.PENDING
+        self.kind = _PENDING
         self.status = None
         self.reason = None
         self.evidence = None
