@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import trio
 
 from ..wire import Status
-from ._outcomes import Evidence, Outcome, OutcomeKind, SenderStats
+from ._outcomes import Evidence, Job, Outcome, OutcomeKind, SenderStats, as_outcome
 from ._queue import JobQueue
 
 logger = logging.getLogger("apns_legacy.sender")
@@ -59,11 +59,11 @@ class Ledger:
         else:
             self.queue.put(job)
 
-    def add_many(self, jobs: list[Outcome]) -> None:
+    def add_many(self, jobs: Sequence[Job]) -> None:
         self.stats.submitted += len(jobs)
         if self._fatal is not None:
             for job in jobs:
-                self.fail(job, self._fatal)
+                self.fail(as_outcome(job), self._fatal)
         else:
             self.queue.put_many(jobs)
 
@@ -135,7 +135,7 @@ class Ledger:
 
     def fail_queued(self, reason: str) -> None:
         for job in self.queue.take_all():
-            self.fail(job, reason)
+            self.fail(as_outcome(job), reason)
 
     async def wait_settled(self) -> None:
         """Wait until some outcome settles."""

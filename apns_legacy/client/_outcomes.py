@@ -50,8 +50,10 @@ class Evidence(enum.Enum):
 class Outcome:
     """The one and only outcome of one submitted notification.
 
-    The sender makes one of these when a notification is submitted and fills it in
-    when the notification settles, then hands it to ``on_outcome`` (or
+    The sender makes one of these for each submitted notification (``submit_many``
+    makes it when the notification leaves the queue or the in-flight window, so that
+    a notification waiting there is one object less) and fills it in when the
+    notification settles, then hands it to ``on_outcome`` (or
     :meth:`Sender.outcomes`). Treat it as read-only. (It is a plain slotted class,
     not a frozen attrs class, because the sender's hot path handles hundreds of
     thousands a second and must not allocate a second object per notification.)
@@ -220,6 +222,21 @@ def _reason_status(reason: str) -> int:
     # Apple's table gives each reason one status; a reason it adds later sorts last.
     known = reason_from_str(reason)
     return known.status if isinstance(known, Reason) else 999
+
+
+#: What the sender's queue and windows hold: an outcome, or (from ``submit_many``) the
+#: notification itself until it leaves them (see :func:`as_outcome`).
+Job = Outcome | Notification
+
+
+def as_outcome(job: Job) -> Outcome:
+    """The outcome of a queued job (a new one for a bare notification)."""
+    return job if isinstance(job, Outcome) else Outcome(job)
+
+
+def job_notification(job: Job) -> Notification:
+    """The notification of a queued job."""
+    return job.notification if isinstance(job, Outcome) else job
 
 
 class BroadcastOutcome(Outcome):

@@ -24,7 +24,15 @@ import collections
 import logging
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -42,7 +50,7 @@ from ._config import SenderConfig
 from ._connection import Connection
 from ._diagnosis import describe_connect_error, describe_error, is_tls_refusal, token_bytes
 from ._ledger import Ledger, OutcomeCallback
-from ._outcomes import BroadcastOutcome, Outcome, SenderStats
+from ._outcomes import BroadcastOutcome, Job, Outcome, SenderStats, as_outcome
 from ._policy import ConnectionPolicy, EndKind, GiveUp
 from ._window import IdentifierAllocator
 
@@ -363,11 +371,12 @@ class Sender:
                     try:
                         self.check(notification)
                     except LocalProtocolError:
-                        self._queue_jobs([Outcome(n) for n in chunk[:index]])
+                        self._queue_jobs(chunk[:index])
                         raise
-            jobs = [Outcome(notification) for notification in chunk]
-            self._queue_jobs(jobs)
-            count += len(jobs)
+            # Queued as they are: each gets its Outcome when it leaves the queue or a
+            # window (Connection), not while it waits there.
+            self._queue_jobs(chunk)
+            count += len(chunk)
             await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
         return count
@@ -426,7 +435,7 @@ class Sender:
         await self._queue.wait_for_room()
         return list(islice(iterator, max(self._queue.room(), 1)))
 
-    def _queue_jobs(self, jobs: list[Outcome]) -> None:
+    def _queue_jobs(self, jobs: Sequence[Job]) -> None:
         self._ledger.add_many(jobs)
 
     def _check_open(self) -> None:
@@ -507,7 +516,7 @@ class Sender:
                 leftovers += connection.take_window()
         for job in leftovers:
             ledger.fail(
-                job,
+                as_outcome(job),
                 "the sender closed before the gateway settled it"
                 if graceful
                 else "the sender was interrupted before the gateway settled it",
