@@ -70,10 +70,10 @@ from ..wire import (
 from ._config import SenderConfig
 from ._diagnosis import causes, describe_error, is_tls_refusal
 from ._ledger import Ledger
-from ._outcomes import Evidence, Outcome
+from ._outcomes import Evidence, Job, Outcome, job_notification
 from ._policy import CAREFUL_WINDOW, Ended, EndKind
 from ._transport import unacknowledged_bytes
-from ._window import IdentifierAllocator, InFlightWindow
+from ._window import IdentifierAllocator, InFlightWindow, Run
 
 logger = logging.getLogger("apns_legacy.sender")
 
@@ -86,8 +86,30 @@ _ACK_POLL: Final = 0.02
 _PROBE: Final = Outcome(Notification(token=DeviceToken(bytes(32)), payload=b"{}"))
 
 
-def _without_probe(jobs: list[Outcome]) -> list[Outcome]:
-    return [job for job in jobs if job is not _PROBE]
+def _outcomes(runs: list[Run[Job]]) -> list[Outcome]:
+    """The outcomes of jobs leaving a window, each with the identifier it was written
+    with; a bare notification (from ``submit_many``) gets its Outcome here. Without the
+    probe."""
+    outcomes: list[Outcome] = []
+    append = outcomes.append
+    for first, items in runs:
+        for identifier, job in enumerate(items, first):
+            if job is _PROBE:
+                continue
+            outcome = job if isinstance(job, Outcome) else Outcome(job)
+            outcome.identifier = identifier
+            append(outcome)
+    return outcomes
+
+
+def _count(runs: list[Run[Job]]) -> int:
+    """How many jobs the runs hold, the probe not counted (it is only ever written last)."""
+    total = 0
+    for _, items in runs:
+        total += len(items)
+        if items and items[-1] is _PROBE:
+            total -= 1
+    return total
 
 
 class Connection:
@@ -109,7 +131,9 @@ class Connection:
         self._config = config
         self._ledger = ledger
         self._allocator = allocator
-        self.window: InFlightWindow[Outcome] = InFlightWindow(on_release=allocator.release)
+        # Jobs are written as they come from the queue; their outcomes are made (and
+        # given their identifiers) as they leave, a run at a time (_outcomes).
+        self.window: InFlightWindow[Job] = InFlightWindow(on_release=allocator.release)
         self.window_limit = window_limit
         self._careful = window_limit <= CAREFUL_WINDOW
         self._confirm_after = confirm_after
@@ -186,7 +210,7 @@ class Connection:
 
     def take_window(self) -> list[Outcome]:
         """Empty the window (the sender is closing); the notifications in it, in order."""
-        return _without_probe(self.window.take_all())
+        return _outcomes(self.window.take_all_runs())
 
     # -- writer ------------------------------------------------------------------------
 
@@ -253,8 +277,6 @@ class Connection:
                 await ledger.wait_settled()
                 continue
             data = _encode_jobs(config.command, first, jobs)
-            for offset, job in enumerate(jobs, first):
-                job.identifier = offset
             ledger.stats.written += len(jobs)
             self._written += len(jobs)
             window.record(first, jobs, math.inf)  # timed once the write completes
@@ -370,24 +392,29 @@ class Connection:
             identifier = self._probe_identifier
         logger.debug("connection %d: error response status %s identifier %d",
                      self.number, status, identifier)  # fmt: skip
-        resolution = self.window.on_error(status, identifier)
+        resolution = self.window.on_error_runs(status, identifier)
         ledger = self._ledger
-        accepted = _without_probe(resolution.accepted)
-        resend = _without_probe(resolution.resend)
-        rejected = resolution.rejected if resolution.rejected is not _PROBE else None
+        accepted = _count(resolution.accepted)
+        resend = _outcomes(resolution.resend)
+        rejected_run = resolution.rejected
+        rejected = _outcomes([rejected_run])[0] if rejected_run and _count([rejected_run]) else None
         if not resolution.certain:
             ledger.stats.unknown_identifiers += 1
             logger.warning(
                 "connection %d: error response (status %s) names identifier %d, which is "
                 "not in flight; resending all %d in flight as possible duplicates",
-                self.number, status, identifier, len(resolution.resend),
+                self.number, status, identifier, sum(len(items) for _, items in resolution.resend),
             )  # fmt: skip
             self._unknown += len(resend)
         evidence = Evidence.SHUTDOWN if status == Status.SHUTDOWN else Evidence.CONFIRMED
-        if accepted or resolution.rejected is not None:
+        if accepted or rejected_run is not None:
             self._progress = True
-        self._accepted += len(accepted)
-        ledger.accept(accepted, evidence)
+        self._accepted += accepted
+        # Run by run (a write's worth each), so that a whole window's outcomes never
+        # exist at once: each is handed out and, unless the caller keeps it, freed.
+        for run in resolution.accepted:
+            if outcomes := _outcomes([run]):
+                ledger.accept(outcomes, evidence)
         if rejected is not None:
             self._rejected = True
             ledger.reject(rejected, status)
@@ -420,23 +447,28 @@ class Connection:
                 await trio.sleep(_ACK_POLL)
             acknowledged_at = trio.current_time()
             await trio.sleep(settle_after)
-            accepted = window.settle_written_before(acknowledged_at)
-            if accepted:
+            runs = window.settle_runs_written_before(acknowledged_at)
+            if any(items for _, items in runs):
                 self._progress = True
-                self._ledger.accept(_without_probe(accepted), Evidence.ASSUMED)
+                for run in runs:
+                    if outcomes := _outcomes([run]):
+                        self._ledger.accept(outcomes, Evidence.ASSUMED)
                 # No probe ends this window (command 0), so the connection goes on:
                 # grow a careful window here, as the policy does between connections.
                 self.window_limit = min(self._config.window_size, self.window_limit * 2)
                 self._room.unpark_all()
 
 
-def _encode_jobs(command: Command, first: int, jobs: list[Outcome]) -> bytes:
+def _encode_jobs(command: Command, first: int, jobs: list[Job]) -> bytes:
     # The devices of one broadcast share one Broadcast value: their frames differ only
     # in token and identifier, and are assembled from the raw tokens without a
     # Notification each. Anything else goes through encode_batch.
-    shared = jobs[0].broadcast
+    head = jobs[0]
+    shared = head.broadcast if isinstance(head, Outcome) else None
     if command == Command.FRAME and shared is not None:
-        tokens = [job.token_bytes for job in jobs if job.broadcast is shared]
+        tokens = [
+            job.token_bytes for job in jobs if isinstance(job, Outcome) and job.broadcast is shared
+        ]
         if len(tokens) == len(jobs) and all(len(t) == len(tokens[0]) for t in tokens):
             return encode_broadcast(first, tokens, shared.payload, shared.expiry, shared.priority)
-    return encode_batch(command, first, [job.notification for job in jobs])
+    return encode_batch(command, first, [job_notification(job) for job in jobs])

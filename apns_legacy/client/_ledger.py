@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import trio
 
 from ..wire import Status
-from ._outcomes import Evidence, Outcome, OutcomeKind, SenderStats
+from ._outcomes import Evidence, Job, Outcome, OutcomeKind, SenderStats, as_outcome
 from ._queue import JobQueue
 
 logger = logging.getLogger("apns_legacy.sender")
@@ -62,18 +62,21 @@ class Ledger:
         else:
             self.queue.put(job)
 
-    def add_many(self, jobs: list[Outcome]) -> None:
+    def add_many(self, jobs: Sequence[Job]) -> None:
         self.stats.submitted += len(jobs)
         if self._fatal is not None:
             for job in jobs:
-                self.fail(job, self._fatal)
+                self.fail(as_outcome(job), self._fatal)
         else:
             self.queue.put_many(jobs)
 
     # -- settling ----------------------------------------------------------------------
 
     def accept(self, jobs: list[Outcome], evidence: Evidence) -> None:
-        emit = self._emit
+        # What _emit does, with the choice made once for the whole list.
+        emit = self._on_outcome
+        if emit is None:
+            emit = self._outcome_send.send_nowait
         accepted = OutcomeKind.ACCEPTED
         for job in jobs:
             job.kind = accepted
@@ -137,7 +140,7 @@ class Ledger:
 
     def fail_queued(self, reason: str) -> None:
         for job in self.queue.take_all():
-            self.fail(job, reason)
+            self.fail(as_outcome(job), reason)
 
     async def wait_settled(self) -> None:
         """Wait until some outcome settles."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import trio
 
-from ._outcomes import Outcome
+from ._outcomes import Job, Outcome, job_notification
 
 # Bytes a frame adds to its payload (a command-2 frame with a 32-byte token: 61),
 # rounded up; used only to size writes.
@@ -24,7 +24,7 @@ class JobQueue:
     """
 
     def __init__(self, maxsize: int) -> None:
-        self._jobs: deque[Outcome] = deque()
+        self._jobs: deque[Job] = deque()
         self._maxsize = maxsize
         self._getters = trio.lowlevel.ParkingLot()
         self._putters = trio.lowlevel.ParkingLot()
@@ -48,14 +48,14 @@ class JobQueue:
         if self._watchers:
             self._watchers.unpark_all()
 
-    def put_many(self, jobs: list[Outcome]) -> None:
+    def put_many(self, jobs: Sequence[Job]) -> None:
         self._jobs.extend(jobs)
         if self._getters:
             self._getters.unpark_all()
         if self._watchers:
             self._watchers.unpark_all()
 
-    def put_front(self, jobs: Iterable[Outcome]) -> None:
+    def put_front(self, jobs: Iterable[Job]) -> None:
         self._jobs.extendleft(reversed(list(jobs)))
         if self._getters:
             self._getters.unpark_all()
@@ -87,21 +87,21 @@ class JobQueue:
         """Wake the tasks in :meth:`wait_for_more` (a connect finished)."""
         self._watchers.unpark_all()
 
-    def take(self, max_count: int, max_bytes: int) -> list[Outcome]:
+    def take(self, max_count: int, max_bytes: int) -> list[Job]:
         """Up to ``max_count`` jobs, about ``max_bytes`` of frames (at least one job)."""
         jobs = self._jobs
         if not jobs:
             return []
         # Size the batch from the first payload: notifications in bulk are alike,
         # and an estimate is all a write size needs.
-        each = len(jobs[0].notification.payload) + _FRAME_OVERHEAD
+        each = len(job_notification(jobs[0]).payload) + _FRAME_OVERHEAD
         count = max(1, min(max_count, max_bytes // each, len(jobs)))
         taken = [jobs.popleft() for _ in range(count)]
         if self._putters and len(jobs) < self._maxsize:
             self._putters.unpark_all()
         return taken
 
-    def take_all(self) -> list[Outcome]:
+    def take_all(self) -> list[Job]:
         taken = list(self._jobs)
         self._jobs.clear()
         if self._putters:

@@ -24,7 +24,15 @@ import collections
 import logging
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -42,7 +50,7 @@ from ._config import SenderConfig
 from ._connection import Connection
 from ._diagnosis import describe_connect_error, describe_error, is_tls_refusal, token_bytes
 from ._ledger import Ledger, OutcomeCallback
-from ._outcomes import BroadcastOutcome, Outcome, SenderStats
+from ._outcomes import BroadcastOutcome, Job, Outcome, SenderStats, as_outcome
 from ._policy import ConnectionPolicy, EndKind, GiveUp
 from ._window import IdentifierAllocator
 
@@ -353,15 +361,23 @@ class Sender:
             return count
         iterator = iter(notifications)
         while chunk := await self._next_chunk(iterator):
+            # check() in full only where the sizes that pass at a glance do not: a
+            # payload within the limit and a 32-byte token always pass.
+            limit = self.config.payload_limit
             for index, notification in enumerate(chunk):
-                try:
-                    self.check(notification)
-                except LocalProtocolError:
-                    self._queue_jobs([Outcome(n) for n in chunk[:index]])
-                    raise
-            jobs = [Outcome(notification) for notification in chunk]
-            self._queue_jobs(jobs)
-            count += len(jobs)
+                if (
+                    len(notification.payload) > limit
+                    or len(notification.token.value) != TOKEN_LENGTH
+                ):
+                    try:
+                        self.check(notification)
+                    except LocalProtocolError:
+                        self._queue_jobs(chunk[:index])
+                        raise
+            # Queued as they are: each gets its Outcome when it leaves the queue or a
+            # window (Connection), not while it waits there.
+            self._queue_jobs(chunk)
+            count += len(chunk)
             await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
         return count
@@ -420,7 +436,7 @@ class Sender:
         await self._queue.wait_for_room()
         return list(islice(iterator, max(self._queue.room(), 1)))
 
-    def _queue_jobs(self, jobs: list[Outcome]) -> None:
+    def _queue_jobs(self, jobs: Sequence[Job]) -> None:
         self._ledger.add_many(jobs)
 
     def _check_open(self) -> None:
@@ -501,7 +517,7 @@ class Sender:
                 leftovers += connection.take_window()
         for job in leftovers:
             ledger.fail(
-                job,
+                as_outcome(job),
                 "the sender closed before the gateway settled it"
                 if graceful
                 else "the sender was interrupted before the gateway settled it",

@@ -52,6 +52,13 @@ T = TypeVar("T")
 
 ID_LIMIT: Final = 0x1_0000_0000  # identifiers are 1 .. 2**32 - 1
 
+#: Items written one after another: the first one's identifier, and the items.
+Run = tuple[int, list[T]]
+
+
+def _flat(runs: list[Run[T]]) -> list[T]:
+    return [item for _, items in runs for item in items]
+
 
 @attrs.define(eq=False)
 class Batch(Generic[T]):
@@ -163,20 +170,29 @@ class InFlightWindow(Generic[T]):
 
     def settle_written_before(self, cutoff: float) -> list[T]:
         """Take every item of the batches written at or before ``cutoff``: accepted."""
-        accepted: list[T] = []
+        return _flat(self.settle_runs_written_before(cutoff))
+
+    def settle_runs_written_before(self, cutoff: float) -> list[Run[T]]:
+        """:meth:`settle_written_before` as runs (first identifier, items)."""
+        accepted: list[Run[T]] = []
         while self._batches and self._batches[0].time <= cutoff:
-            accepted += self._pop().items
+            batch = self._pop()
+            accepted.append((batch.first, batch.items))
         return accepted
 
     def take_all(self) -> list[T]:
         """Empty the window, returning its items in write order."""
-        items = list(self)
+        return _flat(self.take_all_runs())
+
+    def take_all_runs(self) -> list[Run[T]]:
+        """:meth:`take_all` as runs (first identifier, items)."""
+        runs = [(batch.first, batch.items) for batch in self._batches]
         if self._on_release is not None:
             for batch in self._batches:
                 self._on_release(batch.first)
         self._batches.clear()
         self._count = 0
-        return items
+        return runs
 
     def on_error(self, status: Status | int, identifier: int) -> Resolution[T]:
         """Settle the window from an error response. The window is empty afterwards.
@@ -184,27 +200,43 @@ class InFlightWindow(Generic[T]):
         The connection is over either way (the gateway closes after any error
         response), so whatever is not accepted or rejected must be resent.
         """
+        runs = self.on_error_runs(status, identifier)
+        return Resolution(
+            _flat(runs.accepted),
+            None if runs.rejected is None else runs.rejected[1][0],
+            _flat(runs.resend),
+            certain=runs.certain,
+        )
+
+    def on_error_runs(self, status: Status | int, identifier: int) -> Resolution[Run[T]]:
+        """:meth:`on_error` with each list as runs (first identifier, items), in order.
+
+        ``rejected`` is a run of one. The sender settles run by run, so that it never
+        holds a whole window's outcomes at once.
+        """
         for position, batch in enumerate(self._batches):
             index = batch.index_of(identifier)
             if index is None:
                 continue
-            accepted: list[T] = []
+            accepted: list[Run[T]] = []
             for _ in range(position):
-                accepted += self._pop().items
+                popped = self._pop()
+                accepted.append((popped.first, popped.items))
             batch = self._pop()
+            rejected: Run[T] | None
             if status == Status.SHUTDOWN:
                 # 10 names the last notification that *was* accepted.
-                accepted += batch.items[: index + 1]
+                accepted.append((batch.first, batch.items[: index + 1]))
                 rejected = None
             else:
-                accepted += batch.items[:index]
-                rejected = batch.items[index]
-            resend = batch.items[index + 1 :] + self.take_all()
+                accepted.append((batch.first, batch.items[:index]))
+                rejected = (batch.first + index, [batch.items[index]])
+            resend = [(batch.first + index + 1, batch.items[index + 1 :]), *self.take_all_runs()]
             return Resolution(accepted, rejected, resend, certain=True)
         # Not found. For 10 the named notification is older than the window (or 0:
         # none was accepted), so everything in the window came after it and was
         # discarded. For other codes we cannot tell a late error from a bogus one.
-        return Resolution([], None, self.take_all(), certain=status == Status.SHUTDOWN)
+        return Resolution([], None, self.take_all_runs(), certain=status == Status.SHUTDOWN)
 
     def _pop(self) -> Batch[T]:
         batch = self._batches.popleft()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
 from ._errors import LocalProtocolError
+from ._fastinit import slot_setter, validate
 from ._status import Status
 from ._tokens import DeviceToken
 
@@ -85,7 +86,7 @@ def _check_priority(instance: object, attribute: attrs.Attribute[int], value: in
         raise LocalProtocolError(f"priority must be 10 or 5, not {value!r}")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, init=False)
 class Notification:
     """One push, as the provider means it. Identifiers are assigned by the sender, not here.
 
@@ -99,6 +100,32 @@ class Notification:
     payload: bytes = attrs.field(validator=_check_payload)
     expiry: int = attrs.field(default=0, validator=_check_expiry)
     priority: int = attrs.field(default=PRIORITY_IMMEDIATE, validator=_check_priority)
+
+    # Written out (init=False), for speed: the usual values pass one combined test,
+    # anything else goes to the field validators above for their errors (see
+    # _fastinit; tests/test_events.py checks that both agree).
+    def __init__(
+        self,
+        *,
+        token: DeviceToken,
+        payload: bytes,
+        expiry: int = 0,
+        priority: int = PRIORITY_IMMEDIATE,
+    ) -> None:
+        if not (
+            type(token) is DeviceToken
+            and type(payload) is bytes
+            and 0 < len(payload) <= _UINT16_MAX
+            and type(expiry) is int
+            and 0 <= expiry <= _UINT32_MAX
+            and type(priority) is int
+            and priority in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER)
+        ):
+            validate(self, _NOTIFICATION_FIELDS, token, payload, expiry, priority)
+        _set_token(self, token)
+        _set_payload(self, payload)
+        _set_expiry(self, expiry)
+        _set_priority(self, priority)
 
     @classmethod
     def for_tokens(
@@ -122,6 +149,13 @@ class Notification:
                 (at once) or for a token (when the iterator reaches it).
         """
         return Broadcast(payload=payload, expiry=expiry, priority=priority).notifications(tokens)
+
+
+_NOTIFICATION_FIELDS: Final[tuple[attrs.Attribute[Any], ...]] = tuple(attrs.fields(Notification))
+_set_token: Final = slot_setter(Notification, "token")
+_set_payload: Final = slot_setter(Notification, "payload")
+_set_expiry: Final = slot_setter(Notification, "expiry")
+_set_priority: Final = slot_setter(Notification, "priority")
 
 
 @attrs.frozen(kw_only=True)

@@ -8,7 +8,7 @@ token 32): those belong to whoever sends, see :class:`apns_legacy.Limits`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from ._errors import LocalProtocolError
@@ -232,6 +232,30 @@ def _frames_for_tokens(
     return b"".join(parts)
 
 
+# encode_batch's command-2 frames, as seven pieces: the bytes before the token (frame
+# header and item 1's header), the token, item 2's header, the payload, item 3's
+# header, the identifier, and items 4 and 5 (built once per expiry and priority). By
+# token and payload length: the pack function and the two headers. Cleared if it
+# ever grows past 4096 entries.
+_BatchLayout = tuple[Callable[..., bytes], bytes, bytes]
+_BATCH_LAYOUTS: Final[dict[tuple[int, int], _BatchLayout]] = {}
+_IDENTIFIER_ITEM: Final = ITEM_HEADER.pack(Item.IDENTIFIER, 4)
+# What encode_batch's loop starts from (replaced at its first notification).
+_NO_LAYOUT: Final = (struct.Struct("!0s").pack, b"", b"", b"")
+
+
+def _batch_layout(token_length: int, payload_length: int) -> _BatchLayout:
+    if len(_BATCH_LAYOUTS) >= 4096:
+        _BATCH_LAYOUTS.clear()
+    t, p = token_length, payload_length
+    head = FRAME_HEADER.pack(Command.FRAME, 3 * 5 + t + p + 9) + ITEM_HEADER.pack(Item.TOKEN, t)
+    item = ITEM_HEADER.size
+    pieces = struct.Struct(f"!{len(head)}s{t}s{item}s{p}s{item}sI{_EXPIRY_PRIORITY.size}s")
+    entry = (pieces.pack, head, ITEM_HEADER.pack(Item.PAYLOAD, p))
+    _BATCH_LAYOUTS[t, p] = entry
+    return entry
+
+
 def encode_batch(
     command: Command, first_identifier: int, notifications: Sequence[Notification]
 ) -> bytes:
@@ -245,22 +269,26 @@ def encode_batch(
     if command == Command.FRAME:
         parts: list[bytes] = []
         append = parts.append
-        structs = _FRAME_STRUCTS
+        layouts = _BATCH_LAYOUTS
         identifier = first_identifier
+        # Notifications in bulk are alike: the layout (by token and payload length) and
+        # the tail (by expiry and priority) are looked up only when they change.
+        last_t = last_p = last_expiry = last_priority = -1
+        pack, head, middle, tail = _NO_LAYOUT
         for n in notifications:
             token = n.token.value
             payload = n.payload
-            t, p = len(token), len(payload)
-            layout = structs.get((t, p)) or _frame_struct(t, p)
-            frame = layout.pack(
-                Command.FRAME, 3 * 5 + t + p + 9,
-                Item.TOKEN, t, token,
-                Item.PAYLOAD, p, payload,
-                Item.IDENTIFIER, 4, identifier,
-                Item.EXPIRY, 4, n.expiry,
-                Item.PRIORITY, 1, n.priority,
-            )  # fmt: skip
-            append(frame)
+            t = len(token)
+            p = len(payload)
+            if p != last_p or t != last_t:
+                last_t, last_p = t, p
+                pack, head, middle = layouts.get((t, p)) or _batch_layout(t, p)
+            expiry = n.expiry
+            priority = n.priority
+            if expiry != last_expiry or priority != last_priority:
+                last_expiry, last_priority = expiry, priority
+                tail = _EXPIRY_PRIORITY.pack(Item.EXPIRY, 4, expiry, Item.PRIORITY, 1, priority)
+            append(pack(head, token, middle, payload, _IDENTIFIER_ITEM, identifier, tail))
             identifier += 1
         return b"".join(parts)
     return b"".join(

@@ -141,7 +141,12 @@ _TOO_DEEP: Final = "payload nests arrays or objects too deeply"
 
 
 def _encode(obj: object) -> bytes:
-    if _plain(obj, 0):
+    return _encode_checked(obj, _plain(obj, 0))
+
+
+def _encode_checked(obj: object, plain: bool) -> bytes:
+    """``obj`` as compact JSON; ``plain``: whether ``_plain(obj, 0)`` holds."""
+    if plain:
         # Plain values only: msgspec writes exactly what json.dumps would (the same
         # escapes; no floats, whose text it writes differently), much faster.
         try:
@@ -308,14 +313,25 @@ def build_payload(
             ``custom`` has an ``aps`` key.
         TypeError: An argument has the wrong type.
     """
-    _check_limit(limit)
-    _check_str("ellipsis", ellipsis)
+    # Checks that pass cost one test each; the check functions word the errors.
+    if type(limit) is not int or not 1 <= limit <= _MAX_LIMIT:
+        _check_limit(limit)
+    if type(ellipsis) is not str:
+        _check_str("ellipsis", ellipsis)
+    # Whether the payload is plain (see _plain), worked out while it is put together
+    # rather than by walking it afterwards: what _plain(root, 0) would say.
+    plain = True
     aps: dict[str, Any] = {}
-    if isinstance(alert, Alert):
-        aps["alert"] = alert.to_dict()
-    elif alert is not None:
-        _check_str("alert", alert)
-        aps["alert"] = alert
+    if alert is not None:
+        if type(alert) is str:
+            aps["alert"] = alert
+        elif isinstance(alert, Alert):
+            aps["alert"] = alert_dict = alert.to_dict()
+            plain = _plain(alert_dict, 2)
+        else:
+            _check_str("alert", alert)
+            aps["alert"] = alert
+            plain = False
     if badge is not None:
         if type(badge) is not int:
             raise TypeError(f"badge must be an int, not {type(badge).__name__}")
@@ -323,7 +339,9 @@ def build_payload(
             raise LocalProtocolError(f"badge must not be negative, got {badge}")
         aps["badge"] = badge
     if sound is not None:
-        _check_str("sound", sound)
+        if type(sound) is not str:
+            _check_str("sound", sound)
+            plain = False
         aps["sound"] = sound
     if content_available is not False or mutable_content is not False:  # the rare case
         for name, key, flag in (
@@ -335,28 +353,38 @@ def build_payload(
             if flag:
                 aps[key] = 1
     if category is not None:
-        _check_str("category", category)
+        if type(category) is not str:
+            _check_str("category", category)
+            plain = False
         aps["category"] = category
     if thread_id is not None:
-        _check_str("thread_id", thread_id)
+        if type(thread_id) is not str:
+            _check_str("thread_id", thread_id)
+            plain = False
         aps["thread-id"] = thread_id
     if url_args is not None:
-        aps["url-args"] = _str_list("url_args", url_args)
+        aps["url-args"] = args = _str_list("url_args", url_args)
+        plain = plain and _plain(args, 2)
 
     root: dict[str, Any] = {"aps": aps}
     if custom is not None:
         if type(custom) is not dict and not isinstance(custom, Mapping):
             raise TypeError(f"custom must be a mapping, not {type(custom).__name__}")
         for key, value in custom.items():
-            _check_str("custom key", key)
+            if type(key) is not str:
+                _check_str("custom key", key)
+                plain = False
             if key == "aps":
                 raise LocalProtocolError(
                     "custom has a key named 'aps'; use the build_payload arguments for aps "
                     "keys, or raw_payload for a hand-made payload"
                 )
             root[key] = value
+            if plain:
+                kind = type(value)
+                plain = kind is str or kind is int or _plain(value, 1)
 
-    data = _encode(root)
+    data = _encode_checked(root, plain)
     if len(data) <= limit:
         return data
     if not truncate:

@@ -15,6 +15,7 @@ from typing import Final
 import attrs
 
 from ._errors import LocalProtocolError
+from ._fastinit import slot_setter, validate
 
 #: What every device token of the binary era was.
 TOKEN_LENGTH: Final = 32
@@ -49,7 +50,7 @@ def _check_bytes(instance: DeviceToken, attribute: attrs.Attribute[bytes], value
         )
 
 
-@attrs.frozen(repr=False, order=True)
+@attrs.frozen(repr=False, order=True, init=False)
 class DeviceToken:
     """A device token: 32 bytes by default, 32 to 100 where the caller allows long tokens.
 
@@ -58,13 +59,21 @@ class DeviceToken:
 
     value: bytes = attrs.field(validator=_check_bytes)
 
+    # Written out (init=False), for speed: see _fastinit.
+    def __init__(self, value: bytes) -> None:
+        if type(value) is not bytes or not TOKEN_LENGTH <= len(value) <= MAX_LONG_TOKEN_LENGTH:
+            validate(self, _TOKEN_FIELDS, value)
+        _set_value(self, value)
+
     @classmethod
     def from_bytes(cls, value: bytes, *, allow_long: bool = False) -> DeviceToken:
         """Wrap raw token bytes (or a bytearray or memoryview), checking the length."""
-        # Through memoryview, which takes only bytes-like objects: bytes(32) would be
-        # 32 zero bytes and pass the length check.
-        value = bytes(memoryview(value))
-        check_token_length(len(value), allow_long=allow_long)
+        if type(value) is not bytes:
+            # Through memoryview, which takes only bytes-like objects: bytes(32) would
+            # be 32 zero bytes and pass the length check.
+            value = bytes(memoryview(value))
+        if len(value) != TOKEN_LENGTH:
+            check_token_length(len(value), allow_long=allow_long)
         return cls(value)
 
     @classmethod
@@ -115,3 +124,7 @@ class DeviceToken:
 
     def __len__(self) -> int:
         return len(self.value)
+
+
+_TOKEN_FIELDS: Final = tuple(attrs.fields(DeviceToken))
+_set_value: Final = slot_setter(DeviceToken, "value")
