@@ -72,8 +72,10 @@ class SenderConfig:
     #: while connections end faster than a handshake takes (frequent rejections), each
     #: replaced as soon as it is taken. So one "connection" means one writing at a time
     #: plus its spares: set False for a gateway that limits or counts connections. A
-    #: spare the gateway closes while it waits is never used, and turns spares off for
-    #: the slot; one unused for a minute is closed.
+    #: spare the gateway closes while it waits is never used; closed within a second
+    #: of its handshake, it turns spares off for the slot, closed later (an idle
+    #: timeout) it makes later spares wait at most half as long. One unused for a
+    #: minute is closed.
     spare_connection: bool = True
     #: Offer the TLS session of an earlier connection on each new one (session
     #: tickets or ids, where the gateway allows them): the resumed handshake skips

@@ -69,6 +69,10 @@ _SPARE_MAX_AGE = 60.0
 _SPARE_CLOSE_WAIT = 2.0
 # Most spare connections per slot (besides the one in use).
 _MAX_SPARES = 3
+# A spare closed by the gateway sooner than this after its handshake: the gateway
+# does not want connections nobody writes on (or counts them), so spares stop. One
+# that lived longer met an idle timeout: later spares are kept half as long.
+_SPARE_QUICK_DEATH = 1.0
 # A spare's pending read (it returns only when the gateway closes or misbehaves).
 _RECEIVE_SIZE = 65_536
 
@@ -89,12 +93,16 @@ class _Spare:
         self._watch = trio.CancelScope()
         self._abandoned = False
         self.opened_at = 0.0
+        self.max_age = _SPARE_MAX_AGE
         #: Seconds the connect and handshake took (None: failed or not finished).
         self.connect_seconds: float | None = None
         #: The gateway closed it while it waited.
         self.died = False
+        #: Seconds it waited, ready, before the gateway closed it.
+        self.waited = 0.0
 
-    async def run(self, connect: Connector, connect_timeout: float) -> None:
+    async def run(self, connect: Connector, connect_timeout: float, max_age: float) -> None:
+        self.max_age = max_age
         started = trio.current_time()
         try:
             try:
@@ -110,7 +118,7 @@ class _Spare:
             self.connect_seconds = self.opened_at - started
             self._ready.set()
             with self._watch:
-                with trio.move_on_after(_SPARE_MAX_AGE) as aged:
+                with trio.move_on_after(max_age) as aged:
                     try:
                         await stream.receive_some(_RECEIVE_SIZE)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -119,6 +127,7 @@ class _Spare:
                 # bytes) means this connection is not fit to carry a window. One
                 # unused for a while is closed by us, before a middlebox forgets it.
                 self.died = not aged.cancelled_caught
+                self.waited = trio.current_time() - self.opened_at
                 self._stream = None
                 if self.died:
                     await trio.aclose_forcefully(stream)
@@ -135,7 +144,7 @@ class _Spare:
         self._watch.cancel()
         await self._watched.wait()
         stream, self._stream = self._stream, None
-        if stream is not None and trio.current_time() - self.opened_at > _SPARE_MAX_AGE:
+        if stream is not None and trio.current_time() - self.opened_at > self.max_age:
             await trio.aclose_forcefully(stream)
             return None
         return stream
@@ -173,9 +182,11 @@ class _Spares:
     its handshake by the time the current connection ends, that is the handshake's
     time over a connection's life (at 20 ms round trip and 0.5% invalid tokens a
     connection lives one round trip, a resumed handshake takes two), at least one
-    and at most ``_MAX_SPARES``. A spare that the gateway closes while it waits
-    turns spares off for the slot (a gateway that drops idle connections, or
-    counts them, would otherwise see a stream of them).
+    and at most ``_MAX_SPARES``. A spare that the gateway closes right after its
+    handshake turns spares off for the slot (a gateway that counts connections, or
+    refuses idle ones, would otherwise see a stream of them); one it closes after
+    waiting a while met an idle timeout (a middlebox's, say), and later spares are
+    closed by us after half that wait instead of a minute.
     """
 
     def __init__(self, connect: Connector, connect_timeout: float) -> None:
@@ -185,6 +196,8 @@ class _Spares:
         self._handshake: float | None = None
         self._life: float | None = None
         self.enabled = True
+        # How long a spare may wait for its turn.
+        self._max_age = _SPARE_MAX_AGE
 
     @property
     def wanted(self) -> int:
@@ -200,7 +213,7 @@ class _Spares:
         while len(self._pending) < self.wanted:
             spare = _Spare()
             self._pending.append(spare)
-            nursery.start_soon(spare.run, self._connect, self._timeout)
+            nursery.start_soon(spare.run, self._connect, self._timeout, self._max_age)
 
     async def take(self) -> tuple[trio.abc.Stream | None, bool]:
         """A spare's stream (None if none is usable) and whether one was used."""
@@ -209,10 +222,16 @@ class _Spares:
             stream = await spare.take()
             if spare.connect_seconds is not None:
                 self._handshake = _average(self._handshake, spare.connect_seconds)
-            if spare.died:
-                logger.info("a spare connection was closed by the gateway while it waited; "
-                            "no more spares on this slot")  # fmt: skip
+            if spare.died and spare.waited < _SPARE_QUICK_DEATH:
+                logger.info("a spare connection was closed by the gateway right after its "
+                            "handshake; no more spares on this slot")  # fmt: skip
                 self.enabled = False
+                await self.discard()
+            elif spare.died:
+                self._max_age = min(self._max_age, spare.waited / 2)
+                logger.info("a spare connection was closed by the gateway after %.1fs "
+                            "unused; spares now wait at most %.1fs", spare.waited,
+                            self._max_age)  # fmt: skip
                 await self.discard()
             if stream is not None:
                 return stream, True
