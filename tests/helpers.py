@@ -11,7 +11,7 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
@@ -237,3 +237,29 @@ def write_p8(path: Path, curve: ec.EllipticCurve | None = None) -> ec.EllipticCu
         )
     )
     return private
+
+
+async def stop_with(process: trio.Process, signum: int) -> tuple[int, bytes]:
+    """Send ``signum`` to a command run with ``stderr=PIPE``; its exit code and stderr."""
+    assert process.stderr is not None
+    process.send_signal(signum)
+    code = await process.wait()
+    stderr = b""
+    while chunk := await process.stderr.receive_some(65536):
+        stderr += chunk
+    return code, stderr
+
+
+@asynccontextmanager
+async def reaped(process: trio.Process) -> AsyncIterator[trio.Process]:
+    """Kill ``process`` if the block leaves it running; always wait for it, close its pipes."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
-from helpers import run_cli, run_on_terminal
+from helpers import reaped, run_cli, run_on_terminal, stop_with
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -275,7 +275,7 @@ async def test_a_plain_progress_line_when_stderr_is_not_a_terminal(pki, certs):
         )
         assert process.stdin is not None
         assert process.stderr is not None
-        try:
+        async with reaped(process):
             with trio.fail_after(20):
                 await process.stdin.send_all((json.dumps({"token": TOKEN_A}) + "\n").encode())
                 await sim.wait_for_accepted(1)
@@ -286,12 +286,6 @@ async def test_a_plain_progress_line_when_stderr_is_not_a_terminal(pki, certs):
                     stderr += chunk
                 await process.stdin.aclose()
                 assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await process.stderr.aclose()
     assert re.search(rb"progress: 1 submitted, 1 accepted, 0 rejected, 0 failed after \d+s", stderr)
 
 
@@ -365,24 +359,14 @@ async def test_ctrl_c_stops_the_input_and_settles_what_was_submitted(pki, certs,
         )
         assert process.stdin is not None
         assert process.stderr is not None
-        try:
+        async with reaped(process):
             with trio.fail_after(20):
                 lines = "".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 51))
                 await process.stdin.send_all(lines.encode())
                 await sim.wait_for_accepted(50)
                 # The producer is still there (stdin open): only the signal ends the input.
-                process.send_signal(signal.SIGINT)
-                assert await process.wait() == 130
-                stderr = b""
-                while chunk := await process.stderr.receive_some(65536):
-                    stderr += chunk
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await process.stdin.aclose()
-                await process.stderr.aclose()
+                code, stderr = await stop_with(process, signal.SIGINT)
+                assert code == 130
     assert "SIGINT: no more input" in stderr.decode()
     assert "sent 50: 50 accepted, 0 rejected, 0 failed; " in stderr.decode()
     assert "stopped after input line 50: resume from line 51" in stderr.decode()
@@ -404,20 +388,11 @@ async def test_ctrl_c_during_a_file_input_reports_exactly_the_lines_before_the_s
                    "--input", str(source), "--alert", "hi", "--report", str(report)]  # fmt: skip
         process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
         assert process.stderr is not None
-        try:
+        async with reaped(process):
             with trio.fail_after(60):
                 await sim.wait_for_accepted(500)
-                process.send_signal(signal.SIGINT)
-                assert await process.wait() == 130
-                stderr = b""
-                while chunk := await process.stderr.receive_some(65536):
-                    stderr += chunk
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await process.stderr.aclose()
+                code, stderr = await stop_with(process, signal.SIGINT)
+                assert code == 130
     text = stderr.decode()
     assert "SIGINT: no more input" in text
     found = re.search(r"stopped after input line (\d+): resume from line (\d+)", text)
@@ -601,6 +576,17 @@ def test_connection_flags_resolve_apple_hosts_and_warn_about_the_environment(cer
 # -- input splitting -------------------------------------------------------------------
 
 
+def split_in_pieces(data: bytes, cuts: list[int]) -> list[tuple[int, bytes | None]]:
+    """What a LineSplitter (lines up to 1,000 bytes) makes of ``data`` cut at ``cuts``."""
+    splitter = LineSplitter(max_line=1000)
+    got: list[tuple[int, bytes | None]] = []
+    start = 0
+    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
+        got += splitter.feed(data[start:cut])
+        start = cut
+    return got + splitter.finish()
+
+
 @given(
     lines=st.lists(
         st.binary(max_size=1500).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
@@ -610,13 +596,7 @@ def test_connection_flags_resolve_apple_hosts_and_warn_about_the_environment(cer
 )
 def test_line_splitter_gives_the_same_lines_for_any_chunking(lines, final_newline, cuts):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
-    splitter = LineSplitter(max_line=1000)
-    got: list[tuple[int, bytes | None]] = []
-    start = 0
-    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
-        got += splitter.feed(data[start:cut])
-        start = cut
-    got += splitter.finish()
+    got = split_in_pieces(data, cuts)
     if lines:  # a UTF-8 byte order mark at the very start is not part of line 1
         lines = [lines[0].removeprefix(b"\xef\xbb\xbf"), *lines[1:]]
     expected = [(n, line if len(line) <= 1000 else None) for n, line in enumerate(lines, 1)]
@@ -634,13 +614,7 @@ def test_line_splitter_gives_the_same_lines_for_any_chunking(lines, final_newlin
 )
 def test_line_splitter_strips_carriage_returns_after_the_length_check(lines, final_newline, cuts):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
-    splitter = LineSplitter(max_line=1000)
-    got: list[tuple[int, bytes | None]] = []
-    start = 0
-    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
-        got += splitter.feed(data[start:cut])
-        start = cut
-    got += splitter.finish()
+    got = split_in_pieces(data, cuts)
     if lines:
         lines = [lines[0].removeprefix(b"\xef\xbb\xbf"), *lines[1:]]
     expected = [

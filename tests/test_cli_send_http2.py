@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import run_cli, run_on_terminal, write_p8
+from helpers import reaped, run_cli, run_on_terminal, stop_with, write_p8
 
 from apns_legacy.cli import main
 from apns_legacy.cli._main import build_parser
@@ -550,24 +550,14 @@ async def test_sigterm_stops_the_input_and_settles_what_was_submitted(pki, certs
         )
         assert process.stdin is not None
         assert process.stderr is not None
-        try:
+        async with reaped(process):
             with trio.fail_after(30):
                 lines = "".join(json.dumps({"token": token(n)}) + "\n" for n in range(1, 41))
                 await process.stdin.send_all(lines.encode())
                 await sim.wait_for_accepted(40)
                 # stdin stays open: only the signal ends the input.
-                process.send_signal(signal.SIGTERM)
-                assert await process.wait() == 128 + signal.SIGTERM
-                stderr = b""
-                while chunk := await process.stderr.receive_some(65536):
-                    stderr += chunk
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await process.stdin.aclose()
-                await process.stderr.aclose()
+                code, stderr = await stop_with(process, signal.SIGTERM)
+                assert code == 128 + signal.SIGTERM
     text = stderr.decode()
     assert "SIGTERM: no more input" in text
     assert "sent 40: 40 accepted, 0 rejected, 0 failed; " in text
