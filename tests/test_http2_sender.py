@@ -11,7 +11,14 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns_legacy.client import Evidence, Http2SenderConfig, OutcomeKind, open_http2_sender
+from apns_legacy.client import (
+    Evidence,
+    Http2SenderConfig,
+    OutcomeKind,
+    StoreKeeper,
+    TokenStore,
+    open_http2_sender,
+)
 from apns_legacy.h2wire import AppSettings, ProviderKey
 from apns_legacy.simulator import Http2Faults, Http2SimulatorConfig, open_http2_simulator
 from apns_legacy.tls import make_test_pki
@@ -381,3 +388,30 @@ async def test_submit_nowait_queues_while_there_is_room(key, pki):
     assert [o.kind for o in (first, second, third)] == [OutcomeKind.ACCEPTED] * 3
     assert sorted(r.token for r in sim.accepted) == [token(i).value.hex() for i in (10, 11, 12)]
     assert sender.fatal_error is None
+
+
+async def test_store_keeper_records_bad_device_tokens_and_applies_410s_as_feedback(
+    key, pki, tmp_path
+):
+    # StoreKeeper given to open_http2_sender: 400 BadDeviceToken deactivates the token;
+    # a 410 deactivates it only if the device has not registered again since the 410's
+    # timestamp (2016 here), as a feedback tuple would.
+    gone_at = GONE_MS // 1000
+    config = attrs.evolve(
+        sim_config(key), uninstalled_tokens={token(i).value.hex(): GONE_MS for i in (5, 7)}
+    )
+    with TokenStore(tmp_path / "devices.db") as store, StoreKeeper(store) as keeper:
+        store.register_many([token(i) for i in range(10)], at=gone_at - 86_400)
+        store.register(token(7), at=gone_at + 86_400)  # registered again after the 410
+        async with open_http2_simulator(config, pki=pki) as sim:
+            with trio.fail_after(60):
+                async with open_http2_sender(
+                    sender_config(sim, key=key), on_outcome=keeper.on_outcome
+                ) as sender:
+                    for i in range(10):
+                        await sender.submit(Notification(token=token(i), payload=PAYLOAD))
+        assert (keeper.rejected, keeper.gone) == (1, 2)
+    with TokenStore(tmp_path / "devices.db") as store:
+        inactive = {d.token: d.deactivated_reason for d in store.devices("deactivated")}
+        assert (keeper.deactivated, keeper.reregistered) == (2, 1)
+        assert inactive == {token(3): "invalid-token", token(5): "feedback"}

@@ -9,6 +9,9 @@ Two halves around one :class:`TokenStore`:
   status-8 rejection and deactivates those tokens with the reason ``"invalid-token"``,
   in one transaction per batch: when ``batch`` are waiting, at the first rejection a
   second or more after the last write, and on :meth:`save` (leaving the ``with`` block).
+  Given to ``open_http2_sender`` instead, it does the same for 400 BadDeviceToken, and
+  applies a 410 (Unregistered, ExpiredToken) the way a feedback tuple is applied, at the
+  410's timestamp: the device is deactivated only if it has not registered again since.
 
 So a job that sends every day stops paying for the same dead tokens every day.
 """
@@ -19,7 +22,7 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-from ..wire import DeviceToken, Notification, Status
+from ..wire import DeviceToken, FeedbackItem, Notification, Status
 from ._ledger import OutcomeCallback
 from ._outcomes import Outcome
 from ._store import Device, TokenStore
@@ -27,6 +30,9 @@ from ._store import Device, TokenStore
 #: The reason recorded for a status-8 rejection (what ``tokens deactivate
 #: --from-report`` and ``send --db`` record).
 INVALID_TOKEN_REASON: Final = "invalid-token"
+# HTTP/2 answers (Apple's reasons) that mean the same as status 8, and a 410's.
+_HTTP2_BAD_TOKEN: Final = frozenset({"BadDeviceToken"})
+_HTTP2_GONE: Final = frozenset({"Unregistered", "ExpiredToken"})
 
 
 class StoreKeeper:
@@ -62,12 +68,16 @@ class StoreKeeper:
         self._batch = batch
         self._every = every
         self._waiting: list[DeviceToken] = []
+        self._waiting_gone: list[FeedbackItem] = []
         self._last_write = time.monotonic()
         #: Notifications :meth:`split` kept back (their token is deactivated).
         self.skipped = 0
-        #: Status-8 rejections seen, and how many devices they deactivated in the store.
+        #: Status-8 (or BadDeviceToken) rejections seen, 410s seen, how many devices
+        #: they deactivated in the store, and 410s whose device registered again since.
         self.rejected = 0
+        self.gone = 0
         self.deactivated = 0
+        self.reregistered = 0
 
     def split(
         self, notifications: Iterable[Notification]
@@ -90,30 +100,53 @@ class StoreKeeper:
         return send, skipped
 
     def on_outcome(self, outcome: Outcome) -> None:
-        """The sender's outcome callback: notes status 8, then calls yours."""
-        if outcome.status == Status.INVALID_TOKEN:
+        """The sender's outcome callback: notes status 8 (HTTP/2: 400 BadDeviceToken,
+        410), then calls yours."""
+        status = outcome.status
+        if status == Status.INVALID_TOKEN or (status == 400 and outcome.reason in _HTTP2_BAD_TOKEN):
             self.rejected += 1
             self._waiting.append(outcome.notification.token)
-            if (
-                len(self._waiting) >= self._batch
-                or time.monotonic() - self._last_write >= self._every
-            ):
-                self.save()
+            self._save_if_due()
+        elif status == 410 and outcome.reason in _HTTP2_GONE:
+            self.gone += 1
+            moment = getattr(outcome, "timestamp", None)  # an Http2Outcome's 410 time
+            seconds = int(moment.timestamp()) if moment is not None else int(time.time())
+            self._waiting_gone.append(
+                FeedbackItem(timestamp=seconds, token=outcome.notification.token.value)
+            )
+            self._save_if_due()
         if self._forward is not None:
             self._forward(outcome)
 
+    def _save_if_due(self) -> None:
+        if (
+            len(self._waiting) + len(self._waiting_gone) >= self._batch
+            or time.monotonic() - self._last_write >= self._every
+        ):
+            self.save()
+
     def save(self) -> int:
-        """Deactivate the rejected tokens noted so far, in one transaction; how many
-        devices changed (unknown and already inactive tokens change nothing)."""
+        """Deactivate the rejected tokens noted so far (one transaction for the status-8
+        kind, one for the 410s); how many devices changed (unknown and already inactive
+        tokens, and devices registered again since a 410, change nothing)."""
         self._last_write = time.monotonic()
-        if not self._waiting:
-            return 0
-        waiting, self._waiting = self._waiting, []
-        try:
-            changed = self.store.deactivate(waiting, reason=INVALID_TOKEN_REASON)
-        except BaseException:
-            self._waiting = waiting + self._waiting  # kept for the next try
-            raise
+        changed = 0
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            try:
+                changed += self.store.deactivate(waiting, reason=INVALID_TOKEN_REASON)
+            except BaseException:
+                self._waiting = waiting + self._waiting  # kept for the next try
+                raise
+        if self._waiting_gone:
+            gone, self._waiting_gone = self._waiting_gone, []
+            try:
+                result = self.store.apply_feedback(gone)
+            except BaseException:
+                self._waiting_gone = gone + self._waiting_gone
+                raise
+            changed += result.deactivated
+            self.reregistered += result.skipped_reregistered
         self.deactivated += changed
         return changed
 
