@@ -103,6 +103,11 @@ def _string(table: Mapping[str, Any], key: str, label: str, *, default: str | No
     return value
 
 
+def _optional_string(table: Mapping[str, Any], key: str, label: str) -> str | None:
+    """``table[key]`` checked as :func:`_string` does, or None when it is not given."""
+    return None if key not in table else _string(table, key, label)
+
+
 def _integer(
     table: Mapping[str, Any], key: str, label: str, low: int, high: int, default: int
 ) -> int:
@@ -254,9 +259,7 @@ class WalletConfig:
             raise ConfigError(f"{label}: push.priority must be 10, 5 or 1, not {priority!r}")
         if "key" in push and "cert" not in push:
             raise ConfigError(f"{label}: push.key is given without push.cert")
-        push_passphrase_env = push.get("passphrase_env")
-        if push_passphrase_env is not None:
-            push_passphrase_env = _string(push, "passphrase_env", where)
+        push_passphrase_env = _optional_string(push, "passphrase_env", where)
         try:
             host, port = parse_listen(_string(data, "listen", label, default="127.0.0.1:0"))
         except ValueError as exc:
@@ -264,9 +267,7 @@ class WalletConfig:
         base_path = _string(data, "base_path", label, default="")
         if base_path and not base_path.startswith("/"):
             raise ConfigError(f"{label}: base_path must start with '/', not {base_path!r}")
-        passphrase_env = data.get("passphrase_env")
-        if passphrase_env is not None:
-            passphrase_env = _string(data, "passphrase_env", label)
+        passphrase_env = _optional_string(data, "passphrase_env", label)
         if ("tls_cert" in data) != ("tls_key" in data):
             given, missing = (
                 ("tls_cert", "tls_key")
@@ -279,9 +280,7 @@ class WalletConfig:
             raise ConfigError(f"{label}: {given} is given without {missing} (HTTPS needs both)")
         if "tls_passphrase_env" in data and "tls_key" not in data:
             raise ConfigError(f"{label}: tls_passphrase_env is given without tls_key")
-        tls_passphrase_env = data.get("tls_passphrase_env")
-        if tls_passphrase_env is not None:
-            tls_passphrase_env = _string(data, "tls_passphrase_env", label)
+        tls_passphrase_env = _optional_string(data, "tls_passphrase_env", label)
         return cls(
             path=file,
             pass_type_id=_string(data, "pass_type_id", label),
