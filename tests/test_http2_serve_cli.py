@@ -21,7 +21,7 @@ import h2.events
 import h2.settings
 import pytest
 import trio
-from helpers import run_cli, write_p8
+from helpers import reaped, run_cli, write_p8
 
 from apns_legacy.cli import main
 from apns_legacy.h2wire import ProviderKey, make_provider_token
@@ -70,7 +70,7 @@ async def serve_http2(tmp_path: Path, *flags: str) -> AsyncIterator[Served]:
     )
     assert process.stdout is not None
     assert process.stderr is not None
-    try:
+    async with reaped(process):
         with trio.fail_after(30):
             ready = json.loads(await read_line(process.stdout))
         served = Served(int(ready["http2"].rsplit(":", 1)[1]), cert_dir, ready)
@@ -82,13 +82,6 @@ async def serve_http2(tmp_path: Path, *flags: str) -> AsyncIterator[Served]:
                 errors += chunk
             assert await process.wait() == 0, errors
         served.stderr = errors.decode()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stdout.aclose()
-            await process.stderr.aclose()
 
 
 def stopped_line(stderr: str) -> str:

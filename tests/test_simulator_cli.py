@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import trio
+from helpers import reaped
 
 from apns_legacy.cli import main
 from apns_legacy.tls import Credentials, TestPKI, client_context, make_test_pki, open_tls_stream
@@ -45,7 +46,7 @@ async def test_serve_subprocess(tmp_path):
     )
     assert process.stdout is not None
     assert process.stderr is not None
-    try:
+    async with reaped(process):
         with trio.fail_after(20):
             ready = json.loads(await read_line(process.stdout))
             assert ready["cert_dir"] == str(cert_dir)
@@ -70,13 +71,6 @@ async def test_serve_subprocess(tmp_path):
             log = b""
             while chunk := await process.stderr.receive_some(65536):
                 log += chunk
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stdout.aclose()
-            await process.stderr.aclose()
     assert b"client.p12 passphrase: 'apns-legacy-test'" in log
     (line,) = record.read_text().splitlines()
     entry = json.loads(line)
@@ -245,7 +239,7 @@ async def test_serve_with_latency_and_split_errors(tmp_path):
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     assert process.stdout is not None
-    try:
+    async with reaped(process):
         with trio.fail_after(20):
             ready = json.loads(await read_line(process.stdout))
             host, port = ready["gateway"].rsplit(":", 1)
@@ -261,11 +255,5 @@ async def test_serve_with_latency_and_split_errors(tmp_path):
             await stream.aclose()
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stdout.aclose()
     assert handshake >= 0.4  # two round trips of 2 x 100 ms
     assert chunks == [b"\x08", bytes.fromhex("02 00000009")]

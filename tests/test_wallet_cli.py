@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from helpers import reaped
 from wallet_support import (
     AUTH,
     P12_SECRET,
@@ -77,7 +78,7 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
         )
         assert process.stdout is not None
         assert process.stderr is not None
-        try:
+        async with reaped(process):
             with trio.fail_after(60):
                 ready = json.loads(await read_line(process.stdout))
                 assert ready["pass_type_id"] == pass_type
@@ -113,13 +114,6 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
 
                 process.send_signal(signal.SIGTERM)
                 assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await process.stdout.aclose()
-                await process.stderr.aclose()
 
         devices = await cli("wallet", "devices", "--config", str(config))
         assert [json.loads(x)["device_library_id"] for x in devices.stdout.splitlines()] == [

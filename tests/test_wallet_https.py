@@ -16,6 +16,7 @@ import httpx
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
+from helpers import reaped
 from wallet_support import (
     AUTH,
     P12_SECRET,
@@ -68,7 +69,7 @@ async def test_serve_over_https(issuer, wallet_pki, web_pki):
     )
     assert process.stdout is not None
     assert process.stderr is not None
-    try:
+    async with reaped(process):
         with trio.fail_after(60):
             ready = json.loads(await read_line(process.stdout))
             assert ready["url"] == f"https://{ready['listen']}/"
@@ -90,13 +91,6 @@ async def test_serve_over_https(issuer, wallet_pki, web_pki):
                     await stranger.get(f"v1/passes/{pass_type}/S1", headers=headers)
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stdout.aclose()
-            await process.stderr.aclose()
 
 
 @pytest.mark.parametrize(
