@@ -18,10 +18,13 @@ from typing import Protocol
 
 import pytest
 import trio
+import trio.testing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from apns_legacy.tls import TLSStream
+from apns_legacy.simulator import Simulator
+from apns_legacy.simulator._latency import open_latency_stream
+from apns_legacy.tls import Environment, TLSStream
 from apns_legacy.wire import (
     NEED_DATA,
     BadNotification,
@@ -263,3 +266,52 @@ async def reaped(process: trio.Process) -> AsyncIterator[trio.Process]:
             for pipe in (process.stdin, process.stdout, process.stderr):
                 if pipe is not None:
                     await pipe.aclose()
+
+
+class InProcessGateway:
+    """Connections to a :class:`Simulator`'s gateway handler over trio memory streams.
+
+    ``lockstep`` uses lockstep streams (no buffering at all); ``one_way`` puts the
+    simulator's latency layer between the two ends; ``handshake`` is how long each
+    connect takes (virtual time on the autojump clock).
+    """
+
+    def __init__(
+        self,
+        sim: Simulator,
+        nursery: trio.Nursery,
+        *,
+        lockstep: bool = False,
+        one_way: float = 0.0,
+        handshake: float = 0.0,
+    ) -> None:
+        self.sim = sim
+        self.nursery = nursery
+        self.lockstep = lockstep
+        self.one_way = one_way
+        self.handshake = handshake
+
+    async def connect(self) -> trio.abc.Stream:
+        pair = (
+            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
+        )
+        client, server = pair()
+        self.nursery.start_soon(self._serve, server)
+        if self.handshake:
+            await trio.sleep(self.handshake)
+        return client
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        try:
+            if self.one_way:
+                async with open_latency_stream(stream, self.one_way) as delayed:
+                    await self._gateway(delayed)
+            else:
+                await self._gateway(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _gateway(self, stream: trio.abc.Stream) -> None:
+        await self.sim.serve_gateway_stream(
+            stream, topic="com.example.app", environments=[Environment.SANDBOX]
+        )

@@ -14,6 +14,7 @@ import collections
 import pytest
 import trio
 import trio.testing
+from helpers import InProcessGateway
 
 from apns_legacy import (
     Command,
@@ -33,31 +34,6 @@ INVALID = (40, 150, 260)
 
 def token(i: int) -> bytes:
     return i.to_bytes(4, "big") * 8
-
-
-class InProcessGateway:
-    """Hands each connection's server end to the simulator's gateway handler."""
-
-    def __init__(self, sim: Simulator, nursery: trio.Nursery, *, lockstep: bool = False):
-        self.sim = sim
-        self.nursery = nursery
-        self.lockstep = lockstep
-
-    async def connect(self) -> trio.abc.Stream:
-        pair = (
-            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
-        )
-        client, server = pair()
-        self.nursery.start_soon(self._serve, server)
-        return client
-
-    async def _serve(self, stream: trio.abc.Stream) -> None:
-        try:
-            await self.sim.serve_gateway_stream(
-                stream, topic="com.example.app", environments=[Environment.SANDBOX]
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
 
 async def run(fault, *, connections, command, lockstep=False, config_changes=None):

@@ -16,10 +16,10 @@ import collections
 import pytest
 import trio
 import trio.testing
+from helpers import InProcessGateway
 
 from apns_legacy import DeviceToken, Evidence, Notification, OutcomeKind, SenderConfig, open_sender
 from apns_legacy.simulator import Simulator
-from apns_legacy.simulator._latency import open_latency_stream
 from apns_legacy.tls import Environment
 
 N = 4000
@@ -33,31 +33,6 @@ def token(i: int) -> bytes:
     return i.to_bytes(4, "big") * 8
 
 
-class DelayedGateway:
-    """Connections to the simulator's gateway handler behind a latency layer."""
-
-    def __init__(self, sim: Simulator, nursery: trio.Nursery) -> None:
-        self.sim = sim
-        self.nursery = nursery
-        self.connects = 0
-
-    async def connect(self) -> trio.abc.Stream:
-        client, server = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self._serve, server)
-        await trio.sleep(HANDSHAKE)
-        self.connects += 1
-        return client
-
-    async def _serve(self, stream: trio.abc.Stream) -> None:
-        try:
-            async with open_latency_stream(stream, ONE_WAY) as delayed:
-                await self.sim.serve_gateway_stream(
-                    delayed, topic="com.example.app", environments=[Environment.SANDBOX]
-                )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-
 async def send_all_through(connections: int, spare: bool):
     sim = Simulator(invalid_tokens=[token(i) for i in INVALID], environment=Environment.SANDBOX)
     config = SenderConfig(
@@ -66,7 +41,7 @@ async def send_all_through(connections: int, spare: bool):
     outcomes = []
     with trio.fail_after(600):  # virtual time
         async with trio.open_nursery() as nursery:
-            gateway = DelayedGateway(sim, nursery)
+            gateway = InProcessGateway(sim, nursery, one_way=ONE_WAY, handshake=HANDSHAKE)
             started = trio.current_time()
             async with open_sender(
                 connect=gateway.connect, config=config, on_outcome=outcomes.append
