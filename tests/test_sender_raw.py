@@ -869,16 +869,32 @@ async def test_aclose_inside_the_block_does_not_cancel_the_caller(autojump_clock
     assert len(seen) == 20 == sender.stats.accepted
 
 
+async def five_with_a_spare(sender, gateway):
+    """Submit five; the first connection's socket, its five frames, and the spare
+    (opened while the first one is still running)."""
+    for n in range(5):
+        await sender.submit(note(n), tag=n)
+    first = await gateway.accept()
+    frames = await first.read_frames(5)
+    spare = await gateway.accept()
+    return first, frames, spare
+
+
+THIRD_OF_FIVE_REJECTED = [
+    (0, OutcomeKind.ACCEPTED),
+    (1, OutcomeKind.ACCEPTED),
+    (2, OutcomeKind.REJECTED),
+    (3, OutcomeKind.ACCEPTED),
+    (4, OutcomeKind.ACCEPTED),
+]
+
+
 async def test_spare_connection_takes_the_replay_without_a_new_handshake(autojump_clock):
     gateway = ScriptedGateway()
     config = SenderConfig(spare_connection=True, backoff_initial=0.01)
 
     async def body(sender):
-        for n in range(5):
-            await sender.submit(note(n), tag=n)
-        first = await gateway.accept()
-        frames = await first.read_frames(5)
-        spare = await gateway.accept()  # opened while the first one is still running
+        first, frames, spare = await five_with_a_spare(sender, gateway)
         await first.reply("0808" + struct.pack("!I", ident(frames[2])).hex())
         await first.close()
         started = trio.current_time()
@@ -889,13 +905,7 @@ async def test_spare_connection_takes_the_replay_without_a_new_handshake(autojum
         await flush_confirmed(sender, spare)
 
     outcomes, stats = await run_with(gateway, config, body)
-    assert sorted((o.tag, o.kind) for o in outcomes) == [
-        (0, OutcomeKind.ACCEPTED),
-        (1, OutcomeKind.ACCEPTED),
-        (2, OutcomeKind.REJECTED),
-        (3, OutcomeKind.ACCEPTED),
-        (4, OutcomeKind.ACCEPTED),
-    ]
+    assert sorted((o.tag, o.kind) for o in outcomes) == THIRD_OF_FIVE_REJECTED
     assert stats.connections_opened == 2  # the unused third spare is not counted
 
 
@@ -908,11 +918,7 @@ async def test_a_spare_the_gateway_closes_is_never_used(autojump_clock, idle):
     config = SenderConfig(spare_connection=True, backoff_initial=0.01)
 
     async def body(sender):
-        for n in range(5):
-            await sender.submit(note(n), tag=n)
-        first = await gateway.accept()
-        frames = await first.read_frames(5)
-        spare = await gateway.accept()
+        first, frames, spare = await five_with_a_spare(sender, gateway)
         await trio.sleep(idle)
         await spare.close()
         await trio.testing.wait_all_tasks_blocked()  # the watching read has seen it
@@ -933,13 +939,7 @@ async def test_a_spare_the_gateway_closes_is_never_used(autojump_clock, idle):
             assert gateway.connections == 3  # no spare opened after the dead one
 
     outcomes, stats = await run_with(gateway, config, body)
-    assert sorted((o.tag, o.kind) for o in outcomes) == [
-        (0, OutcomeKind.ACCEPTED),
-        (1, OutcomeKind.ACCEPTED),
-        (2, OutcomeKind.REJECTED),
-        (3, OutcomeKind.ACCEPTED),
-        (4, OutcomeKind.ACCEPTED),
-    ]
+    assert sorted((o.tag, o.kind) for o in outcomes) == THIRD_OF_FIVE_REJECTED
     assert not any(o.possible_duplicate for o in outcomes)  # nothing was lost on it
     assert stats.spares_used == 0
 
