@@ -36,16 +36,11 @@ from typing import Final
 
 import trio
 
-from ..client import INVALID_TOKEN_REASON, Device
+from ..client import BAD_TOKEN_REASONS, GONE_REASONS, INVALID_TOKEN_REASON, Device
 from ..wire import DeviceToken, FeedbackItem, Status
 from ._exit import Failed
 from ._text import plural
-from ._tokens import (
-    BAD_TOKEN_REASONS,
-    GONE_REASONS,
-    damage_is_one_line,
-    open_store,
-)
+from ._tokens import damage_is_one_line, open_store
 
 #: Rejected tokens waiting to be written to the store before a write is due anyway.
 RECORD_BATCH: Final = 1000

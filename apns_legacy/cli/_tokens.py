@@ -28,15 +28,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ..client import INVALID_TOKEN_REASON, StoreError, TokenStore
+from ..client import (
+    BAD_TOKEN_REASONS,
+    GONE_REASONS,
+    INVALID_TOKEN_REASON,
+    StoreError,
+    TokenStore,
+)
 from ..wire import DeviceToken, FeedbackItem, ProtocolError, Status
 from ._exit import EXIT_FAILED, EXIT_OK, Failed, UsageError
 from ._text import os_error, plural
 
-#: HTTP/2 reasons that mean the token is bad (deactivated like status 8).
-BAD_TOKEN_REASONS: Final = frozenset({"BadDeviceToken"})
-#: HTTP/2 reasons (status 410) that mean the app is gone: applied as feedback entries.
-GONE_REASONS: Final = frozenset({"Unregistered", "ExpiredToken"})
 _UINT32_MAX: Final = 0xFFFF_FFFF
 
 

@@ -19,7 +19,7 @@ from ._h2sender import (
     Http2SenderConfig,
     open_http2_sender,
 )
-from ._keeper import INVALID_TOKEN_REASON, StoreKeeper
+from ._keeper import BAD_TOKEN_REASONS, GONE_REASONS, INVALID_TOKEN_REASON, StoreKeeper
 from ._open import open_sender
 from ._outcomes import BroadcastOutcome, Evidence, Outcome, OutcomeKind, SenderStats
 from ._sender import Connector, Sender
@@ -57,6 +57,8 @@ __all__ = [
     "FeedbackError",
     "TokenStore",
     "StoreKeeper",
+    "BAD_TOKEN_REASONS",
+    "GONE_REASONS",
     "INVALID_TOKEN_REASON",
     "Device",
     "FeedbackResult",

@@ -30,9 +30,10 @@ from ._store import Device, TokenStore
 #: The reason recorded for a status-8 rejection (what ``tokens deactivate
 #: --from-report`` and ``send --db`` record).
 INVALID_TOKEN_REASON: Final = "invalid-token"
-# HTTP/2 answers (Apple's reasons) that mean the same as status 8, and a 410's.
-_HTTP2_BAD_TOKEN: Final = frozenset({"BadDeviceToken"})
-_HTTP2_GONE: Final = frozenset({"Unregistered", "ExpiredToken"})
+#: HTTP/2 reasons that mean the token is bad (deactivated like status 8).
+BAD_TOKEN_REASONS: Final = frozenset({"BadDeviceToken"})
+#: HTTP/2 reasons (status 410) that mean the app is gone: applied as feedback entries.
+GONE_REASONS: Final = frozenset({"Unregistered", "ExpiredToken"})
 
 
 class StoreKeeper:
@@ -103,11 +104,13 @@ class StoreKeeper:
         """The sender's outcome callback: notes status 8 (HTTP/2: 400 BadDeviceToken,
         410), then calls yours."""
         status = outcome.status
-        if status == Status.INVALID_TOKEN or (status == 400 and outcome.reason in _HTTP2_BAD_TOKEN):
+        if status == Status.INVALID_TOKEN or (
+            status == 400 and outcome.reason in BAD_TOKEN_REASONS
+        ):
             self.rejected += 1
             self._waiting.append(outcome.notification.token)
             self._save_if_due()
-        elif status == 410 and outcome.reason in _HTTP2_GONE:
+        elif status == 410 and outcome.reason in GONE_REASONS:
             self.gone += 1
             moment = getattr(outcome, "timestamp", None)  # an Http2Outcome's 410 time
             seconds = int(moment.timestamp()) if moment is not None else int(time.time())
