@@ -24,7 +24,7 @@ from typing import Any, Final
 from .._version import __version__
 from ._exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Failed, UsageError
 from ._logging import LOG_FORMATS, configure
-from ._settings import CONFIGURABLE, prepare
+from ._settings import CONFIGURABLE, prepare, scan
 
 __all__ = ["build_parser", "main"]
 
@@ -112,16 +112,12 @@ def _command_registrars(command: str | None) -> list[Registrar]:
 
 
 def _named_command(arguments: list[str]) -> str | None:
-    """The command the arguments name, unless help is asked for before it."""
-    tokens = iter(arguments)
-    for token in tokens:
-        if token in ("-h", "--help", "--version", "--"):
-            return None
-        if token in COMMANDS:
-            return token
-        if token in ("--config", "--log-format"):
-            next(tokens, None)  # its value, even one spelled like a command
-    return None
+    """The command the arguments name (found as the settings find it, values of
+    ``--config`` and ``--log-format`` skipped), unless help is asked for before it."""
+    position, _ = scan(arguments, COMMANDS)
+    if position is None or {"-h", "--help", "--version"} & set(arguments[:position]):
+        return None
+    return arguments[position]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

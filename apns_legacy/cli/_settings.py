@@ -139,23 +139,26 @@ def apply(
         action.required = False
 
 
-def _scan(argv: list[str], commands: Mapping[str, object]) -> tuple[str | None, str | None]:
-    """``(command, --config value)`` from the raw arguments, before argparse runs (which
-    would refuse a missing ``--cert`` that the settings are about to provide)."""
-    command = config = None
-    tokens = iter(argv)
-    for token in tokens:
+def scan(argv: list[str], commands: Mapping[str, object]) -> tuple[int | None, str | None]:
+    """``(position of the command, --config value)`` from the raw arguments, before
+    argparse runs (which would refuse a missing ``--cert`` that the settings are about
+    to provide). The values of ``--config`` and ``--log-format`` are never taken for
+    the command, even when spelled like one."""
+    position: int | None = None
+    config = None
+    tokens = iter(enumerate(argv))
+    for index, token in tokens:
         if token == "--":
             break
         if token == "--config":
-            config = next(tokens, None)
+            config = next(tokens, (0, None))[1]
         elif token.startswith("--config="):
             config = token.partition("=")[2]
         elif token == "--log-format":
             next(tokens, None)
-        elif command is None and token in commands:
-            command = token
-    return command, config
+        elif position is None and token in commands:
+            position = index
+    return position, config
 
 
 def prepare(
@@ -164,7 +167,8 @@ def prepare(
     environ: Mapping[str, str],
 ) -> None:
     """Find the command and ``--config`` in ``argv``, and apply the settings for it."""
-    command, config = _scan(argv, subparsers)
+    position, config = scan(argv, subparsers)
+    command = None if position is None else argv[position]
     if command not in CONFIGURABLE:
         if config is not None and (command or "").split(" ")[0] not in OWN_CONFIG:
             raise UsageError(
