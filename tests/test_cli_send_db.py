@@ -201,3 +201,35 @@ def test_db_is_checked_after_the_flags(tmp_path, capsys):
     code = main(["send", "--cert", str(tmp_path / "none.pem"), "--db", str(tmp_path / "x.db")])
     assert code == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_a_store_failing_while_sending_is_reported_once_and_not_used_again(tmp_path, capsys):
+    # StoreGuard (send --db) writes through the library's StoreKeeper with its error
+    # hook: the failed write is one line on stderr and the run's failure (exit 1),
+    # the send goes on, and the store is neither written nor read afterwards.
+    from apns_legacy.cli._send_store import StoreGuard
+    from apns_legacy.client import Outcome
+    from apns_legacy.wire import DeviceToken, Notification, Status
+
+    path = tmp_path / "devices.db"
+    make_store(path, 5)
+    guard = StoreGuard(str(path), allow_long_tokens=False)
+
+    def rejected(n: int) -> Outcome:
+        outcome = Outcome(Notification(token=DeviceToken.from_hex(token(n)), payload=b"{}"))
+        outcome.status = Status.INVALID_TOKEN
+        return outcome
+
+    guard.store.close()  # the store goes away under the run (a real sqlite3 error)
+    for n in range(1, 1001):  # the thousandth rejection makes a write due
+        guard.keeper.on_outcome(rejected(n % 5 + 1))
+    assert guard.failure is not None
+    assert guard.failure.startswith(f"--db {path}: could not record 1000 rejected tokens (")
+    assert guard.failure.endswith(
+        "apply the report later with `apns-legacy tokens deactivate --from-report FILE`"
+    )
+    assert capsys.readouterr().err == f"apns-legacy send: {guard.failure}\n"
+    assert guard.dead([DeviceToken.from_hex(token(1))]) == {}  # not read again
+    assert guard.close().endswith("1000 tokens rejected as invalid (status 8), 0 deactivated "
+                                  "in the store")  # fmt: skip
+    assert capsys.readouterr().err == ""  # reported once

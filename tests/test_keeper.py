@@ -107,3 +107,66 @@ def test_rejections_are_written_in_batches_and_on_exit(tmp_path):
         assert keeper.deactivated == 3
     with pytest.raises(ValueError, match="batch must be at least 1, not 0"):
         StoreKeeper(TokenStore(":memory:"), batch=0)
+
+
+def _rejected(i: int):
+    from apns_legacy.client import Outcome
+    from apns_legacy.wire import Status
+
+    outcome = Outcome(Notification(token=DeviceToken(token(i)), payload=b"{}"))
+    outcome.status = Status.INVALID_TOKEN
+    return outcome
+
+
+def test_a_store_that_fails_mid_run_goes_to_on_error_and_writes_stop(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "devices.db")
+    errors: list[sqlite3.Error] = []
+    with TokenStore(path, timeout=0.05) as store:
+        store.register_many([token(i) for i in range(6)])
+        # Another process holds the write lock longer than the store waits for it.
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        keeper = StoreKeeper(store, batch=2, every=3600, on_error=errors.append)
+        with keeper:
+            keeper.on_outcome(_rejected(0))
+            assert errors == []
+            keeper.on_outcome(_rejected(1))  # the batch is due: the write fails
+            assert len(errors) == 1
+            assert isinstance(errors[0], sqlite3.OperationalError)
+            assert "locked" in str(errors[0])
+            assert keeper.failure is errors[0]
+            other.execute("ROLLBACK")
+            # Counted, not written, and no second attempt (nor a second error).
+            keeper.on_outcome(_rejected(2))
+            keeper.on_outcome(_rejected(3))
+        assert len(errors) == 1
+        assert (keeper.rejected, keeper.deactivated, keeper.unsaved) == (4, 0, 4)
+        assert all(store.get(token(i)).active for i in range(4))
+        # An explicit save() tries again, and the lock is gone now.
+        assert keeper.save() == 4
+        assert keeper.unsaved == 0
+        assert not any(store.get(token(i)).active for i in range(4))
+        other.close()
+
+
+def test_without_on_error_a_failed_write_is_raised_and_kept_for_the_next_try(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "devices.db")
+    with TokenStore(path, timeout=0.05) as store:
+        store.register_many([token(i) for i in range(2)])
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        keeper = StoreKeeper(store, batch=1, every=3600)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            keeper.on_outcome(_rejected(0))
+        assert keeper.failure is None
+        assert keeper.unsaved == 1
+        other.execute("ROLLBACK")
+        other.close()
+        keeper.on_outcome(_rejected(1))  # written with the one kept back
+        assert keeper.unsaved == 0
+        assert not store.get(token(0)).active
+        assert not store.get(token(1)).active

@@ -45,7 +45,6 @@ from ..client import (
     PRODUCTION_GATEWAY,
     SANDBOX_GATEWAY,
     Device,
-    Http2Outcome,
     Http2SenderConfig,
     Outcome,
     OutcomeKind,
@@ -340,12 +339,7 @@ class _Run:
                 self.flush_report()
         kind = outcome.kind
         if kind is OutcomeKind.REJECTED and self.guard is not None:
-            if isinstance(outcome, Http2Outcome):
-                self.guard.rejected_http2(
-                    outcome.notification.token, outcome.reason, outcome.timestamp
-                )
-            else:
-                self.guard.rejected_token(outcome.notification.token, outcome.status)
+            self.guard.keeper.on_outcome(outcome)
         elif kind is OutcomeKind.FAILED and self.first_failure is None:
             self.first_failure = outcome.reason
 

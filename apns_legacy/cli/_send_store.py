@@ -26,18 +26,15 @@ and a registration after it brings the device back (the re-registration rule of
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import sqlite3
 import sys
-import time
 from collections.abc import Iterable
 from typing import Final
 
 import trio
 
-from ..client import BAD_TOKEN_REASONS, GONE_REASONS, INVALID_TOKEN_REASON, Device
-from ..wire import DeviceToken, FeedbackItem, Status
+from ..client import Device, StoreKeeper
+from ..wire import DeviceToken
 from ._exit import Failed
 from ._text import plural
 from ._tokens import damage_is_one_line, open_store
@@ -62,7 +59,8 @@ def skip_reason(device: Device) -> str:
 
 
 class StoreGuard:
-    """The token store of one ``send --db``: lookups before sending, rejections after."""
+    """The token store of one ``send --db``: lookups before sending; rejections after,
+    written by a :class:`StoreKeeper` (the library's ``send --db``) in batches."""
 
     def __init__(self, path: str, *, allow_long_tokens: bool, http2: bool = False) -> None:
         self.path = path
@@ -76,19 +74,14 @@ class StoreGuard:
                 f"--db {path}: the token store is damaged ({problems[0]}); nothing was sent. "
                 "Restore it from a backup, or try `sqlite3 FILE .recover`"
             )
+        #: Records rejections (and 410s) in the store; counts them.
+        self.keeper = StoreKeeper(
+            self.store, batch=RECORD_BATCH, every=RECORD_EVERY, on_error=self._write_failed
+        )
         #: Notifications not sent because the store has their token deactivated.
         self.skipped = 0
-        #: Status-8 rejections seen, and how many of them deactivated a device.
-        self.rejected = 0
-        self.deactivated = 0
-        #: HTTP/2: 410 answers seen, and how many found the device registered again since.
-        self.gone = 0
-        self.reregistered = 0
-        #: Set when writing to the store failed (the rejections are in the report).
+        #: Set when the store failed while sending (the rejections are in the report).
         self.failure: str | None = None
-        self._waiting: list[DeviceToken] = []
-        self._waiting_gone: list[FeedbackItem] = []
-        self._last_write = time.monotonic()
         self._closed = False
 
     def dead(self, tokens: Iterable[DeviceToken]) -> dict[DeviceToken, Device]:
@@ -103,93 +96,50 @@ class StoreGuard:
         try:
             return self.store.inactive_among(tokens)
         except sqlite3.Error as exc:
-            self.failure = (
-                f"--db {self.path}: cannot read the token store any more ({exc}); the rest "
-                "is sent without skipping deactivated tokens, and new rejections are not "
-                "recorded (apply the report later with `apns-legacy tokens deactivate "
-                "--from-report FILE`)"
+            self._failed(
+                f"cannot read the token store any more ({exc}); the rest is sent without "
+                "skipping deactivated tokens, and new rejections are not recorded"
             )
-            print(f"apns-legacy send: {self.failure}", file=sys.stderr)
             return {}
 
-    def rejected_token(self, token: DeviceToken, status: Status | int | None) -> None:
-        """Note a rejection; status 8 deactivates the token (in a batch, soon)."""
-        if status != Status.INVALID_TOKEN:
-            return
-        self.rejected += 1
-        self._waiting.append(token)
-        self._maybe_record()
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        what = plural(self.keeper.unsaved, "rejected token")
+        self._failed(f"could not record {what} ({exc})")
 
-    def rejected_http2(
-        self, token: DeviceToken, reason: str | None, timestamp: dt.datetime | None
-    ) -> None:
-        """Note an HTTP/2 rejection: BadDeviceToken deactivates the token; a 410 is
-        applied with its timestamp (the current time if APNs gave none) as feedback."""
-        if reason in BAD_TOKEN_REASONS:
-            self.rejected += 1
-            self._waiting.append(token)
-        elif reason in GONE_REASONS:
-            self.gone += 1
-            seconds = math.floor(timestamp.timestamp()) if timestamp is not None else time.time()
-            self._waiting_gone.append(FeedbackItem(timestamp=int(seconds), token=token.value))
-        else:
-            return
-        self._maybe_record()
-
-    def _maybe_record(self) -> None:
-        if (
-            len(self._waiting) + len(self._waiting_gone) >= RECORD_BATCH
-            or time.monotonic() - self._last_write >= RECORD_EVERY
-        ):
-            self.record()
+    def _failed(self, what: str) -> None:
+        self.failure = (
+            f"--db {self.path}: {what}; apply the report later with `apns-legacy tokens "
+            "deactivate --from-report FILE`"
+        )
+        if self.keeper.failure is None:  # a failed read stops the writes too
+            self.keeper.failure = sqlite3.Error(what)
+        print(f"apns-legacy send: {self.failure}", file=sys.stderr)
 
     async def keep_recording(self) -> None:
         """Write waiting rejections every RECORD_EVERY seconds, until cancelled."""
         while True:
             await trio.sleep(RECORD_EVERY)
-            if self._waiting or self._waiting_gone:
-                self.record()
-
-    def record(self) -> None:
-        """Deactivate the rejected tokens noted so far, in one transaction."""
-        self._last_write = time.monotonic()
-        if not (self._waiting or self._waiting_gone) or self.failure is not None:
-            return
-        waiting, self._waiting = self._waiting, []
-        gone, self._waiting_gone = self._waiting_gone, []
-        try:
-            if waiting:
-                self.deactivated += self.store.deactivate(waiting, reason=INVALID_TOKEN_REASON)
-            if gone:
-                result = self.store.apply_feedback(gone)
-                self.deactivated += result.deactivated
-                self.reregistered += result.skipped_reregistered
-        except sqlite3.Error as exc:
-            what = plural(len(waiting) + len(gone), "rejected token")
-            self.failure = (
-                f"--db {self.path}: could not record {what} "
-                f"({exc}); apply the report later with `apns-legacy tokens deactivate "
-                "--from-report FILE`"
-            )
-            print(f"apns-legacy send: {self.failure}", file=sys.stderr)
+            if self.keeper.unsaved:
+                self.keeper.save_or_report()
 
     def close(self) -> str:
         """Write what is waiting, close the store; the line for the end of the run."""
         if not self._closed:
             self._closed = True
             try:
-                self.record()
+                self.keeper.save_or_report()
             finally:
                 self.store.close()
+        keeper = self.keeper
         skipped = f"--db {self.path}: {plural(self.skipped, 'deactivated token')} skipped; "
         if self.http2:
             return (
-                f"{skipped}{plural(self.rejected, 'token')} rejected as BadDeviceToken, "
-                f"{self.gone} gone (410), {self.deactivated} deactivated in the store"
-                + (f", {self.reregistered} kept (registered again since the 410)"
-                   if self.reregistered else "")
+                f"{skipped}{plural(keeper.rejected, 'token')} rejected as BadDeviceToken, "
+                f"{keeper.gone} gone (410), {keeper.deactivated} deactivated in the store"
+                + (f", {keeper.reregistered} kept (registered again since the 410)"
+                   if keeper.reregistered else "")
             )  # fmt: skip
         return (
-            f"{skipped}{plural(self.rejected, 'token')} rejected as invalid (status 8), "
-            f"{self.deactivated} deactivated in the store"
+            f"{skipped}{plural(keeper.rejected, 'token')} rejected as invalid (status 8), "
+            f"{keeper.deactivated} deactivated in the store"
         )

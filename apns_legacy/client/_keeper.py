@@ -14,12 +14,20 @@ Two halves around one :class:`TokenStore`:
   410's timestamp: the device is deactivated only if it has not registered again since.
 
 So a job that sends every day stops paying for the same dead tokens every day.
+
+A write that fails inside :meth:`StoreKeeper.on_outcome` (the store's disk is full, a
+lock held too long by another process) raises ``sqlite3.Error`` out of the sender's
+callback, which ends the send, unless an ``on_error`` hook is given: the keeper then
+hands it the error, stops writing, and keeps counting; what was not written is
+``unsaved`` (the outcomes are all still reported, so nothing is lost for good: a
+report can be applied later, as ``tokens deactivate --from-report`` does).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ..wire import DeviceToken, FeedbackItem, Notification, Status
@@ -45,6 +53,9 @@ class StoreKeeper:
             after noting a rejection.
         batch: rejections waiting before they are written at once.
         every: seconds after which the next rejection writes what is waiting.
+        on_error: called with the ``sqlite3.Error`` of a write that failed inside
+            :meth:`on_outcome`, instead of raising it into the sender; the keeper
+            writes nothing more after it (see :attr:`failure` and :attr:`unsaved`).
 
     Example::
 
@@ -61,6 +72,7 @@ class StoreKeeper:
         on_outcome: OutcomeCallback | None = None,
         batch: int = 1000,
         every: float = 1.0,
+        on_error: Callable[[sqlite3.Error], None] | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
@@ -68,6 +80,9 @@ class StoreKeeper:
         self._forward = on_outcome
         self._batch = batch
         self._every = every
+        self._on_error = on_error
+        #: The error that stopped the writes (only with ``on_error``), if one did.
+        self.failure: sqlite3.Error | None = None
         self._waiting: list[DeviceToken] = []
         self._waiting_gone: list[FeedbackItem] = []
         self._last_write = time.monotonic()
@@ -121,12 +136,30 @@ class StoreKeeper:
         if self._forward is not None:
             self._forward(outcome)
 
+    @property
+    def unsaved(self) -> int:
+        """Rejections noted and not written to the store yet (all of them after a failure)."""
+        return len(self._waiting) + len(self._waiting_gone)
+
     def _save_if_due(self) -> None:
-        if (
-            len(self._waiting) + len(self._waiting_gone) >= self._batch
-            or time.monotonic() - self._last_write >= self._every
+        if self.failure is None and (
+            self.unsaved >= self._batch or time.monotonic() - self._last_write >= self._every
         ):
-            self.save()
+            self.save_or_report()
+
+    def save_or_report(self) -> int:
+        """:meth:`save`, handing an error to ``on_error`` if there is one (then nothing
+        more is written); without the hook the error is raised. 0 after a failure."""
+        if self.failure is not None:
+            return 0
+        try:
+            return self.save()
+        except sqlite3.Error as exc:
+            if self._on_error is None:
+                raise
+            self.failure = exc
+            self._on_error(exc)
+            return 0
 
     def save(self) -> int:
         """Deactivate the rejected tokens noted so far (one transaction for the status-8
@@ -157,4 +190,4 @@ class StoreKeeper:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.save()
+        self.save_or_report()
