@@ -118,7 +118,8 @@ async def test_progress_display_on_a_terminal(pki, certs, tmp_path):
     assert "sent 100: 100 accepted, 0 rejected, 0 failed; " in text
 
 
-async def test_input_file_with_invalid_tokens(pki, certs, tmp_path):
+@pytest.mark.parametrize("parse", ["inline", "process"])
+async def test_input_file_with_invalid_tokens(pki, certs, tmp_path, parse):
     invalid_lines = {17, 500, 1234, 1999}
     lines = [
         json.dumps({"token": token(n), "payload": {"aps": {"alert": f"n{n}"}}})
@@ -131,7 +132,7 @@ async def test_input_file_with_invalid_tokens(pki, certs, tmp_path):
     async with open_simulator(pki=pki, invalid_tokens=invalid) as sim:
         done = await send(
             *pem_flags(certs, sim), "--input", str(source), "--report", str(report),
-            "--connections", "2",
+            "--connections", "2", "--parse", parse,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     entries = read_report(report)
@@ -177,14 +178,15 @@ def input_with_bad_lines() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-async def test_bad_input_lines_are_reported_and_skipped(pki, certs, tmp_path):
+@pytest.mark.parametrize("parse", ["inline", "process"])
+async def test_bad_input_lines_are_reported_and_skipped(pki, certs, tmp_path, parse):
     source = tmp_path / "in.jsonl"
     source.write_bytes(input_with_bad_lines())
     report = tmp_path / "report.jsonl"
     async with open_simulator(pki=pki) as sim:
         done = await send(
             *pem_flags(certs, sim), "--input", str(source), "--report", str(report),
-            "--alert", "default payload", "--payload-limit", "100",
+            "--alert", "default payload", "--payload-limit", "100", "--parse", parse,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     messages = done.stderr.strip().splitlines()
@@ -374,8 +376,9 @@ async def test_ctrl_c_stops_the_input_and_settles_what_was_submitted(pki, certs,
     assert [(e["line"], e["outcome"]) for e in entries] == [(n, "accepted") for n in range(1, 51)]
 
 
+@pytest.mark.parametrize("parse", ["inline", "process"])
 async def test_ctrl_c_during_a_file_input_reports_exactly_the_lines_before_the_stop(
-    pki, certs, tmp_path
+    pki, certs, tmp_path, parse
 ):
     # The signal stops the input in the middle of a file: every line before the resume
     # line has its outcome in the report, and none after it.
@@ -385,7 +388,8 @@ async def test_ctrl_c_during_a_file_input_reports_exactly_the_lines_before_the_s
     source.write_text("".join(json.dumps({"token": token(n)}) + "\n" for n in range(total)))
     async with open_simulator(pki=pki) as sim:
         command = [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
-                   "--input", str(source), "--alert", "hi", "--report", str(report)]  # fmt: skip
+                   "--input", str(source), "--alert", "hi", "--report", str(report),
+                   "--parse", parse]  # fmt: skip
         process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
         assert process.stderr is not None
         async with reaped(process):
@@ -404,6 +408,33 @@ async def test_ctrl_c_during_a_file_input_reports_exactly_the_lines_before_the_s
     assert [e["line"] for e in entries] == list(range(1, last + 1))
     assert {e["outcome"] for e in entries} == {"accepted"}
     assert f"sent {last}: {last} accepted, 0 rejected, 0 failed; " in text
+
+
+@pytest.mark.parametrize("parse", ["inline", "process"])
+async def test_an_input_that_cannot_be_read_stops_with_the_reason_and_the_resume_line(
+    pki, certs, tmp_path, parse
+):
+    # Standard input open for writing only: the first read fails (EBADF). One line
+    # says why, the next where to resume, and the exit code is 1; nothing was sent.
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"token": TOKEN_A}) + "\n")
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        async with open_simulator(pki=pki) as sim:
+            with trio.fail_after(30):
+                done = await trio.run_process(
+                    [sys.executable, "-m", "apns_legacy", "send", *pem_flags(certs, sim),
+                     "--input", "-", "--alert", "hi", "--parse", parse],
+                    stdin=descriptor, capture_stderr=True, check=False,
+                )  # fmt: skip
+    finally:
+        os.close(descriptor)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert "apns-legacy send: --input: cannot read further (Bad file descriptor)\n" in stderr
+    assert "stopped after input line 0: resume from line 1 " in stderr
+    assert "Traceback" not in stderr
+    assert sim.accepted == []
 
 
 async def test_p12_with_passphrase_from_the_environment(pki, certs):
@@ -508,6 +539,7 @@ async def test_unreachable_gateway_fails_every_notification(certs):
         ),
         (["--input", "/nonexistent/in.jsonl"], "--input /nonexistent/in.jsonl: cannot read"),
         (["--input", "/"], "--input /: is a directory"),
+        (["--token", TOKEN_A, "--alert", "x", "--parse", "process"], "--parse process applies"),
         (["--input", os.devnull, "--report", "/nonexistent/r.jsonl"], "--report /nonexistent/r"),
     ],
 )

@@ -34,7 +34,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import IO, Any, Final, Protocol, cast
 
@@ -89,6 +89,7 @@ from ._send_http2 import (
 )
 from ._send_input import READ_SIZE, UINT32_MAX, LineSplitter, Plan, parse_lines
 from ._send_store import StoreGuard, skip_reason
+from ._send_worker import InputFailed, ParsedChunk, cannot_read, worker_chunks
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
 
@@ -97,6 +98,8 @@ MAX_CONNECTIONS: Final = 100
 #: Report lines written to the file in one call: about 11 KiB, so a slow run's report
 #: grows about as often as with one write a line into the file's 8 KiB buffer.
 REPORT_BATCH: Final = 64
+#: ``--parse auto`` parses an input file at least this large in a second process.
+PARSE_PROCESS_FROM: Final = 8 << 20
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
 
 
@@ -163,6 +166,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "BadDeviceToken, and 410 Unregistered with its time)")  # fmt: skip
     add("--append", action="store_true", help="add to the --report file instead of replacing it")
     add("--strict", action="store_true", help="stop at the first bad input line (exit 2)")
+    add("--parse", choices=("auto", "process", "inline"), default="auto",
+        help="where --input lines are parsed: in a second process beside the sending one "
+        "(a second core's work), or inline; auto: a second process for an input file of "
+        f"{PARSE_PROCESS_FROM >> 20} MiB or more, or a pipe, when two or more cores are "
+        "free for this program, and never with --http2")  # fmt: skip
     add("--quiet", "-q", action="store_true", help="no progress display and no summary")
     add(
         "--progress-every",
@@ -206,6 +214,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--expiry must be 0 to {UINT32_MAX} (UNIX seconds), not {args.expiry}")
     if args.append and args.report in (None, "-"):
         raise UsageError("--append needs --report FILE")
+    if args.parse != "auto" and args.input is None:
+        raise UsageError(f"--parse {args.parse} applies to --input only")
     if not (math.isfinite(args.progress_every) and args.progress_every > 0):
         raise UsageError(f"--progress-every must be more than 0 seconds, not {args.progress_every}")
     tokens = []
@@ -303,6 +313,10 @@ class _Run:
     first_failure: str | None = None
     #: The signal that stopped the input (SIGINT or SIGTERM), if one did.
     interrupted: int | None = None
+    #: Whether the input is parsed in a second process (``--parse``).
+    parse_in_process: bool = False
+    #: Why the input stopped before its end, if it could not be read to it.
+    input_failure: str | None = None
     #: The last input line read and dealt with (submitted, skipped or blank).
     last_line: int = 0
     #: Bytes of the input read so far.
@@ -444,7 +458,9 @@ async def send(plan: Plan, opener: Opener, source: int | None, run: _Run) -> int
     run.display.summary(
         summary(stats, run.skipped, elapsed, deactivated=run.skipped_dead, by_reason=by_reason)
     )
-    if run.interrupted is not None and source is not None:
+    if run.input_failure is not None:
+        print(f"apns-legacy send: --input: {run.input_failure}", file=sys.stderr)
+    if (run.interrupted is not None or run.input_failure is not None) and source is not None:
         # Every line up to last_line has its outcome in the report (or was skipped).
         print(
             f"apns-legacy send: stopped after input line {run.last_line}: resume from line "
@@ -459,6 +475,8 @@ async def send(plan: Plan, opener: Opener, source: int | None, run: _Run) -> int
     if stats.rejected or stats.failed or run.skipped or stats.pending or stats.assumed:
         return EXIT_FAILED
     if run.skipped_dead or (run.guard is not None and run.guard.failure is not None):
+        return EXIT_FAILED
+    if run.input_failure is not None:
         return EXIT_FAILED
     return EXIT_OK
 
@@ -477,16 +495,41 @@ async def _submit_tokens(plan: Plan, sender: _Submitter, run: _Run) -> None:
         await sender.submit(notification, tag=position)
 
 
-async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) -> None:
+async def _inline_chunks(source: int, plan: Plan) -> AsyncGenerator[ParsedChunk, None]:
+    """The parsed input of ``source``, chunk by chunk, parsed here."""
     splitter = LineSplitter()
-    # Both senders queue without a checkpoint when there is room.
-    submit_nowait = sender.submit_nowait
+    bytes_read = 0
     while True:
-        chunk = await trio.to_thread.run_sync(os.read, source, READ_SIZE, abandon_on_cancel=True)
-        run.bytes_read += len(chunk)
+        try:
+            chunk = await trio.to_thread.run_sync(
+                os.read, source, READ_SIZE, abandon_on_cancel=True
+            )
+        except OSError as exc:
+            raise InputFailed(cannot_read(exc)) from None
+        bytes_read += len(chunk)
         lines = splitter.feed(chunk) if chunk else splitter.finish()
         # Each line of the chunk: a notification, an error message, or None (blank).
-        items = parse_lines(lines, plan)
+        yield bytes_read, parse_lines(lines, plan)
+        if not chunk:
+            return
+
+
+async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) -> None:
+    chunks = worker_chunks(source, plan) if run.parse_in_process else _inline_chunks(source, plan)
+    try:
+        async with contextlib.aclosing(chunks):
+            await _submit_chunks(plan, chunks, sender, run)
+    except InputFailed as exc:
+        run.input_failure = str(exc)
+
+
+async def _submit_chunks(
+    plan: Plan, chunks: AsyncIterator[ParsedChunk], sender: _Submitter, run: _Run
+) -> None:
+    # Both senders queue without a checkpoint when there is room.
+    submit_nowait = sender.submit_nowait
+    async for bytes_read, items in chunks:
+        run.bytes_read = bytes_read
         check = run.check
         if check is not None:  # HTTP/2: the request rules, a reason if not met
             items = [
@@ -519,9 +562,29 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
                     return
         if items:
             run.last_line = items[-1][0]
-        if not chunk:
-            return
         await trio.lowlevel.checkpoint()  # let the connections write between chunks
+
+
+def parse_in_process(choice: str, source: int | None, http2: bool) -> bool:
+    """Whether ``--parse CHOICE`` puts the input's parsing in a second process."""
+    if source is None or choice == "inline":
+        return False
+    if choice == "process":
+        return True
+    info = os.fstat(source)
+    big = (
+        info.st_size >= PARSE_PROCESS_FROM
+        if stat.S_ISREG(info.st_mode)
+        else stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode)
+    )
+    return big and not http2 and _free_cores() >= 2
+
+
+def _free_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -639,7 +702,14 @@ def run(args: argparse.Namespace) -> int:
         )
         # Few long-lived objects per notification: collect less often (client/_gc.py).
         with bulk_gc():
-            run_state = _Run(report, display, guard=guard, http2=http2, check=check)
+            run_state = _Run(
+                report,
+                display,
+                guard=guard,
+                http2=http2,
+                check=check,
+                parse_in_process=parse_in_process(args.parse, source, http2),
+            )
             try:
                 return run_trio(send, plan, opener, source, run_state)
             finally:

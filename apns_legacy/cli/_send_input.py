@@ -27,12 +27,11 @@ a bad line still gets the same message, with the same line number.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import msgspec
 
-from ..client import Http2SenderConfig, SenderConfig
 from ..wire import (
     PRIORITY_CONSERVE_POWER,
     PRIORITY_IMMEDIATE,
@@ -52,6 +51,11 @@ STORE_FIELDS: Final = (
     "deactivated_reason",
     "feedback_time",
 )
+if TYPE_CHECKING:
+    # Only for types: the process that parses input lines beside the sending one
+    # (_send_worker) imports this module, and needs no sender, no trio and no OpenSSL.
+    from ..client import Http2SenderConfig, SenderConfig
+
 _BOM: Final = b"\xef\xbb\xbf"
 # Distinct payloads remembered for sharing (see _line_payload).
 _SHARED_PAYLOADS: Final = 1024
@@ -63,15 +67,15 @@ MAX_LINE: Final = 1 << 20
 
 
 def _config_limit(plan: Plan) -> int:
-    config = plan.config
-    if isinstance(config, SenderConfig):
-        return config.payload_limit
-    raise TypeError("an HTTP/2 plan needs its payload_limit")
+    # The binary SenderConfig has both fields; Http2SenderConfig has neither.
+    limit: int | None = getattr(plan.config, "payload_limit", None)
+    if limit is None:
+        raise TypeError("an HTTP/2 plan needs its payload_limit")
+    return limit
 
 
 def _config_long(plan: Plan) -> bool:
-    config = plan.config
-    return config.allow_long_tokens if isinstance(config, SenderConfig) else False
+    return bool(getattr(plan.config, "allow_long_tokens", False))
 
 
 @attrs.frozen(kw_only=True)
