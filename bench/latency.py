@@ -1,7 +1,7 @@
 """The sender under round-trip latency and stale tokens: the scenario table of real-world speed.
 
 Usage: python bench/latency.py [--n 20000] [--rates 0,0.005,0.02,0.1] [--rtts 0,20,100]
-                               [--connections 1,4] [--deadline 120] [--spare no|yes|both]
+                               [--connections 1,4] [--deadline 120] [--spare yes|no|both]
                                [--gateway in-process|process|lean|both|all]
 
 For each row it sends N notifications over real TLS to the simulator with a latency fault
@@ -247,6 +247,7 @@ def _with_lean_gateway(
               file=sys.stderr)  # fmt: skip
     recorded = [token for token, count in report["tokens"].items() for _ in range(count)]
     rejections: list[str | None] = [t for status, _, t in report["errors"] if status == 8]
+    print(f"lean gateway: {report['cpu_seconds']} s CPU", file=sys.stderr)
     return outcomes, stats, seconds, timed_out, recorded, rejections
 
 
@@ -275,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,4")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per row")
     parser.add_argument(
-        "--spare", default="no", help="spare connections: no, yes, or both (a row for each)"
+        "--spare",
+        default="yes",
+        help="spare connections: yes (the library's default), no, or both (a row for each)",
     )
     parser.add_argument(
         "--gateway", choices=tuple(GATEWAYS), default="in-process",

@@ -9,8 +9,9 @@ What it does with the stream. It parses command-2 frames just enough: the frame 
 each item's header, the token item (1) and the identifier item (3); the payload, expiry
 and priority are skipped, not checked. For each frame, in order:
 
-* a zero-length token (the confirmation probe, ``encode_probe``): answers
-  ``08 02 <identifier>`` (missing device token) and closes;
+* no token or a zero-length one (the confirmation probe, ``encode_probe``): answers
+  ``08 02 00000000`` (missing device token, identifier 0 wherever the identifier item
+  sits, as Apple's gateway, the simulator and ``bench/receiver.py`` do) and closes;
 * a token in the invalid set (``--invalid-file``): answers ``08 08 <identifier>``
   (invalid token) and closes;
 * anything else is accepted: counted per token.
@@ -55,8 +56,8 @@ Protocol with the parent process: one JSON line on stdout when listening
 accepting, waits (at most 10 s) for open connections to end and prints one JSON line:
 ``accepted`` (frames accepted in all), ``tokens`` (hex token to times accepted),
 ``errors`` (``[status, identifier, hex token]`` per error frame written),
-``connections``, ``resets``, ``protocol_errors``, ``problems`` and ``still_open``;
-then it exits.
+``connections``, ``resets``, ``protocol_errors``, ``problems``, ``still_open`` and
+``cpu_seconds`` (the process's CPU time since it was ready); then it exits.
 """
 
 from __future__ import annotations
@@ -120,9 +121,10 @@ class Record:
         self.protocol_errors = 0
         self.problems: list[str] = []
 
-    def to_json(self, still_open: int) -> dict[str, Any]:
+    def to_json(self, still_open: int, cpu_seconds: float) -> dict[str, Any]:
         with self.lock:
             return {
+                "cpu_seconds": round(cpu_seconds, 3),
                 "accepted": sum(self.tokens.values()),
                 "tokens": {token.hex(): count for token, count in self.tokens.items()},
                 "errors": list(self.errors),
@@ -365,7 +367,7 @@ class Connection:
                 return
             pos = end
             if not token:
-                self._answer(2, identifier, token)
+                self._answer(2, 0, token)  # identifier 0, as Apple's gateway did
                 return
             if token in invalid:
                 self._answer(8, identifier, token)
@@ -438,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
+    cpu_start = time.process_time()
     print(json.dumps({"port": listener.getsockname()[1]}), flush=True)
     while not stop.is_set() and time.monotonic() < deadline:
         try:
@@ -454,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     for thread in threads:
         thread.join(max(0.0, until - time.monotonic()))
     still_open = sum(thread.is_alive() for thread in threads)
-    print(json.dumps(record.to_json(still_open)), flush=True)
+    print(json.dumps(record.to_json(still_open, time.process_time() - cpu_start)), flush=True)
     return 0
 
 
