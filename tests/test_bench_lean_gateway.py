@@ -86,6 +86,7 @@ def lean_gateway(tmp_path: Path, delay: float) -> Iterator[tuple[int, ssl.SSLCon
 
 def connect(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the sender does
     return context.wrap_socket(raw, server_hostname="localhost")
 
 
