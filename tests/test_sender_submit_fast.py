@@ -98,3 +98,59 @@ def test_the_messages_name_size_and_limit():
     )
     long_ok = SenderConfig(allow_long_tokens=True, spare_connection=False)
     assert submit_all(long_ok, [fine, long_token])[:2] == (2, None)
+
+
+def submit_nowait_all(
+    config: SenderConfig, notifications: list[Notification]
+) -> tuple[int, str | None, list[Outcome]]:
+    """As submit_all, through submit_nowait_many with the index as each one's tag."""
+    outcomes: list[Outcome] = []
+
+    async def main() -> tuple[int, str | None]:
+        error = None
+        async with open_sender(
+            connect=never_connects, config=config, on_outcome=outcomes.append
+        ) as sender:
+            try:
+                queued = sender.submit_nowait_many([(n, i) for i, n in enumerate(notifications)])
+                assert queued == len(notifications)
+            except LocalProtocolError as exc:
+                error = str(exc)
+            submitted = sender.stats.submitted
+            await sender.aclose(graceful=False)
+        return submitted, error
+
+    submitted, error = trio.run(main)
+    return submitted, error, outcomes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(sizes, max_size=8),
+    payload_limit=st.sampled_from([256, 2048, 4096]),
+    allow_long=st.booleans(),
+)
+def test_submit_nowait_many_queues_and_refuses_as_check_does(shapes, payload_limit, allow_long):
+    config = SenderConfig(
+        payload_limit=payload_limit, allow_long_tokens=allow_long, spare_connection=False
+    )
+    notifications = [
+        Notification(token=DeviceToken(bytes([i]) * t), payload=b"x" * p)
+        for i, (t, p) in enumerate(shapes)
+    ]
+    submitted, error, outcomes = submit_nowait_all(config, notifications)
+    assert (submitted, error) == expected(config, notifications)
+    assert [(o.notification, o.tag) for o in outcomes] == [
+        (n, i) for i, n in enumerate(notifications[:submitted])
+    ]
+
+
+async def test_submit_nowait_many_takes_what_the_queue_has_room_for():
+    config = SenderConfig(queue_size=5, spare_connection=False)
+    notes = [Notification(token=DeviceToken(bytes([i]) * 32), payload=b"{}") for i in range(8)]
+    async with open_sender(connect=never_connects, config=config) as sender:
+        assert sender.submit_nowait_many([(n, i) for i, n in enumerate(notes[:3])]) == 3
+        assert sender.submit_nowait_many([(n, i) for i, n in enumerate(notes[3:])]) == 2
+        assert sender.submit_nowait_many([(notes[7], 7)]) == 0  # full: nothing queued
+        assert sender.stats.submitted == 5
+        await sender.aclose(graceful=False)

@@ -34,7 +34,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import IO, Any, Final, Protocol, cast
 
@@ -405,7 +405,7 @@ class _Submitter(Protocol):
 
     async def submit(self, notification: Notification, tag: Any = None) -> Outcome: ...
 
-    def submit_nowait(self, notification: Notification, tag: Any = None) -> object: ...
+    def submit_nowait_many(self, items: Sequence[tuple[Notification, Any]]) -> int: ...
 
 
 #: Opens a sender for ``send``, given the outcome callback.
@@ -526,8 +526,6 @@ async def _submit_lines(plan: Plan, source: int, sender: _Submitter, run: _Run) 
 async def _submit_chunks(
     plan: Plan, chunks: AsyncIterator[ParsedChunk], sender: _Submitter, run: _Run
 ) -> None:
-    # Both senders queue without a checkpoint when there is room.
-    submit_nowait = sender.submit_nowait
     async for bytes_read, items in chunks:
         run.bytes_read = bytes_read
         check = run.check
@@ -541,28 +539,47 @@ async def _submit_chunks(
         dead = {}
         if run.guard is not None:  # one lookup for the chunk's tokens
             dead = run.guard.dead(item.token for _, item in items if isinstance(item, Notification))
-        # run.last_line is the last line dealt with at every await (where a signal can
-        # stop the input), not set for each line.
+        # Runs of notifications go to the sender together; a line skipped (dead token,
+        # bad line) waits until the run before it is submitted, so that lines are
+        # dealt with in their order. run.last_line is the last line dealt with at every
+        # await (where a signal can stop the input), not set for each line.
+        batch: list[tuple[Notification, Any]] = []
         for number, item in items:
             if isinstance(item, Notification):
                 device = dead.get(item.token) if dead else None
-                if device is not None:
-                    run.skip_dead(number, item.token, device)
-                else:
-                    try:
-                        submit_nowait(item, tag=number)
-                    except trio.WouldBlock:
-                        run.last_line = number - 1  # lines are numbered one by one
-                        await sender.submit(item, tag=number)
-                # submitted (its outcome will be reported) or reported skipped
+                if device is None:
+                    batch.append((item, number))
+                    continue
+                await _submit_batch(batch, sender, run)
+                run.skip_dead(number, item.token, device)
             elif item is not None:
+                await _submit_batch(batch, sender, run)
                 run.bad_line(number, item, plan.strict)
                 if run.stopped_at is not None:
                     run.last_line = number - 1
                     return
+        await _submit_batch(batch, sender, run)
         if items:
             run.last_line = items[-1][0]
         await trio.lowlevel.checkpoint()  # let the connections write between chunks
+
+
+async def _submit_batch(
+    batch: list[tuple[Notification, Any]], sender: _Submitter, run: _Run
+) -> None:
+    """Submit ``(notification, line number)`` pairs in order; the list ends empty.
+
+    Without a checkpoint while the sender's queue has room; when it is full, the next
+    one waits for room (the lines before it are then all dealt with)."""
+    start = 0
+    while start < len(batch):
+        start += sender.submit_nowait_many(batch[start:] if start else batch)
+        if start < len(batch):
+            notification, number = batch[start]
+            run.last_line = number - 1  # lines are numbered one by one
+            await sender.submit(notification, tag=number)
+            start += 1
+    batch.clear()
 
 
 def parse_in_process(choice: str, source: int | None, http2: bool) -> bool:

@@ -24,11 +24,11 @@ pipe, if the sending process is gone). It imports no trio, no OpenSSL and no sen
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
 import struct
-import subprocess
 import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -46,6 +46,8 @@ WORKER_READ_SIZE: Final = 4 * READ_SIZE
 #: The folder this apns_legacy is in: first on the worker's path, so that it runs this
 #: very code (a checkout, or another version on PYTHONPATH, as bench/run.py --at does).
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
+#: The pipe's size asked for, and the most read from it at once.
+_PIPE_SIZE: Final = 1 << 20
 #: Distinct payloads shared between notifications (as _send_input does), at most.
 _SHARED_PAYLOADS: Final = 1024
 
@@ -143,21 +145,29 @@ async def worker_chunks(source: int, plan: Plan) -> AsyncGenerator[ParsedChunk, 
     import trio  # the sending process has it already; the worker never gets here
 
     paths = [_PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "apns_legacy.cli._send_worker", _plan_settings(plan)],
-        stdin=source,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
-        start_new_session=True,  # no Ctrl-C from the terminal: the sender decides
-    )
-    assert process.stdout is not None
+    reading, writing = os.pipe()
+    _widen_pipe(writing)
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "apns_legacy.cli._send_worker", _plan_settings(plan)],
+            stdin=source,
+            stdout=writing,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+            start_new_session=True,  # no Ctrl-C from the terminal: the sender decides
+        )
+    except BaseException:
+        os.close(reading)
+        raise
+    finally:
+        os.close(writing)  # the worker has its own copy: its exit ends the stream
+    messages = trio.lowlevel.FdStream(reading)  # owns the descriptor from here on
     decode = msgspec.msgpack.Decoder().decode
     shared: dict[bytes, bytes] = {}
     buffer = bytearray()
     finished = False
     try:
         while not finished:
-            data = await process.stdout.receive_some(1 << 20)
+            data = await messages.receive_some(_PIPE_SIZE)
             if not data:
                 break
             buffer += data
@@ -171,7 +181,7 @@ async def worker_chunks(source: int, plan: Plan) -> AsyncGenerator[ParsedChunk, 
                 start = end
                 if len(shared) > _SHARED_PAYLOADS:
                     shared.clear()
-                yield bytes_read, [_item(row, shared) for row in rows]
+                yield bytes_read, _items(rows, shared)
                 if type(finished) is str:
                     raise InputFailed(finished)
             del buffer[:start]
@@ -180,22 +190,38 @@ async def worker_chunks(source: int, plan: Plan) -> AsyncGenerator[ParsedChunk, 
             process.kill()
         with trio.CancelScope(shield=True):
             code = await process.wait()
+            await messages.aclose()
     if not finished:
         raise InputFailed(f"the process reading it ended before its end (exit code {code})")
 
 
-def _item(row: list[Any], shared: dict[bytes, bytes]) -> tuple[int, Notification | str | None]:
-    if len(row) == 2:
-        return row[0], row[1]
-    number, token, payload, expiry, priority = row
-    # DeviceToken and Notification check their values again: a worker is not trusted
+def _items(
+    rows: list[list[Any]], shared: dict[bytes, bytes]
+) -> list[tuple[int, Notification | str | None]]:
+    # DeviceToken and Notification check their values again: the worker is not trusted
     # to have done it (their usual values pass one combined test).
-    return number, Notification(
-        token=DeviceToken(token),
-        payload=shared.setdefault(payload, payload),
-        expiry=expiry,
-        priority=priority,
-    )
+    share = shared.setdefault
+    return [
+        (row[0], row[1])
+        if len(row) == 2
+        else (
+            row[0],
+            Notification(
+                token=DeviceToken(row[1]), payload=share(row[2], row[2]), expiry=row[3],
+                priority=row[4],
+            ),
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
+def _widen_pipe(descriptor: int) -> None:
+    # A pipe holds 64 KiB by default: a message is several times that, and each read
+    # would return a sixteenth of what it asks for. Best effort (Linux only).
+    try:
+        fcntl.fcntl(descriptor, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

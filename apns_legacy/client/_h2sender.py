@@ -49,7 +49,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -253,6 +253,18 @@ class Http2Sender:
         job = Http2Outcome(notification, tag)
         self._ledger.add(job)
         return job
+
+    def submit_nowait_many(self, items: Sequence[tuple[Notification, Any]]) -> int:
+        """Queue ``(notification, tag)`` pairs from the front of ``items`` while there
+        is room, without waiting; how many were queued (as the binary sender's)."""
+        queued = 0
+        for notification, tag in items:
+            try:
+                self.submit_nowait(notification, tag)
+            except trio.WouldBlock:
+                break
+            queued += 1
+        return queued
 
     @property
     def fatal_error(self) -> str | None:

@@ -360,6 +360,35 @@ class Sender:
             raise trio.WouldBlock
         self._ledger.add(Outcome(notification, tag))
 
+    def submit_nowait_many(self, items: Sequence[tuple[Notification, Any]]) -> int:
+        """Queue ``(notification, tag)`` pairs from the front of ``items`` while there
+        is room, without waiting; returns how many were queued (0 when the queue is full).
+
+        :meth:`submit_nowait` for a batch: the checks and the queue's bookkeeping once
+        for all of them. Each queued one has its own outcome, with its tag.
+
+        Raises:
+            LocalProtocolError: one breaks the configured limits; those before it are
+                queued, it and those after it are not.
+            trio.ClosedResourceError: the sender is closed.
+        """
+        self._check_open()
+        room = self._queue.room()
+        if room < len(items):
+            items = items[: max(room, 0)]
+        limit = self.config.payload_limit
+        jobs = [Outcome(notification, tag) for notification, tag in items]
+        for index, (notification, _) in enumerate(items):
+            # A payload within the limit and a 32-byte token always pass (submit_many).
+            if len(notification.payload) > limit or len(notification.token.value) != TOKEN_LENGTH:
+                try:
+                    self.check(notification)
+                except LocalProtocolError:
+                    self._queue_jobs(jobs[:index])
+                    raise
+        self._queue_jobs(jobs)
+        return len(jobs)
+
     async def submit_many(
         self, notifications: Iterable[Notification] | AsyncIterable[Notification]
     ) -> int:
