@@ -1,9 +1,14 @@
-"""Our own binary sender through the bridge into the HTTP/2 simulator: 10,000
+"""Our own binary sender through the bridge into the HTTP/2 simulator: 100,000
 notifications with 0.5% invalid tokens and 0.5% uninstalled apps, on 1 and 4 client
-connections, in ``exact`` and ``feedback-only`` modes. Every valid one is recorded by
-"Apple" exactly once; in ``exact`` the sender sees status 8 for exactly the invalid
-ones, in ``feedback-only`` it sees none and the feedback port lists them too; the
-feedback port always lists the uninstalled ones."""
+connections, in ``exact`` and ``feedback-only`` modes (issue 13, all four at full size).
+Every valid one is recorded by "Apple" exactly once; in ``exact`` the sender sees status
+8 for exactly the invalid ones, in ``feedback-only`` it sees none and the feedback port
+lists them too; the feedback port always lists the uninstalled ones.
+
+The path runs about 2,000/s here (sender, bridge and simulator share one process), so
+each run takes about a minute; DEADLINE bounds each one, and the sender's graceful close
+may use all of it (its default, 60 s, is shorter than draining a full 50,000 queue on a
+loaded machine)."""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from apns_legacy.client import Outcome, SenderConfig, open_sender, read_feedback
 from apns_legacy.tls import make_test_pki
 from apns_legacy.wire import DeviceToken, Notification
 
-COUNT = 10_000
+COUNT = 100_000
+DEADLINE = 300  # seconds per run: about 5 times what one takes on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +34,16 @@ def pki():
 
 
 @pytest.mark.parametrize(
-    ("mode", "connections", "count"),
+    ("mode", "connections"),
     [
-        # 10,000 for two of the four (the HTTP/2 path runs about 1,000/s in one
-        # process with the sender and the simulator); the other two shorter.
-        (BridgeMode.EXACT, 1, COUNT),
-        (BridgeMode.FEEDBACK_ONLY, 4, COUNT),
-        (BridgeMode.EXACT, 4, 3000),
-        (BridgeMode.FEEDBACK_ONLY, 1, 3000),
+        (BridgeMode.EXACT, 1),
+        (BridgeMode.EXACT, 4),
+        (BridgeMode.FEEDBACK_ONLY, 1),
+        (BridgeMode.FEEDBACK_ONLY, 4),
     ],
 )
-async def test_our_sender_through_the_bridge(pki, mode, connections, count):
+async def test_our_sender_through_the_bridge(pki, mode, connections):
+    count = COUNT
     key = new_key()
     rng = random.Random(13)
     tokens = [rng.randbytes(32) for _ in range(count)]
@@ -49,7 +54,7 @@ async def test_our_sender_through_the_bridge(pki, mode, connections, count):
         key, invalid_tokens=invalid, uninstalled_tokens={t.hex(): GONE_MS for t in gone}
     )
     outcomes: list[Outcome] = []
-    with trio.fail_after(120):
+    with trio.fail_after(DEADLINE):
         async with open_rig(pki, key, sim=sim, mode=mode) as rig:
             host, port = rig.bridge.gateway_address
             async with open_sender(
@@ -57,7 +62,7 @@ async def test_our_sender_through_the_bridge(pki, mode, connections, count):
                 host=host,
                 port=port,
                 server_hostname="localhost",
-                config=SenderConfig(connections=connections),
+                config=SenderConfig(connections=connections, close_timeout=DEADLINE),
                 on_outcome=outcomes.append,
             ) as sender:
                 await sender.submit_many(
