@@ -6,8 +6,12 @@ project's encoders, so that an encoder bug cannot hide a bridge bug.
 
 from __future__ import annotations
 
+import json
+import signal
 import struct
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import attrs
 import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from helpers import reaped
 
 from apns_legacy.bridge import (
     AppConfig,
@@ -217,3 +222,139 @@ def readme_example() -> str:
     section = text[text.index("\n## Bridge\n") :]
     start = section.index("```toml\n") + len("```toml\n")
     return section[start : section.index("```", start)]
+
+
+@attrs.define
+class ServedSimulator:
+    """``apns-legacy serve --http2`` running in a process of its own (see
+    :func:`serve_http2_process`)."""
+
+    port: int
+    #: The CA of its server certificate (PEM), for the bridge's ``UpstreamConfig.ca``.
+    ca: bytes
+    #: Its ``--record`` file: one JSON line per notification it answered 200.
+    record: Path
+
+    def recorded(self) -> list[str]:
+        """Tokens (hex) it accepted, in order; complete once the process has exited."""
+        with self.record.open(encoding="utf-8") as lines:
+            return [json.loads(line)["token"] for line in lines]
+
+
+@asynccontextmanager
+async def serve_http2_process(
+    directory: Path,
+    key: ProviderKey,
+    *,
+    invalid: Iterable[bytes] = (),
+    uninstalled: Iterable[bytes] = (),
+) -> AsyncIterator[ServedSimulator]:
+    """The HTTP/2 simulator as users run it, in its own process (so that it has a core of
+    its own), until the block ends: then SIGTERM, and it must exit 0. ``uninstalled``
+    tokens are answered 410 Unregistered with the time of the request."""
+    p8 = directory / "AuthKey.p8"
+    p8.write_bytes(
+        key.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    record = directory / "accepted.jsonl"
+    command = [sys.executable, "-m", "apns_legacy", "serve", "--http2", "--http2-port", "0",
+               "--cert-dir", str(directory / "upstream-certs"), "--record", str(record),
+               "--provider-key", f"{key.team_id}:{key.key_id}:{p8}"]  # fmt: skip
+    command += [f"--invalid-token={t.hex()}" for t in invalid]
+    command += [f"--uninstalled-token={t.hex()}" for t in uninstalled]
+    # stderr to a file: nobody reads it while the notifications run.
+    with (directory / "serve.log").open("wb") as log:
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=log)
+    assert process.stdout is not None
+    async with reaped(process):
+        with trio.fail_after(30):
+            line = bytearray()
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, "serve --http2 exited before its ready line"
+                line += chunk
+        ready = json.loads(line)
+        port = int(ready["http2"].rpartition(":")[2])
+        ca = (Path(ready["cert_dir"]) / "ca.pem").read_bytes()
+        yield ServedSimulator(port, ca, record)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            code = await process.wait()
+        assert code == 0, (directory / "serve.log").read_text()
+
+
+@attrs.define
+class BridgeProcess:
+    """``apns-legacy bridge --config FILE`` running in a process of its own (see
+    :func:`bridge_process`)."""
+
+    gateway: tuple[str, int]
+    feedback: tuple[str, int]
+    #: Its ``{"stopped": ...}`` line (the final counters), once the block has ended.
+    stopped: dict[str, Any] = attrs.field(factory=dict)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@asynccontextmanager
+async def bridge_process(
+    directory: Path, pki: TestPKI, key: ProviderKey, upstream: ServedSimulator, mode: BridgeMode
+) -> AsyncIterator[BridgeProcess]:
+    """The bridge as operators run it, in its own process, in front of ``upstream``,
+    until the block ends: then SIGTERM; it must exit 0 and say what it did."""
+    write_credentials(directory, pki, key)
+    (directory / "upstream-ca.pem").write_bytes(upstream.ca)
+    config = directory / "bridge.toml"
+    config.write_text(
+        f"""\
+[bridge]
+gateway = "127.0.0.1:0"
+feedback = "127.0.0.1:0"
+server_cert = "bridge.pem"
+server_key = "bridge-key.pem"
+client_ca = "legacy-clients-ca.pem"
+mode = "{mode.value}"
+
+[upstream]
+host = "localhost"
+port = {upstream.port}
+ca = "upstream-ca.pem"
+retry_delay = 0.01
+
+[[app]]
+topic = "{TOPIC}"
+auth_key = "AuthKey_ABC123DEFG.p8"
+key_id = "{key.key_id}"
+team_id = "{key.team_id}"
+""",
+        encoding="utf-8",
+    )
+    errors = directory / "bridge.log"
+    command = [sys.executable, "-m", "apns_legacy", "bridge", "--config", str(config)]
+    with errors.open("wb") as log:
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=log)
+    assert process.stdout is not None
+    async with reaped(process):
+        with trio.fail_after(30):
+            line = bytearray()
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, f"the bridge exited before its ready line: {errors.read_text()}"
+                line += chunk
+        ready = json.loads(line)
+        running = BridgeProcess(_host_port(ready["gateway"]), _host_port(ready["feedback"]))
+        yield running
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await process.wait()
+        text = errors.read_text(encoding="utf-8")
+        assert code == 0, text
+        (stopped,) = [line for line in text.splitlines() if line.startswith('{"stopped"')]
+        running.stopped = json.loads(stopped)["stopped"]

@@ -10,8 +10,8 @@ or provider token: 403 with Apple's reasons, 429 TooManyProviderTokenUpdates), t
 ``apns-*`` headers (400 with Apple's reasons), the body (400 PayloadEmpty, 413
 PayloadTooLarge), then the device token lists (400 BadDeviceToken for the invalid
 set, 410 Unregistered with a timestamp for the uninstalled set). Anything else is
-accepted: 200 with an ``apns-id``, recorded in :attr:`Http2Simulator.accepted` and
-optionally as JSON lines.
+accepted: 200 with an ``apns-id``, recorded in :attr:`Http2Simulator.accepted` (see
+``keep_records``) and optionally as JSON lines.
 
 Streams: ``SETTINGS_MAX_CONCURRENT_STREAMS`` is ``max_concurrent_streams`` (1000 by
 default), and 1 on a token connection until a valid token arrives (Apple: "only one
@@ -157,6 +157,9 @@ class Http2SimulatorConfig:
             this (seconds) gets 429 TooManyProviderTokenUpdates.
         faults: scripted faults.
         record_path: append each accepted notification to this file (JSON lines).
+        keep_records: keep accepted notifications in :attr:`Http2Simulator.accepted`:
+            True (all), False (none: a long run with ``record_path`` then stays flat
+            in memory), or an int (the first N). Counters are kept either way.
     """
 
     host: str = "127.0.0.1"
@@ -172,6 +175,14 @@ class Http2SimulatorConfig:
     token_update_interval: int = MIN_REFRESH_INTERVAL
     faults: Http2Faults = attrs.field(factory=Http2Faults)
     record_path: Path | None = None
+    keep_records: bool | int = attrs.field(default=True)
+
+    @keep_records.validator
+    def _check_keep(self, attribute: attrs.Attribute[bool | int], value: bool | int) -> None:
+        if not isinstance(value, bool) and (type(value) is not int or value < 0):
+            raise ValueError(
+                f"keep_records must be True, False or a count of 0 or more, not {value!r}"
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -222,7 +233,10 @@ class Http2Simulator:
         self.config = config
         self.pki = pki
         self.clock = clock
+        #: Accepted notifications, in order (see ``keep_records``).
         self.accepted: list[Http2AcceptedRecord] = []
+        keep = config.keep_records
+        self._max_records: int | None = None if keep is True else int(keep)
         self.stats = Http2Stats()
         self.address: tuple[str, int] = (config.host, 0)
         self._invalid = set(config.invalid_tokens)
@@ -273,7 +287,8 @@ class Http2Simulator:
         return self._connection_ids
 
     def _record(self, record: Http2AcceptedRecord) -> None:
-        self.accepted.append(record)
+        if self._max_records is None or len(self.accepted) < self._max_records:
+            self.accepted.append(record)
         self.stats.accepted += 1
         if self._file is not None:
             self._file.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
