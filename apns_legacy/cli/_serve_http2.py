@@ -216,6 +216,7 @@ def run_http2(
             _hex_tokens("--uninstalled-token", args.uninstalled_token)
         ),
         record_path=Path(args.record) if args.record else None,
+        keep_records=False,
         faults=_faults(args),
         lower_after_rejection=bool(args.lower_after_rejection),
         max_concurrent_streams=_max_streams(args.max_concurrent_streams),
