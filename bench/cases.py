@@ -350,8 +350,18 @@ def high_water_kib(pid: int) -> int | None:
     return None
 
 
-def case_cli(setup: Setup, report: bool = False) -> Result:
-    """``apns-legacy send --input FILE --quiet`` as a subprocess; peak RSS is the child's.
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children, from /proc (Linux); just ``pid`` where unavailable."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(int(child) for child in children)]
+
+
+def case_cli(setup: Setup, report: bool = False, parse: str | None = None) -> Result:
+    """``apns-legacy send --input FILE --quiet`` as a subprocess; peak RSS is the child's
+    (with its input worker's, summed: ``--parse``).
 
     The child's peak is read from /proc while it runs (every 20 ms): its
     ``ru_maxrss`` would include this process's memory at the fork. With ``report``,
@@ -373,6 +383,8 @@ def case_cli(setup: Setup, report: bool = False) -> Result:
     report_path = setup.work / f"cli-report-{os.getpid()}.jsonl"
     if report:
         command += ["--report", str(report_path)]
+    if parse is not None:  # --parse inline|process (newer than --at's older commits)
+        command += ["--parse", parse]
     output = setup.work / f"cli-output-{os.getpid()}.txt"
     peak = 0
     with output.open("w+") as log:
@@ -382,7 +394,8 @@ def case_cli(setup: Setup, report: bool = False) -> Result:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=setup.work)
         deadline = start + setup.deadline
         while child.poll() is None:
-            peak = max(peak, high_water_kib(child.pid) or 0)
+            # The command and the process parsing its input (--parse), if it has one.
+            peak = max(peak, sum(high_water_kib(pid) or 0 for pid in process_tree(child.pid)))
             if time.perf_counter() > deadline:
                 child.kill()
                 child.wait()
@@ -441,6 +454,7 @@ SYNC_CASES = {
     "sync": case_sync,
     "cli": case_cli,
     "cli-report": lambda setup: case_cli(setup, report=True),
+    "cli-report-inline": lambda setup: case_cli(setup, report=True, parse="inline"),
     "s_client": case_s_client,
 }
 

@@ -67,6 +67,7 @@ CASES = [
     Case("sync", "sync", "send_all (synchronous facade)", 1, "small"),
     Case("cli", "cli", "apns-legacy send --input FILE (subprocess)", 1, "small"),
     Case("cli-report", "cli-report", "apns-legacy send --input FILE --report FILE", 1, "small"),
+    Case("cli-report-inline", "cli-report-inline", "the same, --parse inline", 1, "small"),
     Case("memory-small", "cli", "apns-legacy send --input, streamed (peak RSS)", 1, "memory"),
     Case("memory-large", "cli", "apns-legacy send --input, streamed (peak RSS)", 1, "n"),
 ]

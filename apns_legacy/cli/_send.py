@@ -97,7 +97,8 @@ from ._text import os_error
 MAX_CONNECTIONS: Final = 100
 #: Report lines written to the file in one call: about 11 KiB, so a slow run's report
 #: grows about as often as with one write a line into the file's 8 KiB buffer.
-REPORT_BATCH: Final = 64
+REPORT_BATCH: Final = 256
+_ACCEPTED: Final = OutcomeKind.ACCEPTED
 #: ``--parse auto`` parses an input file at least this large in a second process.
 PARSE_PROCESS_FROM: Final = 8 << 20
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
@@ -333,9 +334,11 @@ class _Run:
         """Notifications not sent because the store has their token deactivated."""
         return 0 if self.guard is None else self.guard.skipped
 
-    #: Report lines not yet written: they go to the file in batches of REPORT_BATCH
-    #: (one write call instead of one a line), and the rest when the run ends
-    #: (:meth:`flush_report`, however it ends).
+    #: Outcomes whose report lines are not written yet, and the lines of skipped
+    #: notifications: they go to the file in batches of REPORT_BATCH (one write call
+    #: instead of one a line), and the rest when the run ends (:meth:`flush_report`,
+    #: however it ends).
+    pending_outcomes: list[Outcome] = attrs.Factory(list)
     pending_lines: list[bytes] = attrs.Factory(list)
     #: The report line of an outcome (the protocol's).
     _line_of: Callable[[Outcome], bytes] = attrs.field(
@@ -347,11 +350,13 @@ class _Run:
 
     def on_outcome(self, outcome: Outcome) -> None:
         if self.report is not None:
-            pending = self.pending_lines
-            pending.append(self._line_of(outcome))
+            pending = self.pending_outcomes
+            pending.append(outcome)  # settled: it does not change any more
             if len(pending) >= REPORT_BATCH:
                 self.flush_report()
         kind = outcome.kind
+        if kind is _ACCEPTED:
+            return
         if kind is OutcomeKind.REJECTED and self.guard is not None:
             self.guard.keeper.on_outcome(outcome)
         elif kind is OutcomeKind.FAILED and self.first_failure is None:
@@ -369,9 +374,12 @@ class _Run:
 
     def flush_report(self) -> None:
         """Write the report lines not written yet (in one call)."""
-        if self.pending_lines and self.report is not None:
-            self.report.write(b"".join(self.pending_lines))
-        self.pending_lines.clear()
+        outcomes, lines = self.pending_outcomes, self.pending_lines
+        if self.report is not None and (outcomes or lines):
+            line_of = self._line_of
+            self.report.write(b"".join([line_of(outcome) for outcome in outcomes] + lines))
+        outcomes.clear()
+        lines.clear()
 
     def bad_line(self, number: int, message: str, strict: bool) -> None:
         self.skipped += 1

@@ -46,10 +46,10 @@ WORKER_READ_SIZE: Final = 4 * READ_SIZE
 #: The folder this apns_legacy is in: first on the worker's path, so that it runs this
 #: very code (a checkout, or another version on PYTHONPATH, as bench/run.py --at does).
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
-#: The pipe's size asked for, and the most read from it at once.
-_PIPE_SIZE: Final = 1 << 20
 #: Distinct payloads shared between notifications (as _send_input does), at most.
 _SHARED_PAYLOADS: Final = 1024
+#: The pipe's size asked for, and the most read from it at once.
+_PIPE_SIZE: Final = 1 << 20
 
 #: What a chunk of input becomes: bytes read so far, and each line as a notification,
 #: the message of a bad line, or None for a blank one, with its line number.
@@ -199,7 +199,8 @@ def _items(
     rows: list[list[Any]], shared: dict[bytes, bytes]
 ) -> list[tuple[int, Notification | str | None]]:
     # DeviceToken and Notification check their values again: the worker is not trusted
-    # to have done it (their usual values pass one combined test).
+    # to have done it (their usual values pass one combined test). Lines with the same
+    # payload share one bytes object, as when parsed in place.
     share = shared.setdefault
     return [
         (row[0], row[1])
