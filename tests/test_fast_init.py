@@ -158,3 +158,30 @@ def test_attrs_machinery_still_works():
     assert TokenSubclass(bytes(32)).value == bytes(32)
     sub = TokenSubclass(bytes(32))
     assert Notification(token=sub, payload=b"{}").token is sub
+
+
+raw_token_values = st.one_of(
+    st.binary(min_size=30, max_size=102),
+    st.sampled_from([bytes(32), bytes(31), bytes(33), bytes(100), bytes(101), None, "a1" * 32]),
+    st.builds(bytearray, st.binary(min_size=32, max_size=32)),
+)
+
+
+@given(token=raw_token_values, payload=payload_values, expiry=int_like, priority=int_like)
+def test_notification_from_parts_agrees_with_the_constructors(token, payload, expiry, priority):
+    # wire._events.notification_from (send --parse process) against the two
+    # constructors it stands for: the same value or the same error.
+    from apns_legacy.wire._events import notification_from
+
+    def by_keywords(token, payload, expiry, priority):
+        return Notification(
+            token=DeviceToken(token), payload=payload, expiry=expiry, priority=priority
+        )
+
+    made = outcome(notification_from, token, payload, expiry, priority)
+    assert made == outcome(by_keywords, token, payload, expiry, priority)
+    if made[0] == "made":
+        notification = notification_from(token, payload, expiry, priority)
+        assert type(notification) is Notification
+        assert type(notification.token) is DeviceToken
+        assert notification == by_keywords(token, payload, expiry, priority)

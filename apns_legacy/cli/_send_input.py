@@ -40,6 +40,7 @@ from ..wire import (
     Notification,
     raw_payload,
 )
+from ..wire._events import notification_from
 
 FIELDS: Final = ("token", "payload", "expiry", "priority")
 #: The other columns of ``tokens export --format jsonl``: accepted, not used.
@@ -279,6 +280,8 @@ def _fast_notification(
             shared.clear()
         payload = shared.setdefault(passed, passed)
     token = line.token
+    expiry = plan.expiry if line.expiry is _UNSET else line.expiry
+    priority = plan.priority if line.priority is _UNSET else line.priority
     try:
         if len(token) == 64:
             # Plain hex of a 32-byte token, the usual case: what from_hex does for it.
@@ -287,13 +290,10 @@ def _fast_notification(
             value = bytes.fromhex(token)
             if len(value) != 32:
                 return None
-            device_token = DeviceToken(value)
-        else:
-            device_token = DeviceToken.from_hex(token, allow_long=plan.allow_long_tokens)
+            return notification_from(value, payload, expiry, priority)
+        device_token = DeviceToken.from_hex(token, allow_long=plan.allow_long_tokens)
     except (LocalProtocolError, ValueError):
         return None
-    expiry = plan.expiry if line.expiry is _UNSET else line.expiry
-    priority = plan.priority if line.priority is _UNSET else line.priority
     return Notification(token=device_token, payload=payload, expiry=expiry, priority=priority)
 
 

@@ -36,7 +36,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ..wire import DeviceToken, Notification
+from ..wire import Notification
+from ..wire._events import notification_from
 from ._send_input import READ_SIZE, LineSplitter, Plan, parse_lines
 
 #: The length prefix of a message.
@@ -198,22 +199,17 @@ async def worker_chunks(source: int, plan: Plan) -> AsyncGenerator[ParsedChunk, 
 def _items(
     rows: list[list[Any]], shared: dict[bytes, bytes]
 ) -> list[tuple[int, Notification | str | None]]:
-    # DeviceToken and Notification check their values again: the worker is not trusted
-    # to have done it (their usual values pass one combined test). Lines with the same
-    # payload share one bytes object, as when parsed in place.
+    # The values are checked again as they become a DeviceToken and a Notification
+    # (notification_from: the constructors' checks, for less): the worker is not
+    # trusted to have done it. Lines with the same payload share one bytes object, as
+    # when parsed in place.
     share = shared.setdefault
     return [
         (row[0], row[1])
         if len(row) == 2
-        else (
-            row[0],
-            Notification(
-                token=DeviceToken(row[1]), payload=share(row[2], row[2]), expiry=row[3],
-                priority=row[4],
-            ),
-        )
+        else (row[0], notification_from(row[1], share(row[2], row[2]), row[3], row[4]))
         for row in rows
-    ]  # fmt: skip
+    ]
 
 
 def _widen_pipe(descriptor: int) -> None:

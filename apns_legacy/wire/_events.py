@@ -12,7 +12,7 @@ import attrs
 from ._errors import LocalProtocolError
 from ._fastinit import slot_setter, validate
 from ._status import Status
-from ._tokens import DeviceToken
+from ._tokens import TOKEN_LENGTH, DeviceToken
 
 
 class Need(enum.Enum):
@@ -156,6 +156,34 @@ _set_token: Final = slot_setter(Notification, "token")
 _set_payload: Final = slot_setter(Notification, "payload")
 _set_expiry: Final = slot_setter(Notification, "expiry")
 _set_priority: Final = slot_setter(Notification, "priority")
+_set_token_value: Final = slot_setter(DeviceToken, "value")
+_new: Final = object.__new__
+
+
+def notification_from(token: bytes, payload: bytes, expiry: int, priority: int) -> Notification:
+    """``Notification(token=DeviceToken(token), payload=..., expiry=..., priority=...)``,
+    from positional parts, for about half the cost: no keyword call, and one test for
+    the usual values of both objects. Anything else goes through the constructors, so
+    the errors are theirs (tests/test_events.py compares the two)."""
+    if (
+        type(token) is bytes
+        and len(token) == TOKEN_LENGTH
+        and type(payload) is bytes
+        and 0 < len(payload) <= _UINT16_MAX
+        and type(expiry) is int
+        and 0 <= expiry <= _UINT32_MAX
+        and type(priority) is int
+        and priority in (PRIORITY_IMMEDIATE, PRIORITY_CONSERVE_POWER)
+    ):
+        device = _new(DeviceToken)
+        _set_token_value(device, token)
+        notification = _new(Notification)
+        _set_token(notification, device)
+        _set_payload(notification, payload)
+        _set_expiry(notification, expiry)
+        _set_priority(notification, priority)
+        return notification
+    return Notification(token=DeviceToken(token), payload=payload, expiry=expiry, priority=priority)
 
 
 @attrs.frozen(kw_only=True)
