@@ -99,6 +99,11 @@ MAX_CONNECTIONS: Final = 100
 #: grows about as often as with one write a line into the file's 8 KiB buffer.
 REPORT_BATCH: Final = 256
 _ACCEPTED: Final = OutcomeKind.ACCEPTED
+#: The collector's thresholds while sending: bulk_gc's idea (client/_gc.py), further.
+#: The window holds up to 200,000 notifications, each with its token and outcome, and
+#: none in a cycle: a young collection every 200,000 allocations instead of 50,000
+#: walks them a quarter as often (about 6% of send --input --report's time).
+SEND_GC_THRESHOLDS: Final = (200_000, 50, 50)
 #: ``--parse auto`` parses an input file at least this large in a second process.
 PARSE_PROCESS_FROM: Final = 8 << 20
 _FORMATS: Final = {"simple": Command.SIMPLE, "enhanced": Command.ENHANCED, "frame": Command.FRAME}
@@ -726,7 +731,7 @@ def run(args: argparse.Namespace) -> int:
             every=args.progress_every,
         )
         # Few long-lived objects per notification: collect less often (client/_gc.py).
-        with bulk_gc():
+        with bulk_gc(SEND_GC_THRESHOLDS):
             run_state = _Run(
                 report,
                 display,
