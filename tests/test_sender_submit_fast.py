@@ -26,9 +26,10 @@ async def never_connects() -> trio.abc.Stream:
 
 
 def submit_all(
-    config: SenderConfig, notifications: list[Notification]
+    config: SenderConfig, notifications: list[Notification], *, nowait: bool = False
 ) -> tuple[int, str | None, list[Outcome]]:
-    """How many submit_many queued, its error message (None if none), the outcomes."""
+    """How many submit_many (``nowait``: submit_nowait_many, with each one's index as its
+    tag) queued, its error message (None if none), the outcomes."""
     outcomes: list[Outcome] = []
 
     async def main() -> tuple[int, str | None]:
@@ -37,7 +38,11 @@ def submit_all(
             connect=never_connects, config=config, on_outcome=outcomes.append
         ) as sender:
             try:
-                await sender.submit_many(notifications)
+                if nowait:
+                    pairs = [(n, i) for i, n in enumerate(notifications)]
+                    assert sender.submit_nowait_many(pairs) == len(notifications)
+                else:
+                    await sender.submit_many(notifications)
             except LocalProtocolError as exc:
                 error = str(exc)
             submitted = sender.stats.submitted
@@ -100,30 +105,6 @@ def test_the_messages_name_size_and_limit():
     assert submit_all(long_ok, [fine, long_token])[:2] == (2, None)
 
 
-def submit_nowait_all(
-    config: SenderConfig, notifications: list[Notification]
-) -> tuple[int, str | None, list[Outcome]]:
-    """As submit_all, through submit_nowait_many with the index as each one's tag."""
-    outcomes: list[Outcome] = []
-
-    async def main() -> tuple[int, str | None]:
-        error = None
-        async with open_sender(
-            connect=never_connects, config=config, on_outcome=outcomes.append
-        ) as sender:
-            try:
-                queued = sender.submit_nowait_many([(n, i) for i, n in enumerate(notifications)])
-                assert queued == len(notifications)
-            except LocalProtocolError as exc:
-                error = str(exc)
-            submitted = sender.stats.submitted
-            await sender.aclose(graceful=False)
-        return submitted, error
-
-    submitted, error = trio.run(main)
-    return submitted, error, outcomes
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     shapes=st.lists(sizes, max_size=8),
@@ -138,7 +119,7 @@ def test_submit_nowait_many_queues_and_refuses_as_check_does(shapes, payload_lim
         Notification(token=DeviceToken(bytes([i]) * t), payload=b"x" * p)
         for i, (t, p) in enumerate(shapes)
     ]
-    submitted, error, outcomes = submit_nowait_all(config, notifications)
+    submitted, error, outcomes = submit_all(config, notifications, nowait=True)
     assert (submitted, error) == expected(config, notifications)
     assert [(o.notification, o.tag) for o in outcomes] == [
         (n, i) for i, n in enumerate(notifications[:submitted])
