@@ -4,6 +4,7 @@ Simulator fixtures:
 
 * ``pki``: one throwaway CA, server and client certificate (sandbox) for the session.
 * ``simulator``: an :func:`open_simulator` on 127.0.0.1, free ports, defaults.
+* ``key``: an HTTP/2 provider key (ES256, team ``TEAM123456``, key ``KEY1234567``).
 * ``gateway_harness``: ``async with gateway_harness("tls" | "memory", config, **changes) as g``
   runs a simulator with that :class:`SimulatorConfig` (and keyword shortcuts, typed as
   ``open_simulator``'s) and gives ``g.connect()`` (a client stream to its gateway: real
@@ -23,8 +24,10 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import settings
 
+from apns_legacy.h2wire import ProviderKey
 from apns_legacy.simulator import Simulator, SimulatorConfig, SimulatorOptions, open_simulator
 from apns_legacy.tls import Credentials, Environment, TestPKI, make_test_pki, open_tls_stream
 
@@ -45,6 +48,15 @@ settings.load_profile("default")
 def pki() -> TestPKI:
     # Sandbox only, so that a production simulator refuses it (wrong environment).
     return make_test_pki(environments=[Environment.SANDBOX])
+
+
+@pytest.fixture(scope="session")
+def key() -> ProviderKey:
+    return ProviderKey(
+        key_id="KEY1234567",
+        team_id="TEAM123456",
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+    )
 
 
 @pytest.fixture

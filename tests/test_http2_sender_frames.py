@@ -19,10 +19,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-import pytest
 import trio
 import trio.testing
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from apns_legacy.client import Http2SenderConfig, OutcomeKind, open_http2_sender
 from apns_legacy.h2wire import AppSettings, ProviderKey
@@ -239,15 +237,6 @@ class Harness:
         while len(self.servers) <= index:
             await self._new.wait()
         return self.servers[index]
-
-
-@pytest.fixture(scope="module")
-def key() -> ProviderKey:
-    return ProviderKey(
-        key_id="KEY1234567",
-        team_id="TEAM123456",
-        private_key=ec.generate_private_key(ec.SECP256R1()),
-    )
 
 
 def config(key: ProviderKey, **changes: object) -> Http2SenderConfig:

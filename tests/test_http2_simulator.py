@@ -58,15 +58,6 @@ def pki():
     return make_test_pki()
 
 
-@pytest.fixture(scope="module")
-def key() -> ProviderKey:
-    return ProviderKey(
-        key_id="KEY1234567",
-        team_id="TEAM123456",
-        private_key=ec.generate_private_key(ec.SECP256R1()),
-    )
-
-
 def config_for(key: ProviderKey, **changes) -> Http2SimulatorConfig:
     return Http2SimulatorConfig(
         provider_keys={(key.team_id, key.key_id): key.public_key},

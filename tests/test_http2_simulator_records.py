@@ -10,10 +10,9 @@ import json
 
 import pytest
 import trio
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from apns_legacy.client import Http2SenderConfig, open_http2_sender
-from apns_legacy.h2wire import AppSettings, ProviderKey
+from apns_legacy.h2wire import AppSettings
 from apns_legacy.simulator import Http2SimulatorConfig, open_http2_simulator
 from apns_legacy.tls import make_test_pki
 from apns_legacy.wire import DeviceToken, Notification
@@ -30,15 +29,6 @@ def token(i: int) -> DeviceToken:
 @pytest.fixture(scope="module")
 def pki():
     return make_test_pki()
-
-
-@pytest.fixture(scope="module")
-def key() -> ProviderKey:
-    return ProviderKey(
-        key_id="KEY1234567",
-        team_id="TEAM123456",
-        private_key=ec.generate_private_key(ec.SECP256R1()),
-    )
 
 
 @pytest.mark.parametrize(("keep", "kept"), [(True, COUNT), (False, 0), (5, 5), (0, 0)])
