@@ -176,7 +176,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="where --input lines are parsed: in a second process beside the sending one "
         "(a second core's work), or inline; auto: a second process for an input file of "
         f"{PARSE_PROCESS_FROM >> 20} MiB or more, or a pipe, when two or more cores are "
-        "free for this program, and never with --http2")  # fmt: skip
+        "free for this program (POSIX), and never with --http2")  # fmt: skip
     add("--quiet", "-q", action="store_true", help="no progress display and no summary")
     add(
         "--progress-every",
@@ -607,7 +607,8 @@ def parse_in_process(choice: str, source: int | None, http2: bool) -> bool:
         if stat.S_ISREG(info.st_mode)
         else stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode)
     )
-    return big and not http2 and _free_cores() >= 2
+    # POSIX only: the worker's pipe and session are written for it.
+    return big and not http2 and os.name == "posix" and _free_cores() >= 2
 
 
 def _free_cores() -> int:

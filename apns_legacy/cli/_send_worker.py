@@ -24,7 +24,6 @@ pipe, if the sending process is gone). It imports no trio, no OpenSSL and no sen
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import os
@@ -216,8 +215,10 @@ def _widen_pipe(descriptor: int) -> None:
     # A pipe holds 64 KiB by default: a message is several times that, and each read
     # would return a sixteenth of what it asks for. Best effort (Linux only).
     try:
+        import fcntl
+
         fcntl.fcntl(descriptor, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
-    except OSError:
+    except (ImportError, OSError):  # not on Linux, or not allowed
         pass
 
 
