@@ -95,8 +95,9 @@ from ._text import os_error
 
 #: Most parallel connections one send may open (each costs a TLS session and memory).
 MAX_CONNECTIONS: Final = 100
-#: Report lines written to the file in one call: about 11 KiB, so a slow run's report
-#: grows about as often as with one write a line into the file's 8 KiB buffer.
+#: Report lines written to the file in one call (about 56 KiB): a fast run makes few
+#: write calls; a slow one's report grows in steps of this many lines, and whatever
+#: is waiting is written when the run ends, however it ends.
 REPORT_BATCH: Final = 256
 _ACCEPTED: Final = OutcomeKind.ACCEPTED
 #: The collector's thresholds while sending: bulk_gc's idea (client/_gc.py), further.
