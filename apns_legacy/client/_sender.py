@@ -376,17 +376,8 @@ class Sender:
         room = self._queue.room()
         if room < len(items):
             items = items[: max(room, 0)]
-        limit = self.config.payload_limit
         jobs = [Outcome(notification, tag) for notification, tag in items]
-        for index, (notification, _) in enumerate(items):
-            # A payload within the limit and a 32-byte token always pass (submit_many).
-            if len(notification.payload) > limit or len(notification.token.value) != TOKEN_LENGTH:
-                try:
-                    self.check(notification)
-                except LocalProtocolError:
-                    self._queue_jobs(jobs[:index])
-                    raise
-        self._queue_jobs(jobs)
+        self._queue_checked([notification for notification, _ in items], jobs)
         return len(jobs)
 
     async def submit_many(
@@ -409,22 +400,9 @@ class Sender:
             return count
         iterator = iter(notifications)
         while chunk := await self._next_chunk(iterator):
-            # check() in full only where the sizes that pass at a glance do not: a
-            # payload within the limit and a 32-byte token always pass.
-            limit = self.config.payload_limit
-            for index, notification in enumerate(chunk):
-                if (
-                    len(notification.payload) > limit
-                    or len(notification.token.value) != TOKEN_LENGTH
-                ):
-                    try:
-                        self.check(notification)
-                    except LocalProtocolError:
-                        self._queue_jobs(chunk[:index])
-                        raise
             # Queued as they are: each gets its Outcome when it leaves the queue or a
             # window (Connection), not while it waits there.
-            self._queue_jobs(chunk)
+            self._queue_checked(chunk, chunk)
             count += len(chunk)
             await trio.lowlevel.checkpoint()
         await trio.lowlevel.checkpoint()
@@ -486,6 +464,21 @@ class Sender:
 
     def _queue_jobs(self, jobs: Sequence[Job]) -> None:
         self._ledger.add_many(jobs)
+
+    def _queue_checked(self, notifications: Sequence[Notification], jobs: Sequence[Job]) -> None:
+        """Queue ``jobs`` (one for each of ``notifications``, in order) after checking
+        the notifications; at one that breaks the limits, queue those before it and
+        raise. check() runs in full only where the sizes that pass at a glance do not:
+        a payload within the limit and a 32-byte token always pass."""
+        limit = self.config.payload_limit
+        for index, notification in enumerate(notifications):
+            if len(notification.payload) > limit or len(notification.token.value) != TOKEN_LENGTH:
+                try:
+                    self.check(notification)
+                except LocalProtocolError:
+                    self._queue_jobs(jobs[:index])
+                    raise
+        self._queue_jobs(jobs)
 
     def _check_open(self) -> None:
         if self._closed:
