@@ -91,9 +91,17 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | 
         raise ValueError(f"{attribute.name} must be more than 0, not {value}")
 
 
-def _keep_records(instance: object, attribute: attrs.Attribute[Any], value: bool | int) -> None:
-    if not isinstance(value, bool) and value < 0:
-        raise ValueError(f"keep_records must be True, False or a count of 0 or more, not {value}")
+def check_keep_records(
+    instance: object, attribute: attrs.Attribute[Any], value: bool | int
+) -> None:
+    """The ``keep_records`` validator of both simulators' configurations."""
+    if not isinstance(value, bool) and (type(value) is not int or value < 0):
+        raise ValueError(f"keep_records must be True, False or a count of 0 or more, not {value!r}")
+
+
+def record_limit(keep: bool | int) -> int | None:
+    """How many accepted notifications ``keep_records`` keeps in memory (None: all)."""
+    return None if keep is True else int(keep)
 
 
 @attrs.frozen(kw_only=True)
@@ -139,7 +147,7 @@ class SimulatorConfig:
     record_path: Path | None = attrs.field(default=None, converter=_optional_path)
     #: Keep accepted notifications in ``Simulator.accepted``: True (all), False (none),
     #: or an int (the first N).
-    keep_records: bool | int = attrs.field(default=True, validator=_keep_records)
+    keep_records: bool | int = attrs.field(default=True, validator=check_keep_records)
     #: Seconds a client may take over the TLS handshake.
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Close a gateway connection (no frame) when nothing arrived for this long;

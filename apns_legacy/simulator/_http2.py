@@ -70,6 +70,7 @@ from ..tls import (
     make_test_pki,
     server_context,
 )
+from ._config import check_keep_records, record_limit
 from ._server import ServerCertificates
 
 logger = logging.getLogger("apns_legacy.simulator.http2")
@@ -175,14 +176,7 @@ class Http2SimulatorConfig:
     token_update_interval: int = MIN_REFRESH_INTERVAL
     faults: Http2Faults = attrs.field(factory=Http2Faults)
     record_path: Path | None = None
-    keep_records: bool | int = attrs.field(default=True)
-
-    @keep_records.validator
-    def _check_keep(self, attribute: attrs.Attribute[bool | int], value: bool | int) -> None:
-        if not isinstance(value, bool) and (type(value) is not int or value < 0):
-            raise ValueError(
-                f"keep_records must be True, False or a count of 0 or more, not {value!r}"
-            )
+    keep_records: bool | int = attrs.field(default=True, validator=check_keep_records)
 
 
 @attrs.frozen(kw_only=True)
@@ -235,8 +229,7 @@ class Http2Simulator:
         self.clock = clock
         #: Accepted notifications, in order (see ``keep_records``).
         self.accepted: list[Http2AcceptedRecord] = []
-        keep = config.keep_records
-        self._max_records: int | None = None if keep is True else int(keep)
+        self._max_records = record_limit(config.keep_records)
         self.stats = Http2Stats()
         self.address: tuple[str, int] = (config.host, 0)
         self._invalid = set(config.invalid_tokens)

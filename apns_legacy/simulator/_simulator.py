@@ -20,7 +20,7 @@ import trio
 from ..tls import Environment
 from ..wire import ReceivedNotification, Status
 from . import _streams
-from ._config import SimulatorConfig, SimulatorOptions, make_config
+from ._config import SimulatorConfig, SimulatorOptions, make_config, record_limit
 from ._fault_book import FaultBook
 from ._faults import Fault
 from ._feedback import FeedbackStore, serve_feedback, timestamp_of
@@ -70,8 +70,7 @@ class Simulator:
         #: Error frames written, in order.
         self.errors_sent: list[ErrorRecord] = []
         self.stats = SimulatorStats()
-        keep = config.keep_records
-        self._max_records: int | None = None if keep is True else 0 if keep is False else int(keep)
+        self._max_records = record_limit(config.keep_records)
         self._keeps = self._max_records != 0
         self._writer = JsonLinesWriter(config.record_path) if config.record_path else None
         self._changed = trio.Event()
