@@ -20,7 +20,7 @@ import attrs
 import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import reaped
+from helpers import read_ready_line, reaped
 
 from apns_legacy.bridge import (
     AppConfig,
@@ -272,11 +272,7 @@ async def serve_http2_process(
     assert process.stdout is not None
     async with reaped(process):
         with trio.fail_after(30):
-            line = bytearray()
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, "serve --http2 exited before its ready line"
-                line += chunk
+            line = await read_ready_line(process.stdout, "serve --http2")
         ready = json.loads(line)
         port = int(ready["http2"].rpartition(":")[2])
         ca = (Path(ready["cert_dir"]) / "ca.pem").read_bytes()
@@ -343,11 +339,7 @@ team_id = "{key.team_id}"
     assert process.stdout is not None
     async with reaped(process):
         with trio.fail_after(30):
-            line = bytearray()
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"the bridge exited before its ready line: {errors.read_text()}"
-                line += chunk
+            line = await read_ready_line(process.stdout, "the bridge", errors)
         ready = json.loads(line)
         running = BridgeProcess(_host_port(ready["gateway"]), _host_port(ready["feedback"]))
         yield running

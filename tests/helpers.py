@@ -242,6 +242,21 @@ def write_p8(path: Path, curve: ec.EllipticCurve | None = None) -> ec.EllipticCu
     return private
 
 
+async def read_ready_line(
+    stream: trio.abc.ReceiveStream, who: str = "the process", log: Path | None = None
+) -> bytes:
+    """Bytes up to and including a process's first line (its JSON ready line). The caller
+    bounds the time; ``log`` (its stderr file) goes into the message if it exits first."""
+    data = b""
+    while b"\n" not in data:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            detail = f"; its log: {await trio.Path(log).read_text()}" if log is not None else ""
+            raise AssertionError(f"{who} exited before its ready line: {data!r}{detail}")
+        data += chunk
+    return data
+
+
 async def stop_with(process: trio.Process, signum: int) -> tuple[int, bytes]:
     """Send ``signum`` to a command run with ``stderr=PIPE``; its exit code and stderr."""
     assert process.stderr is not None

@@ -21,7 +21,7 @@ import h2.events
 import h2.settings
 import pytest
 import trio
-from helpers import reaped, run_cli, write_p8
+from helpers import read_ready_line, reaped, run_cli, write_p8
 
 from apns_legacy.cli import main
 from apns_legacy.h2wire import ProviderKey, make_provider_token
@@ -38,15 +38,6 @@ def curl_has_http2() -> bool:
         return False
     out = subprocess.run([CURL, "--version"], capture_output=True, text=True, check=False)
     return "HTTP2" in out.stdout
-
-
-async def read_line(stream) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = await stream.receive_some(4096)
-        assert chunk, f"serve exited before its ready line: {data!r}"
-        data += chunk
-    return data
 
 
 @attrs.define
@@ -72,7 +63,7 @@ async def serve_http2(tmp_path: Path, *flags: str) -> AsyncIterator[Served]:
     assert process.stderr is not None
     async with reaped(process):
         with trio.fail_after(30):
-            ready = json.loads(await read_line(process.stdout))
+            ready = json.loads(await read_ready_line(process.stdout, "serve"))
         served = Served(int(ready["http2"].rsplit(":", 1)[1]), cert_dir, ready)
         yield served
         process.send_signal(signal.SIGTERM)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import trio
-from helpers import reaped
+from helpers import read_ready_line, reaped
 
 from apns_legacy.cli import main
 from apns_legacy.tls import Credentials, TestPKI, client_context, make_test_pki, open_tls_stream
@@ -22,15 +22,6 @@ ENHANCED = bytes.fromhex(
     "01 01020304 00000000 0020" + TOKEN.hex() + "0016 7b22617073223a7b22616c657274223a224869227d7d"
 )
 PROBE = struct.pack("!BIIH", 1, 9, 0, 0) + struct.pack("!H", 2) + b"{}"
-
-
-async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = await stream.receive_some(4096)
-        assert chunk, f"serve exited before its ready line: {data!r}"
-        data += chunk
-    return data
 
 
 async def test_serve_subprocess(tmp_path):
@@ -48,7 +39,7 @@ async def test_serve_subprocess(tmp_path):
     assert process.stderr is not None
     async with reaped(process):
         with trio.fail_after(20):
-            ready = json.loads(await read_line(process.stdout))
+            ready = json.loads(await read_ready_line(process.stdout, "serve"))
             assert ready["cert_dir"] == str(cert_dir)
             gateway_host, gateway_port = ready["gateway"].rsplit(":", 1)
             feedback_host, feedback_port = ready["feedback"].rsplit(":", 1)
@@ -241,7 +232,7 @@ async def test_serve_with_latency_and_split_errors(tmp_path):
     assert process.stdout is not None
     async with reaped(process):
         with trio.fail_after(20):
-            ready = json.loads(await read_line(process.stdout))
+            ready = json.loads(await read_ready_line(process.stdout, "serve"))
             host, port = ready["gateway"].rsplit(":", 1)
             pki = TestPKI.load(cert_dir)
             context = client_context(pki.client, ca=cert_dir / "ca.pem")

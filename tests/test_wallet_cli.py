@@ -16,13 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from helpers import reaped
+from helpers import read_ready_line, reaped
 from wallet_support import (
     AUTH,
     P12_SECRET,
     check_device_sees_update,
     cli,
-    read_line,
     register_devices,
     write_config,
     write_pass,
@@ -80,7 +79,7 @@ async def test_issuer_loop_through_the_command_line(issuer, wallet_pki):
         assert process.stderr is not None
         async with reaped(process):
             with trio.fail_after(60):
-                ready = json.loads(await read_line(process.stdout))
+                ready = json.loads(await read_ready_line(process.stdout, "wallet serve"))
                 assert ready["pass_type_id"] == pass_type
                 assert ready["listen"].startswith("127.0.0.1:")
                 assert ready["url"] == f"http://{ready['listen']}/"

@@ -16,12 +16,11 @@ import httpx
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
-from helpers import reaped
+from helpers import read_ready_line, reaped
 from wallet_support import (
     AUTH,
     P12_SECRET,
     cli,
-    read_line,
     write_config,
     write_pass,
     write_signing_files,
@@ -71,7 +70,7 @@ async def test_serve_over_https(issuer, wallet_pki, web_pki):
     assert process.stderr is not None
     async with reaped(process):
         with trio.fail_after(60):
-            ready = json.loads(await read_line(process.stdout))
+            ready = json.loads(await read_ready_line(process.stdout, "wallet serve"))
             assert ready["url"] == f"https://{ready['listen']}/"
             trust = ssl.create_default_context(cadata=web_pki.ca_pem().decode())
             async with httpx.AsyncClient(base_url=ready["url"], verify=trust, timeout=10) as device:

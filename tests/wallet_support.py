@@ -63,16 +63,6 @@ async def cli(*arguments: str, env: Mapping[str, str] = {}) -> subprocess.Comple
     )
 
 
-async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    """Bytes up to and including a process's first line (its ready line)."""
-    data = b""
-    while b"\n" not in data:
-        chunk = await stream.receive_some(4096)
-        assert chunk, f"exited before its ready line: {data!r}"
-        data += chunk
-    return data
-
-
 def balance_of(pkpass: bytes) -> str:
     """The sample pass's balance field."""
     with zipfile.ZipFile(io.BytesIO(pkpass)) as archive:
