@@ -34,8 +34,6 @@ import argparse
 import collections
 import itertools
 import json
-import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from run import read_port
 
 from apns_legacy import DeviceToken, Notification, SenderConfig, open_sender
 from apns_legacy.simulator import Fault, open_simulator
@@ -228,7 +227,7 @@ def _with_lean_gateway(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         try:
-            port = _read_port(gateway)
+            port = read_port(gateway, "the lean gateway")
             context = client_context(pki.client, ca=pki.ca_pem())
             outcomes, stats, seconds, timed_out = trio.run(
                 send_all, context, (HOST, port), items, connections, deadline, spare
@@ -249,23 +248,6 @@ def _with_lean_gateway(
     rejections: list[str | None] = [t for status, _, t in report["errors"] if status == 8]
     print(f"lean gateway: {report['cpu_seconds']} s CPU", file=sys.stderr)
     return outcomes, stats, seconds, timed_out, recorded, rejections
-
-
-def _read_port(gateway: subprocess.Popen[bytes]) -> int:
-    """The port from the gateway's first line (waiting at most 15 s)."""
-    assert gateway.stdout is not None
-    line = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(gateway.stdout, selectors.EVENT_READ)
-        until = time.monotonic() + 15.0
-        while not line.endswith(b"\n"):
-            if not selector.select(max(0.0, until - time.monotonic())):
-                raise RuntimeError("the lean gateway did not start within 15 s")
-            chunk = os.read(gateway.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError("the lean gateway exited before it was ready")
-            line += chunk
-    return int(json.loads(line)["port"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,20 +124,29 @@ def start_receiver(
         env=env,
     )
     stderr.close()
-    assert receiver.stdout is not None
+    try:
+        return receiver, read_port(receiver, "the receiver")
+    except RuntimeError:
+        receiver.kill()
+        raise
+
+
+def read_port(process: subprocess.Popen[bytes], who: str) -> int:
+    """The port from a helper process's first line, ``{"port": N}`` (the receiver's, the
+    lean gateway's), waiting at most 15 s."""
+    assert process.stdout is not None
     line = b""
     with selectors.DefaultSelector() as selector:
-        selector.register(receiver.stdout, selectors.EVENT_READ)
+        selector.register(process.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + 15.0
         while not line.endswith(b"\n"):
             if not selector.select(max(0.0, deadline - time.monotonic())):
-                receiver.kill()
-                raise RuntimeError("the receiver did not start within 15 s")
-            chunk = os.read(receiver.stdout.fileno(), 4096)
+                raise RuntimeError(f"{who} did not start within 15 s")
+            chunk = os.read(process.stdout.fileno(), 4096)
             if not chunk:
-                raise RuntimeError("the receiver exited before it was ready")
+                raise RuntimeError(f"{who} exited before it was ready")
             line += chunk
-    return receiver, int(json.loads(line)["port"])
+    return int(json.loads(line)["port"])
 
 
 def stop_receiver(receiver: subprocess.Popen[bytes]) -> dict[str, Any]:
