@@ -18,8 +18,8 @@ import pytest
 import trio
 
 from apns_legacy.cli._send import PARSE_PROCESS_FROM, parse_in_process
-from apns_legacy.cli._send_input import MAX_LINE, LineSplitter, Plan, parse_lines
-from apns_legacy.cli._send_worker import InputFailed, worker_chunks
+from apns_legacy.cli._send_input import MAX_LINE, InputFailed, LineSplitter, Plan, parse_lines
+from apns_legacy.cli._send_worker import worker_chunks
 from apns_legacy.client import SenderConfig
 
 

@@ -87,9 +87,18 @@ from ._send_http2 import (
     http2_settings,
     limit_hint,
 )
-from ._send_input import READ_SIZE, UINT32_MAX, LineSplitter, Plan, parse_lines
+from ._send_input import (
+    READ_SIZE,
+    UINT32_MAX,
+    InputFailed,
+    LineSplitter,
+    ParsedChunk,
+    Plan,
+    cannot_read,
+    parse_lines,
+)
 from ._send_store import StoreGuard, skip_reason
-from ._send_worker import InputFailed, ParsedChunk, cannot_read, worker_chunks
+from ._send_worker import worker_chunks
 from ._signals import run_trio, watch_stop_signals
 from ._text import os_error
 

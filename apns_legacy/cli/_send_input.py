@@ -107,6 +107,21 @@ class BadLine(Exception):
     """An input line that cannot be sent; the message names the field."""
 
 
+class InputFailed(Exception):
+    """The input could not be read to its end (the message says why)."""
+
+
+def cannot_read(exc: OSError) -> str:
+    """The reason an input could not be read further."""
+    return f"cannot read further ({exc.strerror or exc})"
+
+
+#: What a chunk of input becomes, parsed in place or by the worker (_send_worker):
+#: bytes read so far, and each line as a notification, the message of a bad line, or
+#: None for a blank one, with its line number.
+ParsedChunk = tuple[int, list[tuple[int, Notification | str | None]]]
+
+
 def parse_line(raw: bytes, plan: Plan) -> Notification:
     """One input line (without its newline) as a notification.
 

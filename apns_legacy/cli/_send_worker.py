@@ -37,7 +37,15 @@ import msgspec
 
 from ..wire import Notification
 from ..wire._events import notification_from
-from ._send_input import READ_SIZE, LineSplitter, Plan, parse_lines
+from ._send_input import (
+    READ_SIZE,
+    InputFailed,
+    LineSplitter,
+    ParsedChunk,
+    Plan,
+    cannot_read,
+    parse_lines,
+)
 
 #: The length prefix of a message.
 _LENGTH: Final = struct.Struct(">I")
@@ -50,14 +58,6 @@ _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
 _SHARED_PAYLOADS: Final = 1024
 #: The pipe's size asked for, and the most read from it at once.
 _PIPE_SIZE: Final = 1 << 20
-
-#: What a chunk of input becomes: bytes read so far, and each line as a notification,
-#: the message of a bad line, or None for a blank one, with its line number.
-ParsedChunk = tuple[int, list[tuple[int, Notification | str | None]]]
-
-
-class InputFailed(Exception):
-    """The input could not be read to its end (the message says why)."""
 
 
 def _plan_settings(plan: Plan) -> str:
@@ -122,11 +122,6 @@ def worker_main(settings: str) -> int:
             return 0
         if end:
             return 0
-
-
-def cannot_read(exc: OSError) -> str:
-    """The reason an input could not be read further."""
-    return f"cannot read further ({exc.strerror or exc})"
 
 
 def _write_all(data: bytes) -> None:
