@@ -4,6 +4,7 @@ queues, and the error it raises, must be what check() one by one gives."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,13 +68,14 @@ sizes = st.tuples(
 )
 
 
+@pytest.mark.parametrize("nowait", [False, True], ids=["submit_many", "submit_nowait_many"])
 @settings(max_examples=60, deadline=None)
 @given(
     shapes=st.lists(sizes, max_size=8),
     payload_limit=st.sampled_from([256, 2048, 4096]),
     allow_long=st.booleans(),
 )
-def test_submit_many_queues_and_refuses_as_check_does(shapes, payload_limit, allow_long):
+def test_bulk_submits_queue_and_refuse_as_check_does(nowait, shapes, payload_limit, allow_long):
     config = SenderConfig(
         payload_limit=payload_limit, allow_long_tokens=allow_long, spare_connection=False
     )
@@ -81,11 +83,13 @@ def test_submit_many_queues_and_refuses_as_check_does(shapes, payload_limit, all
         Notification(token=DeviceToken(bytes([i]) * t), payload=b"x" * p)
         for i, (t, p) in enumerate(shapes)
     ]
-    submitted, error, outcomes = submit_all(config, notifications)
+    submitted, error, outcomes = submit_all(config, notifications, nowait=nowait)
     assert (submitted, error) == expected(config, notifications)
     # What was queued is the prefix, each once, and nothing else.
     assert [o.notification for o in outcomes] == notifications[:submitted]
     assert all(o.kind is OutcomeKind.FAILED for o in outcomes)
+    if nowait:  # each with its own tag
+        assert [o.tag for o in outcomes] == list(range(submitted))
 
 
 def test_the_messages_name_size_and_limit():
@@ -103,27 +107,6 @@ def test_the_messages_name_size_and_limit():
     )
     long_ok = SenderConfig(allow_long_tokens=True, spare_connection=False)
     assert submit_all(long_ok, [fine, long_token])[:2] == (2, None)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    shapes=st.lists(sizes, max_size=8),
-    payload_limit=st.sampled_from([256, 2048, 4096]),
-    allow_long=st.booleans(),
-)
-def test_submit_nowait_many_queues_and_refuses_as_check_does(shapes, payload_limit, allow_long):
-    config = SenderConfig(
-        payload_limit=payload_limit, allow_long_tokens=allow_long, spare_connection=False
-    )
-    notifications = [
-        Notification(token=DeviceToken(bytes([i]) * t), payload=b"x" * p)
-        for i, (t, p) in enumerate(shapes)
-    ]
-    submitted, error, outcomes = submit_all(config, notifications, nowait=True)
-    assert (submitted, error) == expected(config, notifications)
-    assert [(o.notification, o.tag) for o in outcomes] == [
-        (n, i) for i, n in enumerate(notifications[:submitted])
-    ]
 
 
 async def test_submit_nowait_many_takes_what_the_queue_has_room_for():
